@@ -1,0 +1,168 @@
+"""The six audio pictures (REPRESENTATIONS), drawn from an AudioFeatures on request.
+
+All are deterministic functions of the snapshot: uint8 RGB (size, size, 3). Frequency runs
+upwards, time runs to the right with the newest at the right edge.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bridge.analysis.drawing import (
+    HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, colour_map, column_extremes, column_max,
+    connect_columns, resize, to_uint8, trace_intensity,
+)
+
+if TYPE_CHECKING:
+    from bridge.analysis.features import AudioFeatures, RenderData
+
+DB_RANGE = 80.0  # dB shown below the ceiling when a snapshot carries no render data
+
+
+def _db_to_unit(db: np.ndarray, ceiling_db: float, range_db: float = DB_RANGE) -> np.ndarray:
+    return np.clip((db - (ceiling_db - range_db)) / range_db, 0.0, 1.0)
+
+
+def draw_mel(features: AudioFeatures, size: int) -> np.ndarray:
+    render = features._render
+    ceiling = render.mel_ceiling_db if render else float(features.mel_db.max())
+    unit = _db_to_unit(np.asarray(features.mel_db, dtype=np.float32)[::-1], ceiling)
+    return to_uint8(colour_map(resize(unit, size, size)))
+
+
+def draw_spectrogram(render: RenderData, size: int) -> np.ndarray:
+    unit = _db_to_unit(render.spectrogram_db.T[::-1], render.spectrogram_ceiling_db)
+    return to_uint8(colour_map(resize(unit, size, size)))
+
+
+def draw_waveform(render: RenderData, size: int) -> np.ndarray:
+    # Background: the newest spectrum on a log-frequency axis (bass at the bottom), dimmed so
+    # the line stays the brightest thing; a gentle vertical vignette keeps the centre readable.
+    spectrum_db = render.spectrogram_db[-4:].mean(axis=0)
+    bins = len(spectrum_db)
+    rows = np.geomspace(1.0, bins - 1.0, size)[::-1]  # row 0 (top) = highest frequency
+    row_db = np.interp(rows, np.arange(bins), spectrum_db)
+    row_unit = _db_to_unit(row_db, render.spectrogram_ceiling_db)
+    background = colour_map(row_unit[:, None])  # (size, 1, 3)
+    background = np.broadcast_to(background * 0.55, (size, size, 3))
+
+    low, high = column_extremes(np.tanh(render.samples * render.waveform_gain), size)
+    centre, half = (size - 1) / 2.0, size * 0.45
+    # Screen y grows downwards: a positive sample is drawn above the centre.
+    y_top, y_bottom = centre - high * half, centre - low * half
+    span_low, _ = connect_columns(y_top)
+    _, span_high = connect_columns(y_bottom)
+    glow = trace_intensity(span_low, span_high, size, width=max(1.0, size / 160.0))[..., None]
+    line_rgb = np.array([0.85, 1.0, 1.0], dtype=np.float32)
+    return to_uint8(background * (1.0 - glow) + line_rgb * glow)
+
+
+def _band_colour(history: np.ndarray) -> np.ndarray:
+    """(N, 3) colour per frame: the band mix (low warm, mid green, high cold), full saturation."""
+    weights = history[:, 1:4] + 1e-6
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    return weights @ np.stack([LOW_RGB, MID_RGB, HIGH_RGB])
+
+
+def draw_history(render: RenderData, size: int) -> np.ndarray:
+    columns = column_max(render.history, size)  # (size, 6): the loudest frame in each column
+    level, kick, onset = columns[:, 0], columns[:, 4], columns[:, 5]
+    centre = (size - 1) / 2.0
+    half_height = 1.0 + level * (size * 0.46)
+    rows = np.arange(size, dtype=np.float32)[:, None]
+    distance = np.abs(rows - centre) / half_height[None, :]  # 0 at centre, 1 at the envelope edge
+    inside = np.clip((1.0 - distance) * 3.0, 0.0, 1.0)  # soft edge, a few pixels wide
+    shade = inside * (0.45 + 0.55 * (1.0 - distance).clip(0, 1))  # brighter towards the centre
+    picture = shade[..., None] * _band_colour(columns)[None, :, :]
+    # Kicks light the bottom strip, onsets tick the top strip: rhythm visible at a glance.
+    strip = max(2, size // 32)
+    picture[-strip:] += kick[None, :, None] * KICK_RGB * 0.8
+    picture[:strip] += onset[None, :, None] * np.array([0.9, 0.9, 1.0]) * 0.8
+    return to_uint8(picture)
+
+
+def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
+    """Rings that follow the bands, a flash on kicks and a burst on onsets.
+
+    Built so the picture changes a lot exactly when the sound does (onsets, kicks) and stays
+    still in steady sound: nothing here moves on its own (no rotation, no time).
+    """
+    low, mid, high = features.bands
+    onset = features._render.onset_norm if features._render else 0.0
+    kick = features.kick
+    axis = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    radius = np.sqrt(axis[None, :] ** 2 + axis[:, None] ** 2)  # 0 centre, 1 at the edge midpoints
+    angle = np.arctan2(axis[:, None], axis[None, :])
+
+    picture = np.empty((size, size, 3), dtype=np.float32)
+    # The whole frame flashes on a kick; squared so the flash fades twice as fast as `kick`
+    # and the picture settles between hits.
+    picture[:] = np.array([0.03, 0.02, 0.06]) + (kick * kick * 0.35) * KICK_RGB
+    low_radius = 0.12 + 0.8 * low
+    low_disk = np.clip((low_radius - radius) * 12.0, 0, 1) * (0.35 + 0.65 * low)
+    picture += low_disk[..., None] * LOW_RGB * (1.0 - 0.5 * radius[..., None])
+    mid_ring = np.exp(-np.square((radius - (0.2 + 0.85 * mid)) / (0.03 + 0.08 * mid)))
+    picture += (mid_ring * (0.2 + 0.8 * mid))[..., None] * MID_RGB
+    # Treble: 24 spokes whose length and brightness follow the high band.
+    spokes = np.clip(np.cos(angle * 24.0) * 4.0 - 2.0, 0, 1)
+    spoke_reach = np.clip((0.15 + 1.1 * high - radius) * 6.0, 0, 1)
+    picture += (spokes * spoke_reach * high)[..., None] * HIGH_RGB
+    # Onset burst: a white core and shock ring whose size and brightness follow onset strength.
+    core = np.clip((0.1 + 0.6 * onset - radius) * 8.0, 0, 1) * onset
+    shock = np.exp(-np.square((radius - (0.2 + 0.9 * onset)) / (0.05 + 0.15 * onset))) * onset
+    picture += (core + shock)[..., None] * np.array([1.0, 1.0, 1.0])
+    return to_uint8(picture)
+
+
+def draw_bands_history(render: RenderData, size: int) -> np.ndarray:
+    """Four lanes, top to bottom: high, mid, low, kick; each a filled trace scrolling left."""
+    recent = render.history[-render.bands_history_frames:]
+    columns = column_max(recent, size)
+    lanes = [(columns[:, 3], HIGH_RGB), (columns[:, 2], MID_RGB),
+             (columns[:, 1], LOW_RGB), (columns[:, 4], KICK_RGB)]
+    lane_height = size / len(lanes)
+    rows = np.arange(size, dtype=np.float32)[:, None]
+    picture = np.zeros((size, size, 3), dtype=np.float32)
+    picture[:] = np.array([0.02, 0.02, 0.04])
+    for lane, (values, rgb) in enumerate(lanes):
+        bottom = (lane + 1) * lane_height - 1.0
+        y = bottom - values * (lane_height * 0.9)
+        in_lane = (rows <= bottom) & (rows > bottom - lane_height)
+        fill = ((rows >= y[None, :]) & in_lane) * 0.35
+        span_low, span_high = connect_columns(y)
+        line = trace_intensity(span_low, span_high, size, width=max(1.0, size / 200.0)) * in_lane
+        line *= 0.25 + 0.75 * values[None, :]  # a silent lane is a dim baseline, not a bright rule
+        picture += np.maximum(fill, line)[..., None] * rgb
+    return to_uint8(picture)
+
+
+def _fallback_render(features: AudioFeatures) -> RenderData:
+    """Render data for snapshots built by hand (tests, warm-up): flat history, silent samples."""
+    from bridge.analysis.features import RenderData
+
+    row = np.array([[features.level, *features.bands, features.kick, 0.0]], dtype=np.float32)
+    mel_db = np.asarray(features.mel_db, dtype=np.float32)
+    return RenderData(
+        samples=np.zeros(2, dtype=np.float32),
+        spectrogram_db=np.repeat(mel_db.T, 4, axis=1),
+        spectrogram_ceiling_db=float(mel_db.max()), mel_ceiling_db=float(mel_db.max()),
+        history=np.repeat(row, 8, axis=0), bands_history_frames=8, waveform_gain=1.0, onset_norm=0.0,
+    )
+
+
+def draw(name: str, features: AudioFeatures, size: int) -> np.ndarray:
+    if name == "mel":
+        return draw_mel(features, size)
+    if name == "bands":
+        return draw_bands(features, size)
+    render = features._render if features._render is not None else _fallback_render(features)
+    if name == "spectrogram":
+        return draw_spectrogram(render, size)
+    if name == "waveform":
+        return draw_waveform(render, size)
+    if name == "history":
+        return draw_history(render, size)
+    if name == "bands_history":
+        return draw_bands_history(render, size)
+    raise ValueError(f"no drawer for {name!r}")

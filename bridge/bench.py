@@ -1,0 +1,127 @@
+"""`vjbridge bench`: each model measured twice in one run, as the seeds ran it (eager fp32,
+batch 1: "reference") and as we run it ("optimized"), on random weights of the real shapes.
+Model-only time: conditioning tensor in, picture tensor out (plus the RGBA copy-out for
+the optimized runtime, which is what the engine actually pays)."""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.runtime import Runner, cpu_has_native_bf16, to_rgba
+
+# name -> (family, constructor) for every benchmarked configuration
+PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
+
+
+@dataclass
+class BenchCase:
+    family: str
+    model: str
+    size: int
+    build: callable
+
+
+def default_cases(sizes=(256,), variants=("lite", "full")) -> list[BenchCase]:
+    cases = []
+    for size in sizes:
+        for variant in variants:
+            ngf = PIX2PIX_VARIANTS[variant]
+            cases.append(BenchCase("pix2pix", f"pix2pix-{variant}-ngf{ngf}", size,
+                                   lambda s=size, g=ngf: Pix2Pix(Pix2PixConfig(size=s, ngf=g))))
+    return cases
+
+
+def machine_info(device: str) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _time(fn, cond, iterations: int, sync) -> list[float]:
+    times = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        fn(cond)
+        sync()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def run_case(case: BenchCase, device: str, iterations: int, warmup: int) -> list[dict]:
+    torch.manual_seed(0)
+    model = case.build().eval()
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    cond = torch.rand(1, 3, case.size, case.size) * 2 - 1
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    rows = []
+    for runtime in ("reference", "optimized"):
+        runner = Runner(model, runtime=runtime, device=device)
+        if runtime == "reference":
+            def step(c, r=runner):
+                return r(c)
+        else:
+            def step(c, r=runner):
+                return to_rgba(r(c))  # the optimized path includes the copy-out to uint8
+        t0 = time.perf_counter()
+        runner.warmup(cond, runs=warmup)
+        sync()
+        warm_s = time.perf_counter() - t0
+        ms = _time(step, cond, iterations, sync)
+        ms_p50 = statistics.median(ms)
+        rows.append({
+            "family": case.family, "model": case.model, "params_m": round(params_m, 2),
+            "size": case.size, "device": device, "runtime": runtime,
+            "fps_p50": round(1000.0 / ms_p50, 2), "ms_p50": round(ms_p50, 3),
+            "ms_p95": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 3),
+            "compiled": runner.info.compiled, "autocast": runner.info.autocast,
+            "warmup_s": round(warm_s, 2), "iterations": iterations,
+        })
+        del runner
+    ref, opt = rows
+    opt["speedup_vs_reference"] = round(ref["ms_p50"] / opt["ms_p50"], 2)
+    return rows
+
+
+def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
+              progress=None) -> dict:
+    results = []
+    for case in cases:
+        if progress:
+            progress(f"{case.model} {case.size}² on {device}")
+        results += run_case(case, device, iterations, warmup)
+    return {"machine": machine_info(device), "results": results}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'model':<24}{'size':>6}{'runtime':>11}{'ms p50':>10}{'fps p50':>10}{'speedup':>9}"]
+    for r in report["results"]:
+        speed = f"{r['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in r else ""
+        lines.append(f"{r['model']:<24}{r['size']:>6}{r['runtime']:>11}{r['ms_p50']:>10.1f}"
+                     f"{r['fps_p50']:>10.1f}{speed:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""`vjbridge` sub-commands. Thin: parse, build objects, call, turn our errors into one line."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import BridgeError
+
+DEFAULT_MODEL = "pix2pix-pulse"
+DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
+SINK_HELP = ("where frames go, repeatable: ndi[:name], spout[:name] (Windows), syphon[:name] (macOS), "
+             "shm[:name], window, file:PATH.mp4, png:DIR, null")
+SOURCE_HELP = "audio in: 'default', a device index or name, an audio file, a URL (http, rtsp, udp, srt…), or 'silence'"
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("optimized", "reference"), default="optimized",
+                   help="optimized (BN folded, compiled) or the plain eager fp32 reference")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def cmd_run(args) -> int:
+    from bridge.live import LiveSession, LiveSettings
+
+    settings = LiveSettings(model=args.model, audio_in=None if args.audio_in == "none" else args.audio_in,
+                            camera=args.camera, outs=args.out or ["window"], fps=args.fps, size=args.size,
+                            runtime=args.runtime, device=args.device, smoothing=args.smoothing,
+                            block=args.block, channel=args.channel)
+    with LiveSession(settings) as session:
+        print(f"vjbridge {__version__}: model {args.model}, audio {settings.audio_in}, camera {args.camera}, "
+              f"out {', '.join(settings.outs)}, {args.fps:g} fps; Ctrl-C stops", file=sys.stderr)
+        try:
+            summary = session.run(duration=args.duration)
+        except KeyboardInterrupt:
+            summary = session.engine.stats.summary()
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_render(args) -> int:
+    from bridge.generators.base import load_model
+    from bridge.render import render
+    from bridge.runtime import Runner
+
+    model = load_model(args.model, device=args.device)
+    runner = Runner(model, runtime=args.runtime, device=args.device)
+    result = render(model, args.audio, args.out, fps=args.fps, video_path=args.video, seconds=args.seconds,
+                    runner=runner, output_size=args.size, smoothing=args.smoothing)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from bridge.generators.base import load_model
+    from bridge.live import LiveSession, LiveSettings
+    from bridge.render import render
+    from bridge.runtime import Runner
+
+    model = load_model(args.model)
+    print(f"demo: model {args.model} ({model.family}, input '{getattr(model.config, 'input', '?')}', "
+          f"{model.output_size}²), audio {DEMO_AUDIO.name} (CC0, sonic-pi samples)", file=sys.stderr)
+    result = render(model, DEMO_AUDIO, args.out, fps=args.fps, runner=Runner(model))
+    stats = result.summary()
+    print(f"rendered {result.frames} frames ({result.audio_seconds:.1f} s of audio) to {result.path} "
+          f"in {result.wall_seconds:.1f} s: {result.speed:.2f}x real time, {result.frame_ms_p50:.1f} ms per frame",
+          file=sys.stderr)
+    if args.live_seconds > 0:
+        print(f"live: {args.live_seconds:g} s from the file as if it were line-in, to a null output",
+              file=sys.stderr)
+        settings = LiveSettings(model=args.model, audio_in=str(DEMO_AUDIO), outs=["null"], fps=args.fps)
+        with LiveSession(settings) as session:
+            stats["live"] = session.run(duration=args.live_seconds)
+    print(json.dumps(stats))
+    return 0
+
+
+def cmd_devices(args) -> int:
+    from bridge.doctor import list_devices
+
+    print(json.dumps(list_devices(), indent=2) if args.json else _format_devices(list_devices()))
+    return 0
+
+
+def _format_devices(devices: dict) -> str:
+    lines = []
+    for kind, entries in devices.items():
+        lines.append(f"{kind}:")
+        if isinstance(entries, str):
+            lines.append(f"  ({entries})")
+        elif not entries:
+            lines.append("  (none)")
+        for e in entries if isinstance(entries, list) else []:
+            lines.append("  " + ", ".join(f"{k} {v}" for k, v in e.items()))
+    return "\n".join(lines)
+
+
+def cmd_models(args) -> int:
+    from bridge.generators.base import list_bundles, read_bundle_config
+
+    rows = []
+    for path in list_bundles():
+        try:
+            cfg = read_bundle_config(path)
+            c = cfg["config"]
+            rows.append({"name": path.name, "family": cfg["family"], "input": c.get("input"),
+                         "size": c.get("size"), "path": str(path)})
+        except BridgeError as e:
+            rows.append({"name": path.name, "error": str(e), "path": str(path)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            detail = r.get("error") or f"{r['family']}, input {r['input']}, {r['size']}²"
+            print(f"{r['name']:<24} {detail}  ({r['path']})")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from bridge.doctor import run_checks
+
+    ok = True
+    for name, passed, detail in run_checks():
+        ok &= passed or name.startswith("optional")
+        print(f"{'ok  ' if passed else 'FAIL'} {name}: {detail}")
+    return 0 if ok else 1
+
+
+def cmd_bench(args) -> int:
+    from bridge.bench import default_cases, format_table, run_bench
+
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    variants = tuple(args.variants.split(","))
+    report = run_bench(default_cases(sizes, variants), device=args.device, iterations=args.iterations,
+                       progress=lambda m: print(f"bench: {m}", file=sys.stderr))
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text if args.json else format_table(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vjbridge", description="Learned, audio-reactive visuals for "
+                                     "TouchDesigner: models in, frames out over NDI/Spout/Syphon.")
+    parser.add_argument("--version", action="version", version=f"vjbridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="play live: audio/camera in, frames out")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="bundle name (see `vjbridge models`) or folder")
+    p.add_argument("--audio-in", default="default", metavar="SRC", help=SOURCE_HELP + "; 'none' for no audio")
+    p.add_argument("--camera", metavar="SRC", help="camera index or name, a video file, or a URL")
+    p.add_argument("--out", action="append", metavar="SINK", help=SINK_HELP)
+    p.add_argument("--fps", type=float, default=30.0, help="output frame rate (default 30)")
+    p.add_argument("--size", type=int, help="output size in pixels (default: the model's)")
+    p.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing 0..0.95 (default 0)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--block", type=int, default=512, help="audio block size in samples")
+    p.add_argument("--channel", type=int, help="use one input channel instead of the mix")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("render", help="offline: audio (+video) file to an mp4 with the audio muxed")
+    p.add_argument("audio", help="audio or video file (anything ffmpeg reads)")
+    p.add_argument("--video", help="video whose frames feed an image-input model")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="bundle name or folder")
+    p.add_argument("--out", required=True, help="output .mp4")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--size", type=int, help="output size (default: the model's)")
+    p.add_argument("--seconds", type=float, help="render only the first S seconds")
+    p.add_argument("--smoothing", type=float, default=0.0)
+    _add_runtime(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("demo", help="bundled model + bundled CC0 audio -> demo.mp4, with stats")
+    p.add_argument("--out", default="demo.mp4")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--live-seconds", type=float, default=5.0, help="then run live this long (0: skip)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("devices", help="audio inputs/outputs, cameras, NDI sources")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("models", help="model bundles found in models/ and the user models directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("doctor", help="check this machine: libraries, outputs, models")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("bench", help="reference vs optimized speed of every model, as JSON or a table")
+    p.add_argument("--json", action="store_true", help="print the JSON report")
+    p.add_argument("--out", help="also write the JSON report to this file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", default="256", help="comma-separated sizes (256,512)")
+    p.add_argument("--variants", default="lite,full", help="pix2pix variants: lite (ngf 32), full (ngf 64)")
+    p.add_argument("--iterations", type=int, default=20)
+    p.set_defaults(func=cmd_bench)
+
+    try:
+        from bridge.train import commands as train_commands
+    except ImportError:  # training extras not installed: the live bridge still works
+        train_commands = None
+    if train_commands is not None:
+        train_commands.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="vjbridge: %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except BridgeError as e:
+        print(f"vjbridge: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,87 @@
+"""`vjbridge devices` and `vjbridge doctor`: what this machine offers, and what is missing."""
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+
+
+def _ndi_sources(timeout: float = 1.5) -> list[dict]:
+    from cyndilib.finder import Finder
+
+    finder = Finder()
+    finder.open()
+    try:
+        finder.wait_for_sources(timeout)
+        return [{"name": name} for name in finder.get_source_names()]
+    finally:
+        finder.close()
+
+
+def list_devices() -> dict:
+    found: dict = {}
+    try:
+        from bridge.sources.audio import list_audio_devices
+        devices = list_audio_devices()
+        found["audio inputs"] = [d for d in devices if d.get("max_input_channels", 0) > 0]
+        found["audio outputs"] = [d for d in devices if d.get("max_output_channels", 0) > 0]
+    except Exception as e:
+        found["audio"] = f"unavailable: {e}"
+    try:
+        from bridge.sources.video import list_cameras
+        found["cameras"] = list_cameras()
+    except Exception as e:
+        found["cameras"] = f"unavailable: {e}"
+    try:
+        found["NDI sources"] = _ndi_sources()
+    except Exception as e:
+        found["NDI sources"] = f"unavailable: {e} (pip install vjbridge[ndi])"
+    return found
+
+
+def run_checks() -> list[tuple[str, bool, str]]:
+    """(name, passed, detail); names starting with 'optional' do not fail the doctor."""
+    checks = []
+
+    def module(name: str, label: str, optional: bool, hint: str):
+        try:
+            mod = importlib.import_module(name)
+            checks.append((label, True, getattr(mod, "__version__", "present")))
+        except Exception as e:
+            checks.append((("optional " if optional else "") + label, False, f"{e}; {hint}"))
+
+    module("torch", "torch", False, "run setup.sh")
+    module("av", "PyAV (files, streams, mp4)", False, "pip install av")
+    module("pyaudio", "PyAudio (line-in)", False, "install portaudio, then pip install pyaudio")
+    module("cv2", "OpenCV (camera)", False, "pip install opencv-python-headless")
+    module("cyndilib", "NDI output", True, "pip install vjbridge[ndi]")
+    system = platform.system()
+    if system == "Windows":
+        module("SpoutGL", "Spout output", True, "pip install vjbridge[spout]")
+    else:
+        checks.append(("optional Spout output", False, "Spout needs Windows; use --out ndi"))
+    if system == "Darwin":
+        module("syphon", "Syphon output", True, "pip install vjbridge[syphon]")
+    else:
+        checks.append(("optional Syphon output", False, "Syphon needs macOS; use --out ndi"))
+    ffmpeg = shutil.which("ffmpeg")
+    checks.append(("optional ffmpeg command", bool(ffmpeg), ffmpeg or "not found (PyAV has its own ffmpeg)"))
+    try:
+        import torch
+        cuda = torch.cuda.is_available()
+        checks.append(("optional CUDA", cuda, torch.cuda.get_device_name() if cuda else "no GPU: running on the CPU"))
+    except Exception:
+        pass
+    try:
+        from bridge.generators.base import list_bundles, load_model
+        bundles = list_bundles()
+        checks.append(("model bundles", bool(bundles), ", ".join(b.name for b in bundles) or "none found"))
+        for b in bundles:
+            try:
+                load_model(b)
+                checks.append((f"model {b.name}", True, "loads, sha256 ok"))
+            except Exception as e:
+                checks.append((f"model {b.name}", False, str(e)))
+    except Exception as e:
+        checks.append(("model bundles", False, str(e)))
+    return checks

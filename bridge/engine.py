@@ -1,0 +1,223 @@
+"""The live loop: snapshot -> condition -> generate -> post -> send, at a fixed rate.
+
+Two threads. The generation thread waits for a tick, reads every audio sample that arrived
+since its last look (so streaming analysis sees each sample once) and the newest camera frame,
+and makes a picture. The output thread keeps the frame rate: at each deadline it sends the
+newest finished picture; if none finished since the last tick it re-sends the last good one and
+counts a miss. A slow model lowers the picture's rate, never the output's.
+
+`FramePipeline` is the part both the live engine and the offline renderer share.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from bridge import clock
+from bridge.analysis import AnalysisConfig, StreamingAnalyzer
+from bridge.generators.base import Generator, Snapshot
+from bridge.runtime import Runner, to_rgba
+
+log = logging.getLogger(__name__)
+
+
+class FramePipeline:
+    """Audio samples + newest image in, RGBA frame out; owns the streaming analysis state."""
+
+    def __init__(self, model: Generator, runner: Runner | None = None, smoothing: float = 0.0,
+                 output_size: int | None = None):
+        self.model = model
+        self.runner = runner or Runner(model, runtime="reference")
+        overrides = getattr(model.config, "analysis", {}) or {}
+        self.analysis_config = AnalysisConfig(**overrides)
+        self.analyzer = StreamingAnalyzer(self.analysis_config)
+        self.smoothing = float(smoothing)
+        self.output_size = output_size
+        self._previous: torch.Tensor | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.analysis_config.sample_rate
+
+    def feed_audio(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self.analyzer.feed(samples)
+
+    def snapshot(self, audio_time: float | None, image: np.ndarray | None = None,
+                 image_time: float | None = None) -> Snapshot:
+        features = self.analyzer.snapshot(audio_time or 0.0)
+        return Snapshot(audio=features, image=image, audio_time=audio_time, image_time=image_time)
+
+    def make_frame(self, snapshot: Snapshot) -> np.ndarray:
+        picture = self.runner(self.model.condition(snapshot))
+        if self.smoothing > 0.0 and self._previous is not None and self._previous.shape == picture.shape:
+            # Temporal smoothing: an exponential moving average of the pictures.
+            picture = torch.lerp(picture, self._previous, self.smoothing)
+        self._previous = picture
+        if self.output_size and self.output_size != picture.shape[-1]:
+            picture = torch.nn.functional.interpolate(picture, size=(self.output_size,) * 2,
+                                                      mode="bicubic", align_corners=False)
+        return to_rgba(picture)
+
+
+@dataclass
+class EngineStats:
+    window: int = 300
+    sent: int = 0
+    generated: int = 0
+    missed: int = 0
+    errors: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=300))
+    generate_ms: deque = field(default_factory=lambda: deque(maxlen=300))
+    send_times: deque = field(default_factory=lambda: deque(maxlen=300))
+
+    @staticmethod
+    def _pct(values, q: float) -> float:
+        return float(np.percentile(np.fromiter(values, float), q)) if values else float("nan")
+
+    @property
+    def fps(self) -> float:
+        times = list(self.send_times)
+        if len(times) < 2 or times[-1] == times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
+    def summary(self) -> dict:
+        return {
+            "fps": round(self.fps, 2),
+            "sent": self.sent,
+            "generated": self.generated,
+            "missed": self.missed,
+            "errors": self.errors,
+            "latency_ms_p50": round(self._pct(self.latencies_ms, 50), 2),
+            "latency_ms_p95": round(self._pct(self.latencies_ms, 95), 2),
+            "generate_ms_p50": round(self._pct(self.generate_ms, 50), 2),
+        }
+
+
+class Engine:
+    def __init__(self, pipeline: FramePipeline, sinks: list, fps: float = 30.0,
+                 audio_source=None, video_source=None):
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.pipeline = pipeline
+        self.sinks = list(sinks)
+        self.period = 1.0 / fps
+        self.fps = fps
+        self.audio = audio_source
+        self.video = video_source
+        self.stats = EngineStats()
+        self._audio_pos = 0
+        self._tick = threading.Condition()
+        self._tick_count = 0
+        self._latest: tuple[int, np.ndarray, float, np.ndarray] | None = None
+        self._sent_id = 0
+        self._stop = threading.Event()
+        self._last_error = ""
+
+    # --- generation thread --------------------------------------------------------------------
+    def _read_inputs(self) -> tuple[Snapshot, np.ndarray]:
+        new_audio = np.zeros(0, dtype=np.float32)
+        audio_time = None
+        if self.audio is not None:
+            new_audio, self._audio_pos, audio_time = self.audio.ring.read_since(self._audio_pos)
+            self.pipeline.feed_audio(new_audio)
+        image = image_time = None
+        if self.video is not None:
+            latest = self.video.read_latest()
+            if latest is not None:
+                image, image_time = latest
+        return self.pipeline.snapshot(audio_time, image, image_time), new_audio
+
+    def _generate_loop(self) -> None:
+        seen = made = 0
+        while not self._stop.is_set():
+            with self._tick:
+                self._tick.wait_for(lambda: self._tick_count > seen or self._stop.is_set(), timeout=0.5)
+                seen = self._tick_count
+            if self._stop.is_set():
+                break
+            started = clock.now()
+            try:
+                snapshot, new_audio = self._read_inputs()
+                frame = self.pipeline.make_frame(snapshot)
+            except Exception as e:  # a bad frame must never stop the show: keep the last good one
+                self.stats.errors += 1
+                message = f"generation failed: {type(e).__name__}: {e}"
+                if message != self._last_error:
+                    log.error(message)
+                    self._last_error = message
+                continue
+            capture = snapshot.capture_time
+            self.stats.generate_ms.append((clock.now() - started) * 1000.0)
+            self.stats.generated += 1
+            made += 1
+            # One tuple, swapped in one assignment, so the output thread never sees half of it.
+            self._latest = (made, frame, capture if capture is not None else started, new_audio)
+
+    # --- output thread ------------------------------------------------------------------------
+    def _send(self, frame: np.ndarray, capture_time: float, audio: np.ndarray | None) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(frame, capture_time, audio=audio)
+            except Exception as e:
+                self.stats.errors += 1
+                log.error("sink %s failed: %s", getattr(sink, "name", sink), e)
+        sent_at = clock.now()
+        self.stats.sent += 1
+        self.stats.send_times.append(sent_at)
+        self.stats.latencies_ms.append((sent_at - capture_time) * 1000.0)
+
+    def run(self, duration: float | None = None, on_second=None) -> dict:
+        """Run until `stop()` or `duration` seconds; returns the stats summary."""
+        worker = threading.Thread(target=self._generate_loop, name="vjbridge-generate", daemon=True)
+        worker.start()
+        start = clock.now()
+        deadline = start
+        next_report = start + 1.0
+        try:
+            while not self._stop.is_set():
+                now = clock.now()
+                if duration is not None and now - start >= duration:
+                    break
+                with self._tick:
+                    self._tick_count += 1
+                    self._tick.notify()
+                deadline += self.period
+                wait = deadline - clock.now()
+                if wait > 0:
+                    self._stop.wait(wait)
+                elif -wait > self.period:
+                    # We fell more than a whole frame behind (machine stalled): re-anchor, count it.
+                    self.stats.missed += int(-wait / self.period)
+                    deadline = clock.now()
+                self._output_tick()
+                if on_second is not None and clock.now() >= next_report:
+                    next_report += 1.0
+                    on_second(self.stats)
+        finally:
+            self._stop.set()
+            with self._tick:
+                self._tick.notify_all()
+            worker.join(timeout=5.0)
+        return self.stats.summary()
+
+    def _output_tick(self) -> None:
+        latest = self._latest
+        if latest is None:
+            return  # nothing made yet (model warming up): no frame to repeat either
+        frame_id, frame, capture, audio = latest
+        if frame_id == self._sent_id:
+            self.stats.missed += 1  # the model did not finish in time: repeat the last good frame
+            audio = None
+        else:
+            self._sent_id = frame_id
+        self._send(frame, capture, audio)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,250 @@
+"""The Generator interface, the family registry, and model bundles.
+
+A family subclasses `Generator` and writes:
+  - `family`: the name stored in a bundle's config.json ("pix2pix", ...);
+  - `Config`: a dataclass holding every constructor argument, JSON-serialisable;
+  - `__init__(self, config)`: build the network from the config alone;
+  - `inputs`: which signals it needs, a subset of {"audio", "image"};
+  - `latent_dim`: size of its latent, or None;
+  - `condition(snapshot) -> Tensor`: turn the newest audio/image snapshot into its input;
+  - `generate(cond, latent=None) -> Tensor`: a (1, 3, H, W) picture in [-1, 1].
+Latent families also write `encode(x)` and `decode(z)`.
+Register the class with `@register`.
+
+A bundle is a folder: config.json (family, config, input representation, training summary,
+bundle version, sha256 of the weights), weights.safetensors, card.md. Nothing is unpickled:
+weights come from safetensors, the config from JSON, and the class from this registry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from bridge.errors import InputMismatch, ModelLoadError
+
+BUNDLE_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "config.json"
+CARD_FILE = "card.md"
+# The repository's bundled models; users add theirs in USER_MODELS_DIR (or $VJBRIDGE_MODELS).
+PACKAGE_MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def user_models_dir() -> Path:
+    env = os.environ.get("VJBRIDGE_MODELS")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".vjbridge" / "models"
+
+
+@dataclass
+class Snapshot:
+    """What the engine hands a generator each tick: the newest audio features and image."""
+
+    audio: Any = None  # bridge.analysis.AudioFeatures or None
+    image: np.ndarray | None = None  # (H, W, 3) uint8 RGB
+    audio_time: float | None = None  # capture time of the newest audio sample
+    image_time: float | None = None
+
+    @property
+    def capture_time(self) -> float | None:
+        """The older of the capture times in use: a frame is as late as its oldest input."""
+        times = [t for t in (self.audio_time, self.image_time) if t is not None]
+        return min(times) if times else None
+
+
+class Generator(nn.Module):
+    family: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        raise NotImplementedError
+
+    @property
+    def latent_dim(self) -> int | None:
+        return None
+
+    @property
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    def condition(self, snapshot: Snapshot) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_inputs(self, has_audio: bool, has_image: bool) -> None:
+        """Refuse to start when a needed input is missing, naming what the model needs."""
+        if "image" in self.inputs and not has_image:
+            raise InputMismatch(f"model family '{self.family}' needs an image input: start with "
+                                f"--camera SRC (a camera index/name, a video file or URL)")
+        if "audio" in self.inputs and not has_audio:
+            raise InputMismatch(f"model family '{self.family}' needs audio: start with --audio-in SRC")
+
+    def warmup(self, snapshot: Snapshot, runs: int = 2) -> None:
+        with torch.inference_mode():
+            for _ in range(runs):
+                self.generate(self.condition(snapshot))
+
+
+_REGISTRY: dict[str, type[Generator]] = {}
+
+
+def register(cls: type[Generator]) -> type[Generator]:
+    if not cls.family:
+        raise TypeError(f"{cls.__name__} has no family name")
+    _REGISTRY[cls.family] = cls
+    return cls
+
+
+def families() -> dict[str, type[Generator]]:
+    _import_families()
+    return dict(_REGISTRY)
+
+
+def _import_families() -> None:
+    # Explicit imports: each family registers itself when its module loads.
+    from bridge.generators import pix2pix  # noqa: F401
+
+
+# --- bundles -----------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_bundle(model: Generator, path: str | Path, training: dict | None = None,
+                card: str = "", weights_dtype: torch.dtype = torch.float32) -> Path:
+    """Write a bundle folder. `weights_dtype=torch.float16` halves the size on disk; the model is
+    rebuilt in fp32 on load."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", weights_dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
+    save_file(tensors, str(path / WEIGHTS_FILE))
+    config = {
+        "bundle_version": BUNDLE_VERSION,
+        "family": model.family,
+        "config": dataclasses.asdict(model.config),
+        "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(path / WEIGHTS_FILE),
+                    "dtype": str(weights_dtype).replace("torch.", "")},
+        "training": training or {},
+    }
+    (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (path / CARD_FILE).write_text(card or f"# {path.name}\n\nA `{model.family}` model bundle.\n")
+    return path
+
+
+def find_bundle(name_or_path: str | Path) -> Path:
+    """A bundle folder by path, or by name in models/ and the user models directory."""
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return p
+    for root in (user_models_dir(), PACKAGE_MODELS_DIR):
+        candidate = root / str(name_or_path)
+        if candidate.is_dir():
+            return candidate
+    known = ", ".join(b.name for b in list_bundles()) or "none"
+    raise ModelLoadError(f"model '{name_or_path}' not found (looked in {user_models_dir()} and "
+                         f"{PACKAGE_MODELS_DIR}); available: {known}")
+
+
+def list_bundles() -> list[Path]:
+    found = []
+    for root in (PACKAGE_MODELS_DIR, user_models_dir()):
+        if root.is_dir():
+            found += sorted(d for d in root.iterdir() if (d / CONFIG_FILE).is_file())
+    return found
+
+
+def read_bundle_config(path: Path) -> dict:
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: no {CONFIG_FILE}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path / CONFIG_FILE}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or "family" not in config or "config" not in config:
+        raise ModelLoadError(f"{path / CONFIG_FILE}: missing 'family' or 'config'")
+    if config.get("bundle_version", 0) > BUNDLE_VERSION:
+        raise ModelLoadError(f"{path}: bundle version {config['bundle_version']} is newer than this "
+                             f"vjbridge understands ({BUNDLE_VERSION}); upgrade vjbridge")
+    return config
+
+
+def build_from_config(config: dict) -> Generator:
+    registry = families()
+    family = config["family"]
+    if family not in registry:
+        raise ModelLoadError(f"unknown model family '{family}'; known: {', '.join(sorted(registry))}")
+    cls = registry[family]
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    args = config["config"]
+    unknown = set(args) - fields
+    if unknown:
+        raise ModelLoadError(f"{family} config has unknown arguments: {', '.join(sorted(unknown))}")
+    try:
+        return cls(cls.Config(**args))
+    except (TypeError, ValueError) as e:
+        raise ModelLoadError(f"{family} config is invalid: {e}") from None
+
+
+def load_model(name_or_path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Rebuild a model from its bundle: config.json names the family and every constructor
+    argument; weights come from safetensors after their sha256 is checked. Returns it in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = find_bundle(name_or_path)
+    config = read_bundle_config(path)
+    weights_info = config.get("weights", {})
+    weights = path / weights_info.get("file", WEIGHTS_FILE)
+    if weights.name != WEIGHTS_FILE or not weights.is_file():
+        raise ModelLoadError(f"{path}: no {WEIGHTS_FILE} (weights must be safetensors)")
+    expected = weights_info.get("sha256")
+    if not expected:
+        raise ModelLoadError(f"{path / CONFIG_FILE}: no sha256 for the weights")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise ModelLoadError(f"{weights}: sha256 mismatch (file {actual[:12]}…, config {expected[:12]}…); "
+                             f"the weights were changed or damaged")
+    model = build_from_config(config)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{weights}: not a readable safetensors file ({e})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise ModelLoadError(f"{weights}: tensors do not match the {model.family} config "
+                             f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise ModelLoadError(f"{weights}: '{key}' has shape {tuple(tensor.shape)}, the config "
+                                 f"needs {tuple(own[key].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    model.bundle_path = path
+    model.bundle_config = config
+    return model.to(device).eval()

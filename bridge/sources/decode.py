@@ -1,0 +1,75 @@
+"""PyAV (ffmpeg) decoding shared by the file and stream sources, and `decode_audio` for
+offline rendering. Everything leaves as mono float32 at the asked rate."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import av
+import numpy as np
+
+from bridge.errors import SourceError
+
+
+def av_reason(exc: BaseException) -> str:
+    """ffmpeg's reason in one line, without the errno noise PyAV puts around it."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(reason).split())
+
+
+def open_input(where: str, timeout: float | tuple[float, float] | None = None,
+               options: dict[str, str] | None = None):
+    """Open a file or URL for reading; any failure is a one-line SourceError."""
+    try:
+        container = av.open(where, mode="r", timeout=timeout, options=options or {})
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot open {where}: {av_reason(exc)}") from None
+    if not container.streams.audio:
+        container.close()
+        raise SourceError(f"cannot read {where}: no audio stream")
+    return container
+
+
+def mono_chunks(container, sample_rate: int, channel: int | None = None) -> Iterator[np.ndarray]:
+    """Decode the first audio stream to mono float32 chunks at `sample_rate`.
+
+    `channel` picks one input channel (0-based, clamped to what exists); None averages them.
+    We keep the input layout through the resampler and downmix ourselves because ffmpeg's
+    own stereo->mono matrix changes level by layout, and a plain mean is what a VJ expects.
+    Raises av errors; callers turn them into SourceError or a reconnect.
+    """
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+
+    def to_mono(frame) -> np.ndarray:
+        planes = frame.to_ndarray()  # (channels, samples), planar float32
+        if planes.ndim == 1:
+            planes = planes[None, :]
+        if channel is None:
+            return planes.mean(axis=0, dtype=np.float32)
+        return np.ascontiguousarray(planes[min(channel, planes.shape[0] - 1)], dtype=np.float32)
+
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.InvalidDataError:
+            continue  # a damaged packet: skip it, as the ffmpeg command line does
+        for frame in frames:
+            for out in resampler.resample(frame):
+                yield to_mono(out)
+    for out in resampler.resample(None):  # the resampler's delayed tail
+        yield to_mono(out)
+
+
+def decode_audio(path_or_url: str, sample_rate: int = 44_100) -> np.ndarray:
+    """The whole file (or finite URL) as one mono float32 array at `sample_rate`, for
+    offline rendering. SourceError (one line: where and why) when it cannot be read."""
+    container = open_input(str(path_or_url))
+    try:
+        chunks = list(mono_chunks(container, sample_rate))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise SourceError(f"cannot decode {path_or_url}: {av_reason(exc)}") from None
+    finally:
+        container.close()
+    if not chunks:
+        raise SourceError(f"cannot decode {path_or_url}: no audio could be decoded")
+    return np.concatenate(chunks)

@@ -1,0 +1,173 @@
+"""`LineIn`: a sound card input through PyAudio (PortAudio), and `list_audio_devices`."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+import pyaudio
+
+from bridge import clock
+from bridge.errors import DeviceError
+from bridge.sources.audio_base import DEFAULT_BLOCK, DEFAULT_SAMPLE_RATE, AudioSource
+from bridge.sources.base import State
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hide the pages of ALSA/JACK probing noise PortAudio prints on Linux at start-up.
+
+    It is C code writing to fd 2, so we redirect the descriptor, briefly, not sys.stderr."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _portaudio() -> pyaudio.PyAudio:
+    with _quiet_stderr():
+        return pyaudio.PyAudio()
+
+
+def _devices(pa: pyaudio.PyAudio) -> list[dict]:
+    out = []
+    for i in range(pa.get_device_count()):
+        d = pa.get_device_info_by_index(i)
+        out.append({
+            "index": int(d["index"]),
+            "name": str(d["name"]),
+            "max_input_channels": int(d["maxInputChannels"]),
+            "max_output_channels": int(d["maxOutputChannels"]),
+            "default_sample_rate": float(d["defaultSampleRate"]),
+        })
+    return out
+
+
+def list_audio_devices() -> list[dict]:
+    """Every PortAudio device: index, name, max_input_channels, max_output_channels,
+    default_sample_rate."""
+    pa = _portaudio()
+    try:
+        return _devices(pa)
+    finally:
+        pa.terminate()
+
+
+def _inputs_text(devices: list[dict]) -> str:
+    inputs = [f"{d['index']}: {d['name']}" for d in devices if d["max_input_channels"] > 0]
+    return "; ".join(inputs) if inputs else "none"
+
+
+def find_input_device(pa: pyaudio.PyAudio, device: int | str | None) -> dict:
+    """The input device for an index, a case-insensitive name substring, or None / "default"."""
+    devices = _devices(pa)
+    inputs = [d for d in devices if d["max_input_channels"] > 0]
+    if device is None or (isinstance(device, str) and device.strip().lower() == "default"):
+        try:
+            index = int(pa.get_default_input_device_info()["index"])
+        except (IOError, OSError):
+            raise DeviceError(f"no default audio input device; inputs: {_inputs_text(devices)}") from None
+        return next(d for d in devices if d["index"] == index)
+    if isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
+        index = int(device)
+        found = [d for d in inputs if d["index"] == index]
+    else:
+        wanted = device.strip().lower()
+        exact = [d for d in inputs if d["name"].lower() == wanted]
+        found = exact or [d for d in inputs if wanted in d["name"].lower()]
+    if not found:
+        raise DeviceError(f"no audio input device {device!r}; inputs: {_inputs_text(devices)}")
+    return found[0]
+
+
+class LineIn(AudioSource):
+    """Live input. The PortAudio callback only copies (one channel, or the mean of the first
+    two) into the ring and returns: nothing in it may block, or the driver drops audio.
+
+    `device`: index, case-insensitive name substring, or None/"default".
+    `channel`: 0-based channel to keep; None downmixes the first two channels.
+    """
+
+    kind = "line-in"
+
+    def __init__(self, device: int | str | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                 block: int = DEFAULT_BLOCK, channel: int | None = None):
+        super().__init__(sample_rate, block)
+        self.device = device
+        self.channel = channel
+        self.device_name = ""
+        self.overflows = 0  # blocks the driver reported as overflowed (audio lost upstream)
+        self._pa: pyaudio.PyAudio | None = None
+        self._stream = None
+        self._latency = 0.0
+        self._channels = 1
+
+    def describe(self) -> str:
+        return f"audio input {self.device_name or self.device or 'default'}"
+
+    def _start(self) -> None:
+        self._pa = _portaudio()
+        try:
+            info = find_input_device(self._pa, self.device)
+            self.device_name = info["name"]
+            available = max(1, info["max_input_channels"])
+            if self.channel is not None and not 0 <= self.channel < available:
+                raise DeviceError(f"channel {self.channel} out of range for {info['name']!r} "
+                                  f"({available} input channels)")
+            self._channels = self.channel + 1 if self.channel is not None else min(2, available)
+            with _quiet_stderr():
+                self._stream = self._pa.open(
+                    format=pyaudio.paFloat32, channels=self._channels, rate=self.sample_rate,
+                    input=True, input_device_index=info["index"],
+                    frames_per_buffer=self.block, stream_callback=self._callback)
+            # PortAudio's estimate of ADC -> callback delay; subtracted to date each block.
+            self._latency = float(self._stream.get_input_latency())
+        except DeviceError:
+            self._release()
+            raise
+        except (IOError, OSError, ValueError) as exc:
+            self._release()
+            raise DeviceError(f"cannot open audio input {self.device!r} at {self.sample_rate} Hz: "
+                              f"{' '.join(str(exc).split())}") from None
+        self._stream.start_stream()  # status turns OK with the first block, not before
+
+    def _callback(self, in_data, frame_count, time_info, status_flags):
+        now = clock.now()
+        samples = np.frombuffer(in_data, dtype=np.float32).reshape(-1, self._channels)
+        if self.channel is not None:
+            mono = samples[:, self.channel]
+        else:
+            mono = samples.mean(axis=1, dtype=np.float32)
+        self._write(mono, now - self._latency)
+        if self._status.state is State.STARTING:
+            self._set(State.OK)
+        if status_flags & pyaudio.paInputOverflow:
+            self.overflows += 1
+        return None, pyaudio.paContinue
+
+    def _stop(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.stop_stream()
+            with contextlib.suppress(Exception):
+                self._stream.close()
+            self._stream = None
+        if self._pa is not None:
+            with contextlib.suppress(Exception):
+                self._pa.terminate()
+            self._pa = None

@@ -1,0 +1,124 @@
+"""The `vjbridge` command as a user types it: render, models, devices, doctor, bench, errors."""
+import json
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from bridge.bench import BenchCase, run_bench
+from bridge.cli import main
+from bridge.generators.base import save_bundle
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+
+AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"  # 1.75 s
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path / "models"))
+    torch.manual_seed(0)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), tmp_path / "models" / "tiny")
+    return tmp_path / "models"
+
+
+def probe(path):
+    with av.open(str(path)) as c:
+        video = c.streams.video[0]
+        audio = c.streams.audio[0]
+        frames = sum(1 for _ in c.decode(video))
+        return {"frames": frames, "width": video.codec_context.width, "has_audio": audio is not None,
+                "audio_rate": audio.rate, "duration": float(c.duration) / av.time_base}
+
+
+def test_render_writes_music_length_mp4_with_audio(models, tmp_path, capsys):
+    out = tmp_path / "amen.mp4"
+    assert main(["render", AMEN, "--model", "tiny", "--out", str(out), "--fps", "30"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    with av.open(AMEN) as c:
+        music = float(c.duration) / av.time_base
+    info = probe(out)
+    assert info["frames"] == summary["frames"] == int(np.ceil(music * 30))
+    assert info["width"] == 32 and info["has_audio"] and info["audio_rate"] == 44100
+    assert abs(info["duration"] - music) < 0.1
+
+
+def test_render_is_deterministic(models, tmp_path):
+    from bridge.generators.base import load_model
+    from bridge.render import render
+    frames = [[], []]
+    for k in range(2):
+        render(load_model("tiny"), AMEN, tmp_path / f"r{k}.mp4", seconds=1.0, progress=False,
+               on_frame=lambda i, f, s, k=k: frames[k].append(f.copy()))
+    assert len(frames[0]) == 30
+    assert all(np.array_equal(a, b) for a, b in zip(*frames))
+
+
+def test_unreadable_audio_is_one_line_with_path(models, tmp_path, capsys):
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(os.urandom(4000))
+    assert main(["render", str(bad), "--model", "tiny", "--out", str(tmp_path / "x.mp4")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err
+
+
+def test_missing_model_is_one_line_listing_models(models, capsys):
+    assert main(["render", AMEN, "--model", "nope", "--out", "x.mp4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope" in err and "tiny" in err
+
+
+def test_unknown_audio_device_lists_the_devices(models, capsys):
+    assert main(["run", "--model", "tiny", "--audio-in", "No Such Mixer 9000", "--out", "null",
+                 "--duration", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "No Such Mixer 9000" in err and "inputs:" in err
+
+
+@pytest.mark.other_os
+@pytest.mark.skipif(sys.platform == "win32", reason="Spout works on Windows")
+def test_spout_elsewhere_says_what_to_use(models, capsys):
+    assert main(["run", "--model", "tiny", "--audio-in", "silence", "--out", "spout",
+                 "--duration", "1"]) == 2
+    assert "Spout needs Windows; try --out ndi" in capsys.readouterr().err
+
+
+def test_models_lists_bundles(models, capsys):
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"]: r for r in rows}
+    assert names["tiny"]["family"] == "pix2pix" and names["tiny"]["input"] == "bands"
+    assert "pix2pix-pulse" in names  # the bundled default
+
+
+def test_devices_and_doctor_run_on_a_machine_without_devices(capsys):
+    assert main(["devices", "--json"]) == 0
+    devices = json.loads(capsys.readouterr().out)
+    assert "audio inputs" in devices and "cameras" in devices and "NDI sources" in devices
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert "torch" in out and "Spout" in out
+    assert code in (0, 1)
+
+
+@pytest.mark.parametrize("command", ["run", "render", "demo", "devices", "models", "doctor", "bench",
+                                     "dataset", "train"])
+def test_help_everywhere(command):
+    result = subprocess.run([sys.executable, "-m", "bridge", command, "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and "usage: vjbridge" in result.stdout
+
+
+def test_bench_json_shape():
+    case = BenchCase("pix2pix", "pix2pix-tiny", 32, lambda: Pix2Pix(Pix2PixConfig(size=32, ngf=4)))
+    report = run_bench([case], iterations=3, warmup=1)
+    assert {"platform", "cpu", "torch"} <= set(report["machine"])
+    rows = report["results"]
+    assert [r["runtime"] for r in rows] == ["reference", "optimized"]
+    for r in rows:
+        assert {"family", "model", "params_m", "size", "device", "runtime", "fps_p50", "ms_p50"} <= set(r)
+        assert r["fps_p50"] == pytest.approx(1000 / r["ms_p50"], rel=0.01)
+    assert rows[1]["speedup_vs_reference"] > 0

@@ -1,0 +1,112 @@
+"""The live engine on real parts: a real audio file played in real time, a real model, real sinks."""
+import numpy as np
+import pytest
+import torch
+
+from bridge.engine import Engine, FramePipeline
+from bridge.generators.base import save_bundle
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.live import LiveSession, LiveSettings
+from bridge.runtime import Runner
+from bridge.sinks import open_sink
+from bridge.sources.audio import open_audio_source
+
+AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
+
+
+def tiny_model(size=32, ngf=4, **kw):
+    torch.manual_seed(0)
+    return Pix2Pix(Pix2PixConfig(size=size, ngf=ngf, input="bands", **kw)).eval()
+
+
+class RecordingSink:
+    """A real sink (null) that also keeps what it was sent, to look at afterwards."""
+
+    def __init__(self, width, height, fps):
+        self.inner = open_sink("null", width, height, fps)
+        self.frames, self.captures, self.audio_samples = [], [], 0
+        self.name = "recording"
+
+    def send(self, frame, capture_time, audio=None):
+        self.inner.send(frame, capture_time, audio=audio)
+        self.frames.append(frame)
+        self.captures.append(capture_time)
+        if audio is not None:
+            self.audio_samples += audio.size
+
+    def close(self):
+        self.inner.close()
+
+
+def test_engine_keeps_rate_and_follows_real_audio():
+    model = tiny_model()
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="reference"))
+    sink = RecordingSink(32, 32, 30)
+    with open_audio_source(AMEN, sample_rate=pipeline.sample_rate) as audio:
+        engine = Engine(pipeline, [sink], fps=30, audio_source=audio)
+        stats = engine.run(duration=2.0)
+    assert 50 <= stats["sent"] <= 62, stats
+    assert stats["fps"] == pytest.approx(30, rel=0.1)
+    assert stats["errors"] == 0
+    # capture -> sent is model time + up to a frame; generous, as CI machines may be loaded
+    assert 0 < stats["latency_ms_p50"] < 1000
+    frame = sink.frames[-1]
+    assert frame.shape == (32, 32, 4) and frame.dtype == np.uint8 and frame.flags.c_contiguous
+    # the pictures change with the drums
+    changes = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(sink.frames, sink.frames[1:])]
+    assert max(changes) > 1.0
+    # the audio that arrived went out with the frames (2 s played, minus start-up)
+    assert 1.0 * 44100 < sink.audio_samples <= 2.1 * 44100
+
+
+def test_slow_model_lowers_picture_rate_not_output_rate():
+    model = Pix2Pix(Pix2PixConfig(size=256, ngf=64, input="bands")).eval()  # ~100+ ms a frame on 2 cores
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="reference"))
+    sink = RecordingSink(256, 256, 30)
+    with open_audio_source("silence", sample_rate=pipeline.sample_rate) as audio:
+        stats = Engine(pipeline, [sink], fps=30, audio_source=audio).run(duration=2.5)
+    assert stats["generated"] < stats["sent"]
+    assert stats["missed"] > 0  # the repeats are counted
+    assert stats["fps"] == pytest.approx(30, rel=0.15)
+
+
+def test_generation_errors_resend_last_good_frame():
+    model = tiny_model()
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="reference"))
+    calls = {"n": 0}
+    real = pipeline.make_frame
+
+    def flaky(snapshot):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("model exploded")
+        return real(snapshot)
+    pipeline.make_frame = flaky
+    sink = RecordingSink(32, 32, 30)
+    with open_audio_source("silence", sample_rate=pipeline.sample_rate) as audio:
+        stats = Engine(pipeline, [sink], fps=30, audio_source=audio).run(duration=2.0)
+    assert stats["errors"] > 0 and stats["generated"] == 3
+    assert stats["sent"] >= 50  # output went on from the last good frame
+    assert all(np.array_equal(f, sink.frames[-1]) for f in sink.frames[3:])
+
+
+def test_live_session_from_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    save_bundle(tiny_model(), tmp_path / "tiny")
+    settings = LiveSettings(model="tiny", audio_in=AMEN, outs=["null", f"png:{tmp_path / 'frames'}"],
+                            fps=20, runtime="reference")
+    with LiveSession(settings) as session:
+        summary = session.run(duration=1.0, status_stream=None)
+        line = session.status_line(session.engine.stats)
+    assert summary["sent"] >= 15
+    assert "fps" in line and "latency" in line and "audio ok" in line
+    assert len(list((tmp_path / "frames").glob("*.png"))) >= 10
+
+
+def test_model_needing_a_camera_names_the_option(tmp_path, monkeypatch):
+    from bridge.errors import InputMismatch
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    torch.manual_seed(0)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="image")), tmp_path / "cam")
+    with pytest.raises(InputMismatch, match="--camera"):
+        LiveSession(LiveSettings(model="cam", audio_in="silence", outs=["null"]))

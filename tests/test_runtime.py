@@ -1,0 +1,61 @@
+"""The optimized runtime gives the reference's pictures, and falls back instead of failing."""
+import numpy as np
+import pytest
+import torch
+
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.runtime import Runner, to_rgba
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = Pix2Pix(Pix2PixConfig(size=64, ngf=8))
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.randn(2, 3, 64, 64))
+    return m.eval()
+
+
+def test_optimized_matches_reference(model):
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    reference = Runner(model, runtime="reference")(x)
+    optimized = Runner(model, runtime="optimized")
+    optimized.warmup(x, runs=2)
+    out = optimized(x)
+    tolerance = 0.02 if optimized.info.autocast else 1e-4  # bf16 autocast only on native-bf16 CPUs
+    assert (out - reference).abs().max().item() < tolerance
+    assert optimized.info.compiled or optimized.info.note  # either compiled or says why not
+
+
+def test_optimizing_leaves_the_loaded_model_untouched(model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Runner(model, runtime="optimized", compile=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_compile_failure_falls_back_to_eager(model, monkeypatch):
+    runner = Runner(model, runtime="optimized", compile=False)
+    runner.info.compiled = True
+
+    def broken(_):
+        raise RuntimeError("no C++ compiler")
+    runner._fn = broken
+    x = torch.zeros(1, 3, 64, 64)
+    runner.warmup(x, runs=1)
+    assert not runner.info.compiled and "eager" in runner.info.note
+    assert runner(x).shape == (1, 3, 64, 64)
+
+
+def test_to_rgba_maps_range_and_is_contiguous():
+    picture = torch.stack([torch.full((2, 3), -1.0), torch.zeros(2, 3), torch.ones(2, 3)])[None]
+    rgba = to_rgba(picture)
+    assert rgba.shape == (2, 3, 4) and rgba.dtype == np.uint8 and rgba.flags.c_contiguous
+    assert tuple(rgba[0, 0]) == (0, 128, 255, 255) or tuple(rgba[0, 0]) == (0, 127, 255, 255)
+
+
+def test_unknown_runtime_is_refused(model):
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Runner(model, runtime="turbo")
