@@ -9,11 +9,11 @@ from pathlib import Path
 
 from bridge import __version__
 from bridge.errors import BridgeError
+from bridge.sinks.factory import SINK_FORMS
 
 DEFAULT_MODEL = "pix2pix-pulse"
 DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
-SINK_HELP = ("where frames go, repeatable: ndi[:name], spout[:name] (Windows), syphon[:name] (macOS), "
-             "shm[:name], window, file:PATH.mp4, png:DIR, null")
+SINK_HELP = "where frames go, repeatable: " + ", ".join(SINK_FORMS)
 SOURCE_HELP = "audio in: 'default', a device index or name, an audio file, a URL (http, rtsp, udp, srt…), or 'silence'"
 
 

@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 from bridge.engine import Engine, FramePipeline
+from bridge.errors import ConfigError
 from bridge.generators.base import load_model
 from bridge.runtime import Runner
 
@@ -26,6 +27,16 @@ class LiveSettings:
     smoothing: float = 0.0
     block: int = 512
     channel: int | None = None
+
+    def __post_init__(self):
+        if not 0 < self.fps <= 240:
+            raise ConfigError(f"--fps must be in (0, 240], got {self.fps:g}")
+        if self.size is not None and not 16 <= self.size <= 4096:
+            raise ConfigError(f"--size must be 16..4096 pixels, got {self.size}")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ConfigError(f"--smoothing must be in [0, 1), got {self.smoothing:g}")
+        if not self.outs:
+            raise ConfigError("give at least one --out")
 
 
 class LiveSession:
@@ -57,8 +68,11 @@ class LiveSession:
             size = settings.size or self.model.output_size
             self.sinks = []
             for spec in settings.outs:
+                # Recordings carry the music; live outputs carry only the picture (the
+                # generated sound of later families will go out on NDI by its own choice).
+                records = spec.strip().lower().startswith("file:")
                 sink = open_sink(spec, size, size, settings.fps,
-                                 audio_rate=self.pipeline.sample_rate)
+                                 audio_rate=self.pipeline.sample_rate if records else None)
                 self._opened.append(sink)
                 self.sinks.append(sink)
             self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps,
@@ -67,10 +81,9 @@ class LiveSession:
             self.close()
             raise
 
-    def _open(self, thing) -> None:
-        if not _is_open(thing):
-            thing.open()
-        self._opened.append(thing)
+    def _open(self, source) -> None:
+        source.open()  # the factories return sources unopened
+        self._opened.append(source)
 
     def status_line(self, stats) -> str:
         s = stats.summary()
@@ -107,8 +120,3 @@ class LiveSession:
     def __exit__(self, *exc):
         self.close()
 
-
-def _is_open(thing) -> bool:
-    status = getattr(thing, "status", None)
-    state = getattr(status, "state", None)
-    return state is not None and getattr(state, "value", "") in ("ok", "reconnecting")

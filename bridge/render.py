@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.engine import FramePipeline
-from bridge.errors import InputMismatch
+from bridge.errors import ConfigError, InputMismatch
 from bridge.generators.base import Generator
 
 
@@ -36,14 +36,9 @@ class RenderResult:
 
 def _video_frames(path: str, fps: float):
     """Yield the video's frame nearest each output time i/fps, as RGB uint8, forever (last repeats)."""
-    import av
+    from bridge.sources.decode import open_input
 
-    from bridge.errors import SourceError
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as e:
-        raise SourceError(f"{path}: cannot open video ({e})") from None
-    with container:
+    with open_input(str(path), stream="video") as container:
         stream = container.streams.video[0]
         i, last = 0, None
         for frame in container.decode(stream):
@@ -63,6 +58,10 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
     from bridge.sinks.file import Mp4Writer
     from bridge.sources.audio import decode_audio
 
+    if not 0 < fps <= 240:
+        raise ConfigError(f"--fps must be in (0, 240], got {fps:g}")
+    if seconds is not None and seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {seconds:g}")
     if "image" in model.inputs and video_path is None:
         raise InputMismatch(f"model family '{model.family}' needs an image input: give --video FILE")
     pipeline = FramePipeline(model, runner=runner, smoothing=smoothing, output_size=output_size)
@@ -77,7 +76,7 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=n_frames, unit="frame", desc="render", leave=False)
+        bar = tqdm(total=n_frames, unit="frame", desc="render", leave=False, disable=None)
     started = time.perf_counter()
     writer = Mp4Writer(str(out_path), size, size, fps, audio_rate=sr)
     try:

@@ -9,6 +9,9 @@ import os
 
 import pytest
 
+from tests.helpers.ndi import ndi_receiver  # noqa: F401  (fixture)
+from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture, one daemon per run)
+
 # Torch on 2 cores: keep test runs from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

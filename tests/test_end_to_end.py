@@ -12,7 +12,6 @@ import torch
 from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from tests.helpers.ndi import NdiReceiverProcess
-from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture)
 
 AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
 

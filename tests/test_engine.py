@@ -110,3 +110,11 @@ def test_model_needing_a_camera_names_the_option(tmp_path, monkeypatch):
     save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="image")), tmp_path / "cam")
     with pytest.raises(InputMismatch, match="--camera"):
         LiveSession(LiveSettings(model="cam", audio_in="silence", outs=["null"]))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("fps", 0, "--fps"), ("size", 3, "--size"), ("smoothing", 1.5, "--smoothing"), ("outs", [], "--out")])
+def test_bad_live_settings_are_refused_before_anything_opens(field, value, message):
+    from bridge.errors import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        LiveSettings(**{field: value})

@@ -12,7 +12,7 @@ pytest.importorskip("cyndilib")
 from bridge.clock import now  # noqa: E402
 from bridge.sinks import ThreadedSink, open_sink  # noqa: E402
 from bridge.sinks.ndi import NdiSink  # noqa: E402
-from tests.helpers.ndi import NdiReceiverProcess, ndi_receiver, receive_ndi  # noqa: E402,F401
+from tests.helpers.ndi import NdiReceiverProcess, receive_ndi  # noqa: E402,F401
 
 W, H = 96, 64
 QUADRANTS = {  # (row slice, col slice) → RGBA; saturated so NDI's 4:2:2 codec keeps them apart

@@ -10,7 +10,6 @@ from bridge import clock
 from bridge.errors import DeviceError
 from bridge.sources.audio import LineIn, list_audio_devices
 from bridge.sources.base import State
-from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture)
 from tests.helpers.streams import AMEN, wait_for
 
 

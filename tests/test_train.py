@@ -227,3 +227,15 @@ def test_commands_have_help_for_every_option(capsys):
             assert option in text, (argv, option)
     args = parser.parse_args(["train"])
     assert args.func(args) == 2  # a group alone prints its help
+
+
+def test_evaluate_measures_frame_change_against_onset_strength(work, dataset):
+    from bridge.generators.base import load_model
+    from bridge.train.evaluate import onset_correlation
+    from bridge.train.pix2pix import train_pix2pix
+
+    out = work / "evaluated"
+    train_pix2pix(dataset, out, epochs=1, ngf=4, progress=False)
+    result = onset_correlation(load_model(out), LOOP, seconds=3.0, teacher=False)
+    assert result["frames"] == 3 * 30 - 1 - 30  # one second of warm-up left out
+    assert -1.0 <= result["r"] <= 1.0 and result["mean_change"] > 0

@@ -121,7 +121,6 @@ class StreamingAnalyzer:
         self._process(frames)
 
     def _process(self, frames: np.ndarray) -> None:
-        c = self.config
         spectrum = np.fft.rfft(frames * self._window, axis=-1)
         power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)  # (n, bins)
         mel_db = power_to_db(power @ self._mel_basis_t, top_db=None).astype(np.float32)  # (n, n_mels)

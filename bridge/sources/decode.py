@@ -17,15 +17,16 @@ def av_reason(exc: BaseException) -> str:
 
 
 def open_input(where: str, timeout: float | tuple[float, float] | None = None,
-               options: dict[str, str] | None = None):
-    """Open a file or URL for reading; any failure is a one-line SourceError."""
+               options: dict[str, str] | None = None, stream: str = "audio"):
+    """Open a file or URL that must hold a `stream` ("audio" or "video") for reading; any
+    failure is a one-line SourceError."""
     try:
         container = av.open(where, mode="r", timeout=timeout, options=options or {})
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise SourceError(f"cannot open {where}: {av_reason(exc)}") from None
-    if not container.streams.audio:
+    if not getattr(container.streams, stream):
         container.close()
-        raise SourceError(f"cannot read {where}: no audio stream")
+        raise SourceError(f"cannot read {where}: no {stream} stream")
     return container
 
 

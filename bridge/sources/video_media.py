@@ -10,7 +10,7 @@ import numpy as np
 from bridge import clock
 from bridge.errors import SourceError
 from bridge.sources.base import State
-from bridge.sources.decode import av_reason
+from bridge.sources.decode import av_reason, open_input
 from bridge.sources.video_base import VideoSource
 
 BACKOFF_FIRST_S = 0.5
@@ -20,13 +20,7 @@ MAX_LAG_S = 0.25  # further behind than this, re-anchor the schedule instead of 
 
 def open_video(where: str, timeout: float | tuple[float, float] | None = None,
                options: dict[str, str] | None = None):
-    try:
-        container = av.open(where, mode="r", timeout=timeout, options=options or {})
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise SourceError(f"cannot open {where}: {av_reason(exc)}") from None
-    if not container.streams.video:
-        container.close()
-        raise SourceError(f"cannot read {where}: no video stream")
+    container = open_input(where, timeout, options, stream="video")
     container.streams.video[0].thread_type = "AUTO"
     return container
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from bridge.errors import ConfigError, SourceError
 from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import IMAGE_INPUT, PatchDiscriminator, Pix2Pix, Pix2PixConfig
-from bridge.train.dataset import read_manifest
+from bridge.train.dataset import read_manifest, write_png
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_TENSORS = "state.safetensors"
@@ -219,11 +219,6 @@ def plot_losses(history: list[dict], steps: list[list], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    from bridge.train.dataset import write_png
-    write_png(path, rgb)
 
 
 # --- the card ---------------------------------------------------------------------------------------
@@ -430,7 +425,7 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
                                  "g_l1": round(g_l1, 5), "d_real": round(d_real, 4),
                                  "d_fake": round(d_fake, 4), "d": round(0.5 * (d_real + d_fake), 4),
                                  "seconds": round(seconds, 2)})
-        _write_png(out / SAMPLES_DIR / f"epoch_{epoch:04d}.png", sample_grid(G, images, sample_idx, dev))
+        write_png(out / SAMPLES_DIR / f"epoch_{epoch:04d}.png", sample_grid(G, images, sample_idx, dev))
         plot_losses(state["history"], state["steps"], out / LOSS_PLOT)
         state.update(model_config=model_config, ndf=ndf, data=str(data), seed=seed)
         save_checkpoint(folder, G, D, opt_g, opt_d, state)

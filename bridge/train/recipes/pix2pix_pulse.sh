@@ -3,7 +3,8 @@
 #   1. eight audio-reactive "music videos" (bridge/train/synth.py) from Debian's sonic-pi loops,
 #      each looped to 30 s, cutting between scikit-image's sample pictures;
 #   2. pairs (bands picture at 256 px from the live analyzer | frame), every 4th frame at 30 fps;
-#   3. pix2pix, ngf 16, batch 4, 10 epochs on 2 CPU threads (about 25 minutes), fp16 weights;
+#   3. pix2pix, ngf 16, batch 4, 10 epochs on 2 CPU threads (23 minutes on a 2-core EPYC VM),
+#      fp16 weights; run it again and it resumes from the checkpoint instead of starting over;
 #   4. the bundle copied into models/ (without the checkpoint), then checked on held-out loops.
 # Run from anywhere: bash bridge/train/recipes/pix2pix_pulse.sh   (needs ffmpeg, sonic-pi-samples
 # and the train extras; VJBRIDGE=path/to/vjbridge and PYTHON=... pick other executables).
@@ -29,14 +30,14 @@ done
 $VJ dataset build $videos --out "$RUN/data" --representation bands --size 256 \
   --pairing every-nth --every 4 --start 0 --end 30 --tick-fps 30 --quiet
 
-$VJ train pix2pix --data "$RUN/data" --out "$RUN/bundle" --epochs 10 --batch-size 4 --ngf 16 \
+$VJ train pix2pix --data "$RUN/data" --out "$RUN/pix2pix-pulse" --epochs 10 --batch-size 4 --ngf 16 \
   --lr 0.0002 --threads 2 --fp16-weights
 
 rm -rf "$MODEL"
 mkdir -p "$MODEL/samples"
-cp "$RUN/bundle/config.json" "$RUN/bundle/weights.safetensors" "$RUN/bundle/card.md" \
-  "$RUN/bundle/loss.png" "$MODEL/"
-last_grid=$(ls "$RUN/bundle/samples/"epoch_*.png | tail -n 1)
+cp "$RUN/pix2pix-pulse/config.json" "$RUN/pix2pix-pulse/weights.safetensors" "$RUN/pix2pix-pulse/card.md" \
+  "$RUN/pix2pix-pulse/loss.png" "$MODEL/"
+last_grid=$(ls "$RUN/pix2pix-pulse/samples/"epoch_*.png | tail -n 1)
 cp "$last_grid" "$MODEL/samples/"
 
 # Held-out loops (never seen in training): frame change vs onset strength, Pearson r; the
