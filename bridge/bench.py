@@ -63,58 +63,65 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _time(fn, cond, iterations: int, sync) -> list[float]:
-    times = []
-    for _ in range(iterations):
-        t0 = time.perf_counter()
-        fn(cond)
-        sync()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return times
+def _timed(fn, cond, sync) -> float:
+    t0 = time.perf_counter()
+    fn(cond)
+    sync()
+    return (time.perf_counter() - t0) * 1000.0
 
 
-def run_case(case: BenchCase, device: str, iterations: int, warmup: int) -> list[dict]:
+def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
+             interleave: bool = True) -> list[dict]:
+    """Both runtimes are warmed up, then timed. Interleaved (the default), they are called
+    alternately, so a change in the machine's load during the run (another process, turbo, a
+    noisy neighbour) falls on both alike; sequential runs all reference calls, then all
+    optimized ones, as a live run (one model, warm caches) would."""
     torch.manual_seed(0)
     model = case.build().eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     cond = torch.rand(1, 3, case.size, case.size) * 2 - 1
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    rows = []
+    runners, steps, warm_s = {}, {}, {}
     for runtime in ("reference", "optimized"):
-        runner = Runner(model, runtime=runtime, device=device)
-        if runtime == "reference":
-            def step(c, r=runner):
-                return r(c)
-        else:
-            def step(c, r=runner):
-                return to_rgba(r(c))  # the optimized path includes the copy-out to uint8
+        runner = runners[runtime] = Runner(model, runtime=runtime, device=device)
+        # the optimized path includes the copy-out to uint8 RGBA, as the engine pays it
+        steps[runtime] = runner if runtime == "reference" else (lambda c, r=runner: to_rgba(r(c)))
         t0 = time.perf_counter()
         runner.warmup(cond, runs=warmup)
         sync()
-        warm_s = time.perf_counter() - t0
-        ms = _time(step, cond, iterations, sync)
+        warm_s[runtime] = time.perf_counter() - t0
+    times = {"reference": [], "optimized": []}
+    if interleave:
+        for _ in range(iterations):
+            for runtime in times:
+                times[runtime].append(_timed(steps[runtime], cond, sync))
+    else:
+        for runtime in times:
+            times[runtime] = [_timed(steps[runtime], cond, sync) for _ in range(iterations)]
+    rows = []
+    for runtime, ms in times.items():
         ms_p50 = statistics.median(ms)
         rows.append({
             "family": case.family, "model": case.model, "params_m": round(params_m, 2),
             "size": case.size, "device": device, "runtime": runtime,
             "fps_p50": round(1000.0 / ms_p50, 2), "ms_p50": round(ms_p50, 3),
             "ms_p95": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 3),
-            "compiled": runner.info.compiled, "autocast": runner.info.autocast,
-            "warmup_s": round(warm_s, 2), "iterations": iterations,
+            "compiled": runners[runtime].info.compiled, "autocast": runners[runtime].info.autocast,
+            "warmup_s": round(warm_s[runtime], 2), "iterations": iterations,
+            "timing": "interleaved" if interleave else "sequential",
         })
-        del runner
     ref, opt = rows
     opt["speedup_vs_reference"] = round(ref["ms_p50"] / opt["ms_p50"], 2)
     return rows
 
 
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
-              progress=None) -> dict:
+              progress=None, interleave: bool = True) -> dict:
     results = []
     for case in cases:
         if progress:
             progress(f"{case.model} {case.size}² on {device}")
-        results += run_case(case, device, iterations, warmup)
+        results += run_case(case, device, iterations, warmup, interleave)
     return {"machine": machine_info(device), "results": results}
 
 

@@ -135,7 +135,8 @@ def cmd_bench(args) -> int:
     sizes = tuple(int(s) for s in args.sizes.split(","))
     variants = tuple(args.variants.split(","))
     report = run_bench(default_cases(sizes, variants), device=args.device, iterations=args.iterations,
-                       progress=lambda m: print(f"bench: {m}", file=sys.stderr))
+                       progress=lambda m: print(f"bench: {m}", file=sys.stderr),
+                       interleave=not args.sequential)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", default="256", help="comma-separated sizes (256,512)")
     p.add_argument("--variants", default="lite,full", help="pix2pix variants: lite (ngf 32), full (ngf 64)")
     p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--sequential", action="store_true",
+                   help="time all reference calls, then all optimized ones (default: alternate them)")
     p.set_defaults(func=cmd_bench)
 
     try:

@@ -76,3 +76,46 @@ def test_stalled_server_times_out_into_reconnecting():
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+@pytest.mark.parametrize("muxer, scheme", [("mpegts", "udp"), ("rtp_mpegts", "rtp")])
+def test_udp_and_rtp_streams_are_received(muxer, scheme):
+    """MPEG-TS over plain UDP and over RTP, pushed by ffmpeg to 127.0.0.1: the listener side
+    (the bridge) binds the port, as it would for a sender on the LAN."""
+    import subprocess
+    port = free_port()
+    url = f"{scheme}://127.0.0.1:{port}"
+    with AudioStream(url, timeout_s=2.0) as src:
+        sender = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(AMEN),
+             "-c:a", "mp2", "-f", muxer, url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert wait_for(lambda: src.status.state is State.OK and rms(src) > 0.02, 15.0), src.status
+        finally:
+            sender.kill()
+            sender.wait(5)
+
+
+def test_srt_stream_is_received_through_the_ffmpeg_command():
+    """PyAV's wheels are built without SRT; the stream source notices ('Protocol not found') and
+    reads through the system ffmpeg instead. The bridge listens, an ffmpeg sender calls in."""
+    import subprocess
+    port = free_port()
+    with AudioStream(f"srt://127.0.0.1:{port}?mode=listener", timeout_s=2.0) as src:
+        sender = None
+        try:
+            deadline = time.monotonic() + 20.0
+            while time.monotonic() < deadline and not (src.status.state is State.OK and rms(src) > 0.02):
+                if sender is None or sender.poll() is not None:  # keep calling until the listener is up
+                    sender = subprocess.Popen(
+                        ["ffmpeg", "-nostdin", "-loglevel", "quiet", "-re", "-stream_loop", "-1",
+                         "-i", str(AMEN), "-c:a", "mp2", "-f", "mpegts",
+                         f"srt://127.0.0.1:{port}?mode=caller"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
+            assert src.status.state is State.OK and rms(src) > 0.02, src.status
+        finally:
+            if sender is not None:
+                sender.kill()
+                sender.wait(5)

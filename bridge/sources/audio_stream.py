@@ -10,7 +10,8 @@ from bridge.errors import SourceError
 from bridge.sources.audio_base import (DEFAULT_BLOCK, DEFAULT_SAMPLE_RATE, STALE_AFTER_S, AudioSource,
                                        Pacer, rechunk)
 from bridge.sources.base import State, Status
-from bridge.sources.decode import av_reason, mono_chunks, open_input
+from bridge.sources.decode import (av_reason, ffmpeg_command_available, ffmpeg_command_chunks,
+                                   mono_chunks, open_input)
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
@@ -42,6 +43,7 @@ class AudioStream(AudioSource):
         self.options = dict(options or {})
         self.reconnects = 0
         self._last_audio = clock.now()
+        self._use_ffmpeg_command = False
 
     def describe(self) -> str:
         return self.url
@@ -79,10 +81,14 @@ class AudioStream(AudioSource):
         got_audio = False
         container = None
         try:
-            container = open_input(self.url, timeout=(self.timeout_s, self.timeout_s),
-                                   options=self.options)
+            if self._use_ffmpeg_command:
+                chunks = ffmpeg_command_chunks(self.url, self.sample_rate, self.timeout_s, self._stopping)
+            else:
+                container = open_input(self.url, timeout=(self.timeout_s, self.timeout_s),
+                                       options=self.options)
+                chunks = mono_chunks(container, self.sample_rate, self.channel)
             pacer = Pacer(self.sample_rate, self._stopping)
-            for block in rechunk(mono_chunks(container, self.sample_rate, self.channel), self.block):
+            for block in rechunk(chunks, self.block):
                 if not pacer.wait(block.size):
                     return got_audio, "closed"
                 self._last_audio = clock.now()
@@ -92,6 +98,9 @@ class AudioStream(AudioSource):
                     self._set(State.OK)
             return got_audio, f"{self.url}: stream ended"
         except SourceError as exc:
+            if "Protocol not found" in str(exc) and ffmpeg_command_available():
+                # PyAV's bundled ffmpeg lacks some protocols (SRT): read through the system's.
+                self._use_ffmpeg_command = True
             return got_audio, str(exc)
         except (av.FFmpegError, OSError, ValueError) as exc:
             return got_audio, f"{self.url}: {av_reason(exc)}"

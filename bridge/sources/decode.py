@@ -2,6 +2,12 @@
 offline rendering. Everything leaves as mono float32 at the asked rate."""
 from __future__ import annotations
 
+import os
+import select
+import shutil
+import subprocess
+import sys
+import threading
 from typing import Iterator
 
 import av
@@ -74,3 +80,45 @@ def decode_audio(path_or_url: str, sample_rate: int = 44_100) -> np.ndarray:
     if not chunks:
         raise SourceError(f"cannot decode {path_or_url}: no audio could be decoded")
     return np.concatenate(chunks)
+
+
+FIRST_DATA_GRACE_S = 10.0
+
+
+def ffmpeg_command_available() -> bool:
+    # select() on a pipe is POSIX only; on Windows the PyAV path is the only one.
+    return sys.platform != "win32" and shutil.which("ffmpeg") is not None
+
+
+def ffmpeg_command_chunks(url: str, sample_rate: int, timeout_s: float,
+                          stopping: threading.Event) -> Iterator[np.ndarray]:
+    """Mono float32 chunks of `url` decoded by the `ffmpeg` command, for protocols PyAV's own
+    ffmpeg was built without (SRT). A read that waits longer than `timeout_s` ends the stream
+    with a SourceError, like PyAV's socket timeout would."""
+    proc = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-analyzeduration", "500000", "-i", url, "-vn", "-ac", "1",
+         "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    fd = proc.stdout.fileno()
+    leftover = b""
+    # Before the first byte ffmpeg may be waiting for a caller (SRT listener) and probing the
+    # stream: allow that more time than a stall in the middle of a stream.
+    wait_s = timeout_s + FIRST_DATA_GRACE_S
+    try:
+        while not stopping.is_set():
+            ready, _, _ = select.select([fd], [], [], wait_s)
+            if not ready:
+                raise SourceError(f"{url}: no data for {wait_s:g} s")
+            wait_s = timeout_s
+            data = os.read(fd, 16384)
+            if not data:
+                reason = proc.stderr.read().decode(errors="replace").strip().splitlines()
+                raise SourceError(f"{url}: {reason[-1] if reason else 'stream ended'}")
+            data = leftover + data
+            usable = len(data) - len(data) % 4
+            leftover = data[usable:]
+            if usable:
+                yield np.frombuffer(data[:usable], dtype="<f4").astype(np.float32)
+    finally:
+        proc.kill()
+        proc.wait(5)
