@@ -39,8 +39,8 @@ $PIP install -q --upgrade pip >/dev/null
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   if [ "$(uname -s)" = "Linux" ]; then $PIP install -q "torch==2.13.0"; else $PIP install -q torch; fi
 fi
-extras="ndi"
-[ "$(uname -s)" = "Darwin" ] && extras="ndi,syphon"
+extras="ndi,preview"
+[ "$(uname -s)" = "Darwin" ] && extras="ndi,preview,syphon"
 [ "$job" = "test" ] && extras="$extras,train,test"
 $PIP install -q -e ".[$extras]"
 

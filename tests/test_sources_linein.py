@@ -57,3 +57,29 @@ def test_list_audio_devices_has_the_documented_keys():
     for d in list_audio_devices():
         assert set(d) == {"index", "name", "max_input_channels", "max_output_channels",
                           "default_sample_rate"}
+
+
+def test_device_at_another_rate_is_converted_to_the_analysis_rate(pulse_null_sink, tmp_path):
+    """A device that only runs at 48 kHz (common on Windows): captured at 48 kHz, converted to
+    44.1 kHz in the callback; a played 1 kHz tone still reads as 1 kHz."""
+    import subprocess
+    tone = tmp_path / "tone.wav"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=frequency=1000:sample_rate=48000:duration=6", str(tone)], check=True)
+    with LineIn("default", device_rate=48_000) as src:
+        assert wait_for(lambda: src.ring.written > src.sample_rate // 4, timeout=8.0), src.status
+        player = pulse_null_sink.play(tone)
+        try:
+            assert wait_for(lambda: rms(src) > 0.05, timeout=6.0), rms(src)
+            time.sleep(0.5)
+            n1, t1 = src.ring.written, time.monotonic()
+            time.sleep(1.0)
+            rate = (src.ring.written - n1) / (time.monotonic() - t1)
+            window, _ = src.ring.latest(8192)
+        finally:
+            player.terminate()
+            player.wait(5)
+    assert rate == pytest.approx(44_100, rel=0.1)  # samples arrive at the analysis rate
+    spectrum = np.abs(np.fft.rfft(window * np.hanning(window.size)))
+    peak_hz = np.argmax(spectrum) * 44_100 / window.size
+    assert peak_hz == pytest.approx(1000, abs=15)

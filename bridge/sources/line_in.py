@@ -12,6 +12,7 @@ from bridge import clock
 from bridge.errors import DeviceError
 from bridge.sources.audio_base import DEFAULT_BLOCK, DEFAULT_SAMPLE_RATE, AudioSource
 from bridge.sources.base import State
+from bridge.sources.resample import LinearResampler
 
 
 @contextlib.contextmanager
@@ -103,9 +104,14 @@ class LineIn(AudioSource):
     kind = "line-in"
 
     def __init__(self, device: int | str | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE,
-                 block: int = DEFAULT_BLOCK, channel: int | None = None):
+                 block: int = DEFAULT_BLOCK, channel: int | None = None,
+                 device_rate: int | None = None):
         super().__init__(sample_rate, block)
         self.device = device
+        # The rate the device runs at. None: the analysis rate if the device takes it, else the
+        # device's own default rate, converted to the analysis rate in the callback.
+        self.device_rate = device_rate
+        self._resample: LinearResampler | None = None
         self.channel = channel
         self.device_name = ""
         self.overflows = 0  # blocks the driver reported as overflowed (audio lost upstream)
@@ -127,11 +133,16 @@ class LineIn(AudioSource):
                 raise DeviceError(f"channel {self.channel} out of range for {info['name']!r} "
                                   f"({available} input channels)")
             self._channels = self.channel + 1 if self.channel is not None else min(2, available)
-            with _quiet_stderr():
-                self._stream = self._pa.open(
-                    format=pyaudio.paFloat32, channels=self._channels, rate=self.sample_rate,
-                    input=True, input_device_index=info["index"],
-                    frames_per_buffer=self.block, stream_callback=self._callback)
+            rates = [self.device_rate] if self.device_rate else [self.sample_rate]
+            if not self.device_rate and int(info["default_sample_rate"]) != self.sample_rate:
+                rates.append(int(info["default_sample_rate"]))
+            for i, rate in enumerate(rates):
+                try:
+                    self._stream = self._open_stream(info, int(rate))
+                    break
+                except (IOError, OSError, ValueError):
+                    if i == len(rates) - 1:
+                        raise
             # PortAudio's estimate of ADC -> callback delay; subtracted to date each block.
             self._latency = float(self._stream.get_input_latency())
         except DeviceError:
@@ -143,6 +154,14 @@ class LineIn(AudioSource):
                               f"{' '.join(str(exc).split())}") from None
         self._stream.start_stream()  # status turns OK with the first block, not before
 
+    def _open_stream(self, info: dict, rate: int):
+        self._resample = LinearResampler(rate, self.sample_rate) if rate != self.sample_rate else None
+        with _quiet_stderr():
+            return self._pa.open(
+                format=pyaudio.paFloat32, channels=self._channels, rate=rate, input=True,
+                input_device_index=info["index"], stream_callback=self._callback,
+                frames_per_buffer=max(64, round(self.block * rate / self.sample_rate)))
+
     def _callback(self, in_data, frame_count, time_info, status_flags):
         now = clock.now()
         samples = np.frombuffer(in_data, dtype=np.float32).reshape(-1, self._channels)
@@ -150,6 +169,8 @@ class LineIn(AudioSource):
             mono = samples[:, self.channel]
         else:
             mono = samples.mean(axis=1, dtype=np.float32)
+        if self._resample is not None:
+            mono = self._resample(mono)
         self._write(mono, now - self._latency)
         if self._status.state is State.STARTING:
             self._set(State.OK)
