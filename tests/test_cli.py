@@ -122,3 +122,30 @@ def test_bench_json_shape():
         assert {"family", "model", "params_m", "size", "device", "runtime", "fps_p50", "ms_p50"} <= set(r)
         assert r["fps_p50"] == pytest.approx(1000 / r["ms_p50"], rel=0.01)
     assert rows[1]["speedup_vs_reference"] > 0
+
+
+def test_render_an_image_input_model_from_a_video(tmp_path, monkeypatch, capsys):
+    """A camera-style model rendered offline: each output frame comes from the video frame at
+    that time, and the result follows the video (testsrc moves)."""
+    from tests.helpers.streams import make_test_video
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path / "models"))
+    torch.manual_seed(0)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="image")), tmp_path / "models" / "cam")
+    moving = make_test_video(tmp_path / "moving.mp4", seconds=2.0)
+    still = tmp_path / "still.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=orange:size=160x120:rate=25:duration=2", "-pix_fmt", "yuv420p",
+                    str(still)], check=True, timeout=30)
+    change = {}
+    for name, video in (("moving", moving), ("still", still)):
+        out = tmp_path / f"{name}-out.mp4"
+        assert main(["render", AMEN, "--video", str(video), "--model", "cam", "--out", str(out)]) == 0
+        with av.open(str(out)) as c:
+            frames = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(c.streams.video[0])]
+        assert len(frames) == int(np.ceil(1.75 * 30))
+        change[name] = np.mean([np.abs(a - b).mean() for a, b in zip(frames, frames[1:])])
+    assert change["still"] < 0.05 < change["moving"]  # the picture follows the video, not the audio
+    out = tmp_path / "none.mp4"
+    # without a video it says what the model needs
+    assert main(["render", AMEN, "--model", "cam", "--out", str(out)]) == 2
+    assert "--video" in capsys.readouterr().err

@@ -118,3 +118,31 @@ def test_bad_live_settings_are_refused_before_anything_opens(field, value, messa
     from bridge.errors import ConfigError
     with pytest.raises(ConfigError, match=message):
         LiveSettings(**{field: value})
+
+
+def test_live_session_with_a_video_as_camera(tmp_path, monkeypatch):
+    from tests.helpers.streams import make_test_video
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    torch.manual_seed(0)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="image")), tmp_path / "cam")
+    video = make_test_video(tmp_path / "cam.mp4", seconds=3.0)
+    settings = LiveSettings(model="cam", audio_in=None, camera=str(video), outs=["null"], fps=20,
+                            runtime="reference")
+    with LiveSession(settings) as session:
+        summary = session.run(duration=1.5, status_stream=None)
+        line = session.status_line(session.engine.stats)
+    assert summary["sent"] >= 25 and summary["errors"] == 0
+    assert "camera ok" in line
+
+
+def test_url_down_keeps_the_output_running_on_silence(tmp_path, monkeypatch):
+    from tests.helpers.streams import free_port
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    save_bundle(tiny_model(), tmp_path / "tiny")
+    url = f"http://127.0.0.1:{free_port()}/nobody-home.mp3"
+    settings = LiveSettings(model="tiny", audio_in=url, outs=["null"], fps=30, runtime="reference")
+    with LiveSession(settings) as session:
+        summary = session.run(duration=2.0, status_stream=None)
+        line = session.status_line(session.engine.stats)
+    assert summary["sent"] >= 50 and summary["errors"] == 0
+    assert "reconnecting" in line and url in line
