@@ -11,7 +11,8 @@ VENV="${VJBRIDGE_VENV:-.venv}"
 
 if command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  pkgs="python3-venv python3-dev ffmpeg portaudio19-dev"
+  # gcc builds PyAudio (no Linux wheel); g++ lets torch.compile build the optimized runtime.
+  pkgs="python3 python3-venv python3-dev gcc g++ ffmpeg portaudio19-dev"
   # The tests drive real components: a PulseAudio null sink for line-in, JACK for MIDI,
   # and Debian's CC0 sonic-pi samples as real music.
   [ "$job" = "test" ] && pkgs="$pkgs pulseaudio pulseaudio-utils jackd2 sonic-pi-samples"

@@ -30,6 +30,8 @@ def cmd_run(args) -> int:
                             camera=args.camera, outs=args.out or ["window"], fps=args.fps, size=args.size,
                             runtime=args.runtime, device=args.device, smoothing=args.smoothing,
                             block=args.block, channel=args.channel)
+    print(f"vjbridge: loading {args.model} and warming it up (the first run on a machine compiles "
+          f"it, which can take a minute)", file=sys.stderr)
     with LiveSession(settings) as session:
         print(f"vjbridge {__version__}: model {args.model}, audio {settings.audio_in}, camera {args.camera}, "
               f"out {', '.join(settings.outs)}, {args.fps:g} fps; Ctrl-C stops", file=sys.stderr)

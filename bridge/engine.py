@@ -25,6 +25,9 @@ from bridge.runtime import Runner, to_rgba
 
 log = logging.getLogger(__name__)
 
+LEAD_WINDOW = 30  # generation times (frames) the lead time is judged on
+LEAD_MARGIN_S = 0.003  # slack for thread wake-up and the sinks
+
 
 class FramePipeline:
     """Audio samples + newest image in, RGBA frame out; owns the streaming analysis state."""
@@ -173,30 +176,44 @@ class Engine:
         self.stats.send_times.append(sent_at)
         self.stats.latencies_ms.append((sent_at - capture_time) * 1000.0)
 
+    def _lead_time(self) -> float:
+        """How long before a deadline its picture is started: the slowest recent generation plus
+        a margin, so the picture is finished just in time and made from the newest audio (the
+        latency is then about the model's time, not the model's time plus a frame). Never more
+        than a period: a model slower than the frame rate simply starts again at once."""
+        recent = list(self.stats.generate_ms)[-LEAD_WINDOW:]
+        if not recent:
+            return self.period
+        return min(self.period, max(recent) / 1000.0 + LEAD_MARGIN_S)
+
+    def _wait_until(self, t: float) -> None:
+        delay = t - clock.now()
+        if delay > 0:
+            self._stop.wait(delay)
+
     def run(self, duration: float | None = None, on_second=None) -> dict:
         """Run until `stop()` or `duration` seconds; returns the stats summary."""
         worker = threading.Thread(target=self._generate_loop, name="vjbridge-generate", daemon=True)
         worker.start()
         start = clock.now()
-        deadline = start
+        deadline = start + self.period
         next_report = start + 1.0
         try:
             while not self._stop.is_set():
-                now = clock.now()
-                if duration is not None and now - start >= duration:
+                if duration is not None and clock.now() - start >= duration:
                     break
+                self._wait_until(deadline - self._lead_time())
                 with self._tick:
                     self._tick_count += 1
                     self._tick.notify()
-                deadline += self.period
-                wait = deadline - clock.now()
-                if wait > 0:
-                    self._stop.wait(wait)
-                elif -wait > self.period:
+                self._wait_until(deadline)
+                behind = clock.now() - deadline
+                if behind > self.period:
                     # We fell more than a whole frame behind (machine stalled): re-anchor, count it.
-                    self.stats.missed += int(-wait / self.period)
+                    self.stats.missed += int(behind / self.period)
                     deadline = clock.now()
                 self._output_tick()
+                deadline += self.period
                 if on_second is not None and clock.now() >= next_report:
                     next_report += 1.0
                     on_second(self.stats)
