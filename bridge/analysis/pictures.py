@@ -5,6 +5,7 @@ upwards, time runs to the right with the newest at the right edge.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,6 +83,19 @@ def draw_history(render: RenderData, size: int) -> np.ndarray:
     return to_uint8(picture)
 
 
+@functools.lru_cache(maxsize=4)
+def _polar_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distance from the centre (0 centre, 1 at the edge midpoints) and the 24-spoke mask, for
+    every pixel; the same every frame, so made once per size."""
+    axis = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
+    radius = np.sqrt(axis[None, :] ** 2 + axis[:, None] ** 2)
+    angle = np.arctan2(axis[:, None], axis[None, :])
+    spokes = np.clip(np.cos(angle * 24.0) * 4.0 - 2.0, 0, 1)
+    radius.flags.writeable = False
+    spokes.flags.writeable = False
+    return radius, spokes
+
+
 def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
     """Rings that follow the bands, a flash on kicks and a burst on onsets.
 
@@ -91,9 +105,7 @@ def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
     low, mid, high = features.bands
     onset = features._render.onset_norm if features._render else 0.0
     kick = features.kick
-    axis = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
-    radius = np.sqrt(axis[None, :] ** 2 + axis[:, None] ** 2)  # 0 centre, 1 at the edge midpoints
-    angle = np.arctan2(axis[:, None], axis[None, :])
+    radius, spokes = _polar_grid(size)
 
     picture = np.empty((size, size, 3), dtype=np.float32)
     # The whole frame flashes on a kick; squared so the flash fades twice as fast as `kick`
@@ -105,7 +117,6 @@ def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
     mid_ring = np.exp(-np.square((radius - (0.2 + 0.85 * mid)) / (0.03 + 0.08 * mid)))
     picture += (mid_ring * (0.2 + 0.8 * mid))[..., None] * MID_RGB
     # Treble: 24 spokes whose length and brightness follow the high band.
-    spokes = np.clip(np.cos(angle * 24.0) * 4.0 - 2.0, 0, 1)
     spoke_reach = np.clip((0.15 + 1.1 * high - radius) * 6.0, 0, 1)
     picture += (spokes * spoke_reach * high)[..., None] * HIGH_RGB
     # Onset burst: a white core and shock ring whose size and brightness follow onset strength.
