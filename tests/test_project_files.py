@@ -1,0 +1,40 @@
+"""The promises the repository makes about itself: the README's two commands, CI running the
+README's test command, a torch range that admits the pinned 2.13.0, models/ under its size cap."""
+import configparser
+import re
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quickstart_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart.*?```sh\n(.*?)```", readme, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_opens_with_two_commands_demo_and_test():
+    commands = quickstart_commands()
+    assert commands == ["bash setup.sh demo", "bash setup.sh test"]
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == [quickstart_commands()[1]]
+
+
+def test_torch_requirement_admits_the_pinned_wheel():
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    requirements = [Requirement(r) for r in cfg["options"]["install_requires"].split("\n") if r.strip()]
+    torch = next(r for r in requirements if r.name == "torch")
+    assert torch.specifier.contains("2.13.0")
+    assert 'torch==2.13.0' in (ROOT / "setup.sh").read_text()
+
+
+def test_models_folder_stays_under_25_mb():
+    size = sum(p.stat().st_size for p in (ROOT / "models").rglob("*") if p.is_file())
+    assert size < 25 * 1024 * 1024
