@@ -6,6 +6,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
+from bridge.config import check_fps
 from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError
 from bridge.generators.base import load_model
@@ -29,8 +30,7 @@ class LiveSettings:
     channel: int | None = None
 
     def __post_init__(self):
-        if not 0 < self.fps <= 240:
-            raise ConfigError(f"--fps must be in (0, 240], got {self.fps:g}")
+        check_fps(self.fps)
         if self.size is not None and not 16 <= self.size <= 4096:
             raise ConfigError(f"--size must be 16..4096 pixels, got {self.size}")
         if not 0.0 <= self.smoothing < 1.0:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bridge.config import check_fps
 from bridge.engine import FramePipeline
 from bridge.errors import ConfigError, InputMismatch
 from bridge.generators.base import Generator
@@ -58,8 +59,7 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
     from bridge.sinks.file import Mp4Writer
     from bridge.sources.audio import decode_audio
 
-    if not 0 < fps <= 240:
-        raise ConfigError(f"--fps must be in (0, 240], got {fps:g}")
+    check_fps(fps)
     if seconds is not None and seconds <= 0:
         raise ConfigError(f"--seconds must be positive, got {seconds:g}")
     if "image" in model.inputs and video_path is None:
