@@ -30,10 +30,16 @@ LEAD_MARGIN_S = 0.003  # slack for thread wake-up and the sinks
 
 
 class FramePipeline:
-    """Audio samples + newest image in, RGBA frame out; owns the streaming analysis state."""
+    """Audio samples + newest image in, RGBA frame (and generated sound) out.
+
+    Owns the streaming analysis state, the latent walk of latent families (`navigator`), the
+    mel-to-audio voice of families that make sound, and idle mode. `make_frame(snapshot, dt)`
+    returns the frame; the sound made for those `dt` seconds is left in `last_sound`."""
 
     def __init__(self, model: Generator, runner: Runner | None = None, smoothing: float = 0.0,
-                 output_size: int | None = None):
+                 output_size: int | None = None, walk: str | None = None,
+                 walk_params: dict | None = None, seed: int = 0, idle=None,
+                 sound_rate: int | None = None):
         self.model = model
         self.runner = runner or Runner(model, runtime="reference")
         overrides = getattr(model.config, "analysis", {}) or {}
@@ -41,11 +47,24 @@ class FramePipeline:
         self.analyzer = StreamingAnalyzer(self.analysis_config)
         self.smoothing = float(smoothing)
         self.output_size = output_size
+        self.navigator = model.navigator(walk, seed=seed, **(walk_params or {}))
+        self.idle = idle  # bridge.idle.IdleMode or None
+        self.voice = None
+        if model.makes_sound:
+            from bridge.sinks.sound import MelVoice
+            self.voice = MelVoice.for_model(model, out_rate=sound_rate)
+        self.last_sound: np.ndarray | None = None
+        self._sound_due = 0.0
         self._previous: torch.Tensor | None = None
 
     @property
     def sample_rate(self) -> int:
         return self.analysis_config.sample_rate
+
+    @property
+    def sound_rate(self) -> int | None:
+        """Sample rate of the generated sound, or None for families that make none."""
+        return self.voice.out_rate if self.voice is not None else None
 
     def feed_audio(self, samples: np.ndarray) -> None:
         if samples.size:
@@ -56,8 +75,28 @@ class FramePipeline:
         features = self.analyzer.snapshot(audio_time or 0.0)
         return Snapshot(audio=features, image=image, audio_time=audio_time, image_time=image_time)
 
-    def make_frame(self, snapshot: Snapshot) -> np.ndarray:
-        picture = self.runner(self.model.condition(snapshot))
+    def warmup(self, runs: int = 3) -> None:
+        """Compile and warm the runner on silence (and the walk's first latent)."""
+        snapshot = self.snapshot(None)
+        latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
+        self.runner.warmup(self.model.condition(snapshot), latent, runs=runs)
+        if self.navigator is not None:
+            self.navigator.reset()
+
+    def make_frame(self, snapshot: Snapshot, dt: float = 0.0) -> np.ndarray:
+        if self.idle is not None and snapshot.image is not None:
+            snapshot = self.idle.apply(snapshot)
+        latent = self.navigator.step(snapshot.audio, dt) if self.navigator is not None else None
+        out = self.runner(self.model.condition(snapshot), latent)
+        if self.voice is not None:
+            picture, mel_db = out
+            # Carry the fraction, so sound and pictures never drift apart over a long set.
+            self._sound_due += dt * self.voice.out_rate
+            samples = int(self._sound_due)
+            self._sound_due -= samples
+            self.last_sound = self.voice.render(mel_db[0].float().cpu().numpy(), samples)
+        else:
+            picture = out
         if self.smoothing > 0.0 and self._previous is not None and self._previous.shape == picture.shape:
             # Temporal smoothing: an exponential moving average of the pictures.
             picture = torch.lerp(picture, self._previous, self.smoothing)
@@ -139,6 +178,7 @@ class Engine:
 
     def _generate_loop(self) -> None:
         seen = made = 0
+        previous_start = None
         while not self._stop.is_set():
             with self._tick:
                 self._tick.wait_for(lambda: self._tick_count > seen or self._stop.is_set(), timeout=0.5)
@@ -146,9 +186,13 @@ class Engine:
             if self._stop.is_set():
                 break
             started = clock.now()
+            # The time this picture stands for: walks move by it, and the sound made with it
+            # lasts it (capped, so a stall does not queue seconds of sound).
+            dt = self.period if previous_start is None else min(started - previous_start, 0.25)
+            previous_start = started
             try:
                 snapshot, new_audio = self._read_inputs()
-                frame = self.pipeline.make_frame(snapshot)
+                frame = self.pipeline.make_frame(snapshot, dt)
             except Exception as e:  # a bad frame must never stop the show: keep the last good one
                 self.stats.errors += 1
                 message = f"generation failed: {type(e).__name__}: {e}"
@@ -160,8 +204,10 @@ class Engine:
             self.stats.generate_ms.append((clock.now() - started) * 1000.0)
             self.stats.generated += 1
             made += 1
+            # Sinks that carry audio get the generated sound of a sound model, else the music.
+            audio = self.pipeline.last_sound if self.pipeline.voice is not None else new_audio
             # One tuple, swapped in one assignment, so the output thread never sees half of it.
-            self._latest = (made, frame, capture if capture is not None else started, new_audio)
+            self._latest = (made, frame, capture if capture is not None else started, audio)
 
     # --- output thread ------------------------------------------------------------------------
     def _send(self, frame: np.ndarray, capture_time: float, audio: np.ndarray | None) -> None:

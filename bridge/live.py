@@ -56,7 +56,7 @@ class LiveSession:
             runner = Runner(self.model, runtime=settings.runtime, device=settings.device)
             self.pipeline = FramePipeline(self.model, runner=runner, smoothing=settings.smoothing,
                                           output_size=settings.size)
-            runner.warmup(self.model.condition(self.pipeline.snapshot(None)))
+            self.pipeline.warmup()
             self.audio = self.video = None
             if settings.audio_in is not None:
                 self.audio = open_audio_source(settings.audio_in, sample_rate=self.pipeline.sample_rate,

@@ -55,7 +55,10 @@ def _video_frames(path: str, fps: float):
 def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: float = 30.0,
            video_path: str | Path | None = None, seconds: float | None = None, runner=None,
            output_size: int | None = None, smoothing: float = 0.0, progress: bool = True,
-           on_frame=None) -> RenderResult:
+           on_frame=None, walk: str | None = None, walk_params: dict | None = None,
+           seed: int = 0, mux: str = "auto") -> RenderResult:
+    """`mux`: which sound goes into the mp4: "input" (the music), "generated" (a sound model's
+    voice), or "auto" (generated when the model makes sound, else the input)."""
     from bridge.sinks.file import Mp4Writer
     from bridge.sources.audio import decode_audio
 
@@ -64,7 +67,13 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
         raise ConfigError(f"--seconds must be positive, got {seconds:g}")
     if "image" in model.inputs and video_path is None:
         raise InputMismatch(f"model family '{model.family}' needs an image input: give --video FILE")
-    pipeline = FramePipeline(model, runner=runner, smoothing=smoothing, output_size=output_size)
+    if mux not in ("auto", "input", "generated"):
+        raise ConfigError(f"--mux must be auto, input or generated, got {mux!r}")
+    if mux == "generated" and not model.makes_sound:
+        raise ConfigError(f"--mux generated: model family '{model.family}' makes no sound")
+    pipeline = FramePipeline(model, runner=runner, smoothing=smoothing, output_size=output_size,
+                             walk=walk, walk_params=walk_params, seed=seed)
+    generated = pipeline.voice is not None and mux != "input"
     sr = pipeline.sample_rate
     audio = decode_audio(str(audio_path), sample_rate=sr)
     if seconds is not None:
@@ -78,7 +87,8 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
         from tqdm import tqdm
         bar = tqdm(total=n_frames, unit="frame", desc="render", leave=False, disable=None)
     started = time.perf_counter()
-    writer = Mp4Writer(str(out_path), size, size, fps, audio_rate=sr)
+    writer = Mp4Writer(str(out_path), size, size, fps,
+                       audio_rate=pipeline.sound_rate if generated else sr)
     try:
         for i in range(n_frames):
             lo, hi = int(round(i * sr / fps)), int(round((i + 1) * sr / fps))
@@ -87,11 +97,12 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
             pipeline.feed_audio(chunk)
             image = next(frames_in) if frames_in is not None else None
             snapshot = pipeline.snapshot(hi / sr, image, hi / sr if image is not None else None)
-            frame = pipeline.make_frame(snapshot)
+            frame = pipeline.make_frame(snapshot, 1.0 / fps)
             times_ms.append((time.perf_counter() - t0) * 1000.0)
             writer.write_video(frame)
-            if chunk.size:
-                writer.write_audio(chunk)
+            sound = pipeline.last_sound if generated else chunk
+            if sound is not None and sound.size:
+                writer.write_audio(sound)
             if on_frame is not None:
                 on_frame(i, frame, snapshot)
             if bar is not None:

@@ -42,8 +42,27 @@ class RunnerInfo:
     note: str = ""
 
 
+def _to_device(x, device: torch.device, channels_last: bool = False):
+    """A tensor, or a tuple of them (families with two inputs), moved to the device."""
+    if x is None:
+        return None
+    if isinstance(x, (tuple, list)):
+        return tuple(_to_device(t, device, channels_last) for t in x)
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _to_float(out):
+    if isinstance(out, tuple):
+        return tuple(t.float() for t in out)
+    return out.float()
+
+
 class Runner:
-    """Calls a generator's network: `runner(cond) -> (1, 3, H, W)` float32 in [-1, 1]."""
+    """Calls a generator's network: `runner(cond, latent=None) -> (1, 3, H, W)` float32 in [-1, 1],
+    or `(picture, mel_db)` for families that make sound."""
 
     def __init__(self, model: Generator, runtime: str = "optimized", device: str = "cpu",
                  compile: bool = True):
@@ -52,9 +71,10 @@ class Runner:
         self.device = torch.device(device)
         self.model = model
         self.info = RunnerInfo(runtime=runtime, device=str(self.device))
+        self._entry = "generate_with_sound" if model.makes_sound else "generate"
         if runtime == "reference":
             self.net = model.to(self.device).eval()
-            self._fn: Callable = self.net.generate
+            self._fn: Callable = getattr(self.net, self._entry)
             self._autocast = None
             return
         net = fold_batchnorm(copy.deepcopy(model)).to(self.device).eval()
@@ -66,7 +86,7 @@ class Runner:
             self._autocast = torch.bfloat16
         self.info.autocast = str(self._autocast).replace("torch.", "") if self._autocast else None
         self.net = net
-        self._fn = net.generate
+        self._fn = getattr(net, self._entry)
         if compile:
             self._try_compile()
 
@@ -75,38 +95,38 @@ class Runner:
             import torch._inductor.config as inductor_config
             inductor_config.freezing = True
             mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._compiled = torch.compile(self.net.generate, mode=mode, dynamic=False)
+            self._compiled = torch.compile(getattr(self.net, self._entry), mode=mode, dynamic=False)
             self._fn = self._compiled
             self.info.compiled = True
         except Exception as e:  # compile is an optimisation: never a reason not to play
             self._fall_back(e)
 
     def _fall_back(self, error: Exception) -> None:
-        self._fn = self.net.generate
+        self._fn = getattr(self.net, self._entry)
         self.info.compiled = False
         self.info.note = f"torch.compile unavailable ({type(error).__name__}); running eager"
         log.warning(self.info.note)
 
-    def warmup(self, cond: torch.Tensor, runs: int = 3) -> None:
+    def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
         """First calls compile; a failure there still falls back to eager."""
         for _ in range(runs):
             try:
-                self(cond)
+                self(cond, latent)
             except Exception as e:
                 if not self.info.compiled:
                     raise
                 self._fall_back(e)
 
     @torch.inference_mode()
-    def __call__(self, cond: torch.Tensor) -> torch.Tensor:
-        cond = cond.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            cond = cond.contiguous(memory_format=torch.channels_last)
+    def __call__(self, cond, latent: torch.Tensor | None = None):
+        cuda = self.device.type == "cuda"
+        cond = _to_device(cond, self.device, channels_last=cuda)
+        latent = _to_device(latent, self.device)
         if self._autocast is not None:
             with torch.autocast(self.device.type, dtype=self._autocast):
-                out = self._fn(cond)
-            return out.float()
-        return self._fn(cond)
+                out = self._fn(cond, latent)
+            return _to_float(out)
+        return self._fn(cond, latent)
 
 
 def to_rgba(picture: torch.Tensor) -> np.ndarray:

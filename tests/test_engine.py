@@ -76,11 +76,11 @@ def test_generation_errors_resend_last_good_frame():
     calls = {"n": 0}
     real = pipeline.make_frame
 
-    def flaky(snapshot):
+    def flaky(snapshot, dt):
         calls["n"] += 1
         if calls["n"] > 3:
             raise RuntimeError("model exploded")
-        return real(snapshot)
+        return real(snapshot, dt)
     pipeline.make_frame = flaky
     sink = RecordingSink(32, 32, 30)
     with open_audio_source("silence", sample_rate=pipeline.sample_rate) as audio:

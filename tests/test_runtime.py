@@ -40,7 +40,7 @@ def test_compile_failure_falls_back_to_eager(model, monkeypatch):
     runner = Runner(model, runtime="optimized", compile=False)
     runner.info.compiled = True
 
-    def broken(_):
+    def broken(cond, latent):
         raise RuntimeError("no C++ compiler")
     runner._fn = broken
     x = torch.zeros(1, 3, 64, 64)

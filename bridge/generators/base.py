@@ -8,8 +8,14 @@ A family subclasses `Generator` and writes:
   - `latent_dim`: size of its latent, or None;
   - `condition(snapshot) -> Tensor`: turn the newest audio/image snapshot into its input;
   - `generate(cond, latent=None) -> Tensor`: a (1, 3, H, W) picture in [-1, 1].
-Latent families also write `encode(x)` and `decode(z)`.
-Register the class with `@register`.
+Latent families (`latent_dim` set) also write:
+  - `encode(x) -> (N, D)` from pictures (N, 3, H, W) in [-1, 1], and `decode(z) -> pictures`;
+  - `navigator(mode, seed, **params)`: the audio-driven walk (bridge.morph) whose latent the
+    engine passes to `generate` each tick; `navigator_modes` names the walks it accepts.
+Families that make sound set `makes_sound = True` and write
+  `generate_with_sound(cond, latent=None) -> (picture, mel_db)`, mel_db (1, n_mels, frames) in dB,
+which the engine turns into audio (bridge.sinks.sound). `idle_images()` may return training
+pictures (N, 3, H, W) uint8 for idle mode. Register the class with `@register`.
 
 A bundle is a folder: config.json (family, config, input representation, training summary,
 bundle version, sha256 of the weights), weights.safetensors, card.md. Nothing is unpickled:
@@ -65,6 +71,8 @@ class Snapshot:
 class Generator(nn.Module):
     family: ClassVar[str] = ""
     Config: ClassVar[type] = object
+    makes_sound: ClassVar[bool] = False
+    navigator_modes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config):
         super().__init__()
@@ -88,6 +96,28 @@ class Generator(nn.Module):
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def generate_with_sound(self, cond, latent: torch.Tensor | None = None):
+        raise NotImplementedError(f"model family '{self.family}' makes no sound")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"model family '{self.family}' has no latent to encode into")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"model family '{self.family}' has no latent to decode")
+
+    def navigator(self, mode: str | None = None, seed: int = 0, **params):
+        """The walk that moves this model's latent from the music, or None (no latent)."""
+        return None
+
+    def idle_images(self) -> torch.Tensor | None:
+        """Training pictures (N, 3, H, W) uint8 that idle mode shows when nobody is there."""
+        return None
+
+    def sound_analysis(self):
+        """The AnalysisConfig its mel spectrograms use (sound models only)."""
+        from bridge.analysis import AnalysisConfig
+        return AnalysisConfig(**(getattr(self.config, "analysis", {}) or {}))
+
     def check_inputs(self, has_audio: bool, has_image: bool) -> None:
         """Refuse to start when a needed input is missing, naming what the model needs."""
         if "image" in self.inputs and not has_image:
@@ -97,9 +127,11 @@ class Generator(nn.Module):
             raise InputMismatch(f"model family '{self.family}' needs audio: start with --audio-in SRC")
 
     def warmup(self, snapshot: Snapshot, runs: int = 2) -> None:
+        walk = self.navigator()
         with torch.inference_mode():
             for _ in range(runs):
-                self.generate(self.condition(snapshot))
+                latent = walk.step(snapshot.audio, 0.0) if walk is not None else None
+                self.generate(self.condition(snapshot), latent)
 
 
 _REGISTRY: dict[str, type[Generator]] = {}
@@ -120,6 +152,12 @@ def families() -> dict[str, type[Generator]]:
 def _import_families() -> None:
     # Explicit imports: each family registers itself when its module loads.
     from bridge.generators import pix2pix  # noqa: F401
+    for name in ("vae_associator", "realnvp", "cvae"):
+        try:
+            __import__(f"bridge.generators.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"bridge.generators.{name}":
+                raise  # a real missing dependency, not a family still being written
 
 
 # --- bundles -----------------------------------------------------------------------------------
