@@ -24,12 +24,8 @@ import numpy as np
 from bridge.errors import ConfigError, SourceError
 from bridge.train.dataset import (SYNTH_SIDECAR_SUFFIX, analysis_sample_rate, fit_square,
                                   make_analyzer, tick_bounds)
+from bridge.train.images import IMAGE_SUFFIXES, SKIMAGE_PICTURES
 
-# scikit-image's bundled (BSD) sample pictures that need no download.
-SKIMAGE_PICTURES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina",
-                    "stereo_motorcycle", "hubble_deep_field", "colorwheel", "camera", "coins",
-                    "moon", "brick", "grass", "gravel", "clock")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 CUT_MIN_GAP_S = 0.3  # no faster cutting than this
 CUT_ONSET = 0.5  # onset strength over its running peak that cuts
