@@ -23,13 +23,27 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
 
+def _add_generation(p: argparse.ArgumentParser) -> None:
+    """Options that choose how a model plays: its live mode and its latent walk."""
+    p.add_argument("--mode", help="live mode of families that have them (vae_associator: camera, "
+                   "sound, both; default from the inputs given)")
+    p.add_argument("--mix", type=float, help="vae_associator 'both': how far the sound moves the camera picture 0..1")
+    p.add_argument("--walk", help="latent walk of latent families (realnvp: weighted, magellan, explore; "
+                   "cvae: linger); default: the family's own")
+    p.add_argument("--walk-param", action="append", metavar="KEY=VALUE", help="a walk parameter, repeatable")
+    p.add_argument("--seed", type=int, default=0, help="seed of the walks' randomness (default 0)")
+
+
 def cmd_run(args) -> int:
+    from bridge.config import parse_key_values
     from bridge.live import LiveSession, LiveSettings
 
     settings = LiveSettings(model=args.model, audio_in=None if args.audio_in == "none" else args.audio_in,
                             camera=args.camera, outs=args.out or ["window"], fps=args.fps, size=args.size,
                             runtime=args.runtime, device=args.device, smoothing=args.smoothing,
-                            block=args.block, channel=args.channel)
+                            block=args.block, channel=args.channel, mode=args.mode, mix=args.mix,
+                            walk=args.walk, walk_params=parse_key_values(args.walk_param, "--walk-param"),
+                            seed=args.seed, idle_after=args.idle, idle_detector=args.idle_detector)
     print(f"vjbridge: loading {args.model} and warming it up (the first run on a machine compiles "
           f"it, which can take a minute)", file=sys.stderr)
     with LiveSession(settings) as session:
@@ -44,14 +58,19 @@ def cmd_run(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from bridge.config import parse_key_values
     from bridge.generators.base import load_model
+    from bridge.live import prepare_model
     from bridge.render import render
     from bridge.runtime import Runner
 
     model = load_model(args.model, device=args.device)
+    prepare_model(model, args.mode, args.mix, has_audio=True, has_image=args.video is not None)
     runner = Runner(model, runtime=args.runtime, device=args.device)
     result = render(model, args.audio, args.out, fps=args.fps, video_path=args.video, seconds=args.seconds,
-                    runner=runner, output_size=args.size, smoothing=args.smoothing)
+                    runner=runner, output_size=args.size, smoothing=args.smoothing, walk=args.walk,
+                    walk_params=parse_key_values(args.walk_param, "--walk-param"), seed=args.seed,
+                    mux=args.mux)
     print(json.dumps(result.summary()))
     return 0
 
@@ -147,6 +166,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from bridge.train.export import export_fp16, export_onnx
+
+    if not (args.fp16 or args.onnx):
+        raise BridgeError("say what to export: --fp16, --onnx or both")
+    report = {}
+    if args.fp16:
+        path, parity = export_fp16(args.bundle, args.out if not args.onnx else None)
+        report["fp16"] = {"path": str(path), "parity": parity.summary()}
+    if args.onnx:
+        path, parity = export_onnx(args.bundle, args.out if not args.fp16 else None)
+        report["onnx"] = {"path": str(path), "parity": parity.summary() if parity else None}
+    print(json.dumps(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vjbridge", description="Learned, audio-reactive visuals for "
                                      "TouchDesigner: models in, frames out over NDI/Spout/Syphon.")
@@ -165,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--block", type=int, default=512, help="audio block size in samples")
     p.add_argument("--channel", type=int, help="use one input channel instead of the mix")
+    p.add_argument("--idle", type=float, metavar="SECONDS",
+                   help="idle mode: after this long with nobody at the camera, show the model's training "
+                        "pictures until someone steps in (off by default)")
+    p.add_argument("--idle-detector", choices=("motion", "face"), default="motion",
+                   help="how idle mode sees people: motion, or OpenCV's face cascade")
+    _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)
 
@@ -177,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="output size (default: the model's)")
     p.add_argument("--seconds", type=float, help="render only the first S seconds")
     p.add_argument("--smoothing", type=float, default=0.0)
+    p.add_argument("--mux", choices=("auto", "input", "generated"), default="auto",
+                   help="sound in the mp4: the input, a sound model's generated sound, or auto "
+                        "(generated when the model makes sound)")
+    _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_render)
 
@@ -208,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="fp16 and/or ONNX copies of a bundle, with their parity vs fp32")
+    p.add_argument("bundle", help="bundle name or folder")
+    p.add_argument("--fp16", action="store_true", help="write BUNDLE-fp16 (half-precision weights)")
+    p.add_argument("--onnx", action="store_true", help="write ./BUNDLE.onnx (the live entry point)")
+    p.add_argument("--out", help="where to write when exporting one kind: a bundle folder (--fp16) "
+                   "or an .onnx file (--onnx)")
+    p.set_defaults(func=cmd_export)
 
     try:
         from bridge.train import commands as train_commands

@@ -28,6 +28,13 @@ class LiveSettings:
     smoothing: float = 0.0
     block: int = 512
     channel: int | None = None
+    mode: str | None = None  # a family's live mode (vae_associator: camera, sound, both)
+    mix: float | None = None  # vae_associator "both": how much the sound moves the picture
+    walk: str | None = None  # a latent family's walk (see `vjbridge models`); None: its default
+    walk_params: dict = field(default_factory=dict)
+    seed: int = 0
+    idle_after: float | None = None  # seconds of nobody before idle mode; None: off
+    idle_detector: str = "motion"
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -37,6 +44,29 @@ class LiveSettings:
             raise ConfigError(f"--smoothing must be in [0, 1), got {self.smoothing:g}")
         if not self.outs:
             raise ConfigError("give at least one --out")
+        if self.mix is not None and not 0.0 <= self.mix <= 1.0:
+            raise ConfigError(f"--mix must be in [0, 1], got {self.mix:g}")
+
+
+def default_mode(model, has_audio: bool, has_image: bool) -> str | None:
+    """A family with live modes picks the one its inputs allow: both when both are there."""
+    if not model.modes:
+        return None
+    if has_image and has_audio and "both" in model.modes:
+        return "both"
+    if has_image and "camera" in model.modes:
+        return "camera"
+    return "sound" if "sound" in model.modes else model.modes[0]
+
+
+def prepare_model(model, mode: str | None, mix: float | None, has_audio: bool, has_image: bool) -> None:
+    """Set a family's live mode (before the runner copies and compiles it) and check its inputs."""
+    if model.modes:
+        model.set_mode(mode or default_mode(model, has_audio, has_image),
+                       **({"mix": mix} if mix is not None else {}))
+    elif mode is not None or mix is not None:
+        raise ConfigError(f"model family '{model.family}' has no live modes: drop --mode/--mix")
+    model.check_inputs(has_audio=has_audio, has_image=has_image)
 
 
 class LiveSession:
@@ -51,11 +81,21 @@ class LiveSession:
         self._opened: list = []
         try:
             self.model = load_model(settings.model, device=settings.device)
-            self.model.check_inputs(has_audio=settings.audio_in is not None,
-                                    has_image=settings.camera is not None)
+            prepare_model(self.model, settings.mode, settings.mix, has_audio=settings.audio_in is not None,
+                          has_image=settings.camera is not None)
+            idle = None
+            if settings.idle_after is not None:
+                from bridge.idle import IdleMode, IdleSettings
+                if "image" not in self.model.inputs:
+                    raise ConfigError("--idle watches the camera: start with --camera and a model "
+                                      "that uses it")
+                idle = IdleMode(self.model.idle_images(),
+                                IdleSettings(after_s=settings.idle_after, detector=settings.idle_detector))
             runner = Runner(self.model, runtime=settings.runtime, device=settings.device)
             self.pipeline = FramePipeline(self.model, runner=runner, smoothing=settings.smoothing,
-                                          output_size=settings.size)
+                                          output_size=settings.size, walk=settings.walk,
+                                          walk_params=settings.walk_params, seed=settings.seed,
+                                          idle=idle)
             self.pipeline.warmup()
             self.audio = self.video = None
             if settings.audio_in is not None:
@@ -67,12 +107,18 @@ class LiveSession:
                 self._open(self.video)
             size = settings.size or self.model.output_size
             self.sinks = []
+            sound_rate = self.pipeline.sound_rate
             for spec in settings.outs:
-                # Recordings carry the music; live outputs carry only the picture (the
-                # generated sound of later families will go out on NDI by its own choice).
-                records = spec.strip().lower().startswith("file:")
-                sink = open_sink(spec, size, size, settings.fps,
-                                 audio_rate=self.pipeline.sample_rate if records else None)
+                # A model that makes sound sends it with its pictures (NDI, recordings, the sound
+                # output); otherwise recordings carry the music and live outputs only the picture.
+                kind = spec.strip().lower().split(":", 1)[0]
+                if sound_rate is not None and kind in ("file", "ndi", "sound"):
+                    audio_rate = sound_rate
+                elif kind == "sound":
+                    raise ConfigError(f"--out {spec}: model family '{self.model.family}' makes no sound")
+                else:
+                    audio_rate = self.pipeline.sample_rate if kind == "file" else None
+                sink = open_sink(spec, size, size, settings.fps, audio_rate=audio_rate)
                 self._opened.append(sink)
                 self.sinks.append(sink)
             self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps,

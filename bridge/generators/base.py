@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridge.errors import InputMismatch, ModelLoadError
+from bridge.errors import ConfigError, InputMismatch, ModelLoadError
 
 BUNDLE_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -73,6 +73,7 @@ class Generator(nn.Module):
     Config: ClassVar[type] = object
     makes_sound: ClassVar[bool] = False
     navigator_modes: ClassVar[tuple[str, ...]] = ()
+    modes: ClassVar[tuple[str, ...]] = ()  # live modes a family offers (vae_associator: camera, ...)
 
     def __init__(self, config):
         super().__init__()
@@ -95,6 +96,10 @@ class Generator(nn.Module):
 
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def set_mode(self, mode: str, **options) -> None:
+        """Choose a live mode (see `modes`). Families without modes refuse any."""
+        raise ConfigError(f"model family '{self.family}' has no modes (asked for {mode!r})")
 
     def generate_with_sound(self, cond, latent: torch.Tensor | None = None):
         raise NotImplementedError(f"model family '{self.family}' makes no sound")

@@ -6,11 +6,11 @@ parsed namespace and returns an exit code (0 ok, 1 a BridgeError, printed as one
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from bridge.errors import BridgeError, ConfigError
+from bridge.config import parse_key_values
+from bridge.errors import BridgeError
 
 PROG = "vjbridge"
 
@@ -18,20 +18,6 @@ PROG = "vjbridge"
 def _fail(error: BaseException) -> int:
     print(f"{PROG}: {' '.join(str(error).split())}", file=sys.stderr)
     return 1
-
-
-def _analysis_overrides(pairs: list[str] | None) -> dict:
-    """KEY=VALUE strings -> dict; VALUE is read as JSON when it parses (numbers, lists)."""
-    overrides = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--analysis wants KEY=VALUE, got '{pair}'")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
-    return overrides
 
 
 def _group_help(parser: argparse.ArgumentParser):
@@ -49,7 +35,7 @@ def cmd_dataset_build(args) -> int:
         manifest = build_dataset(
             args.videos, args.out, representation=args.representation, size=args.size,
             pairing=args.pairing, every=args.every, start=args.start, end=args.end,
-            segment=args.segment, analysis=_analysis_overrides(args.analysis),
+            segment=args.segment, analysis=parse_key_values(args.analysis, "--analysis"),
             tick_fps=args.tick_fps, progress=not args.quiet)
     except BridgeError as e:
         return _fail(e)

@@ -8,6 +8,10 @@ with BCE on logits, Adam(lr 2e-4, betas (0.5, 0.999)), and the paper's random ji
 by 286/256, crop back at a random place, the same place in A and B). Mirroring is only used for
 camera-image inputs: an audio picture read backwards is not a picture the live bridge ever shows.
 
+Under torchrun every process trains on its share of each epoch (DistributedDataParallel, see
+bridge/train/distributed.py); the discriminator's two calls live in one module so DDP sees one
+forward per step. Only rank 0 writes files.
+
 Files in `out`:
   checkpoint/state.safetensors  G, D and both optimisers' state tensors (resumable)
   checkpoint/state.json         epoch, step, loss history, optimiser settings, seconds so far
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 from bridge.errors import ConfigError, SourceError
 from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import IMAGE_INPUT, PatchDiscriminator, Pix2Pix, Pix2PixConfig
+from bridge.train import distributed
 from bridge.train.dataset import read_manifest, write_png
 
 CHECKPOINT_DIR = "checkpoint"
@@ -299,6 +304,21 @@ From the repository root:
 
 # --- training ----------------------------------------------------------------------------------------
 
+class DiscriminatorLoss(torch.nn.Module):
+    """Both halves of D's loss in one forward: DDP needs exactly one forward per backward."""
+
+    def __init__(self, D: PatchDiscriminator):
+        super().__init__()
+        self.D = D
+        self.bce = torch.nn.BCEWithLogitsLoss()
+
+    def forward(self, a, fake, real):
+        pred_fake = self.D(a, fake)
+        pred_real = self.D(a, real)
+        return (self.bce(pred_real, torch.ones_like(pred_real)),
+                self.bce(pred_fake, torch.zeros_like(pred_fake)))
+
+
 def _check_resume(state: dict, model_config: dict, ndf: int, folder: Path) -> None:
     saved = state.get("model_config", {})
     for key in ("size", "ngf", "input", "in_channels", "out_channels", "dropout"):
@@ -330,11 +350,8 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
     manifest = read_manifest(data)
     if threads:
         torch.set_num_threads(int(threads))
-    try:
-        dev = torch.device(device)
-        torch.empty(1, device=dev)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"cannot train on device '{device}': {e}") from None
+    ctx = distributed.setup(device)
+    dev = ctx.device
     ndf = int(ndf or ngf)
     try:
         config = Pix2PixConfig(size=int(manifest["size"]), ngf=ngf, input=manifest["representation"],
@@ -351,6 +368,9 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(beta1, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(beta1, 0.999))
 
+    G_run = ctx.wrap(G)  # the same modules, wrapped for DDP when under torchrun
+    D_loss = ctx.wrap(DiscriminatorLoss(D))
+
     folder = out / CHECKPOINT_DIR
     state = {"epoch": 0, "step": 0, "seconds": 0.0, "history": [], "steps": []}
     if resume and (folder / CHECKPOINT_STATE).is_file():
@@ -363,16 +383,18 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
         for opt in (opt_g, opt_d):  # this run's settings win, so lr can be lowered on resume
             for group in opt.param_groups:
                 group["lr"], group["betas"] = lr, (beta1, 0.999)
-        if progress:
+        if progress and ctx.is_main:
             tqdm.write(f"resuming from {folder}: epoch {state['epoch']}, step {state['step']}")
-    (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        (out / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
 
     n = len(images)
     sample_idx = sorted({round(i * (n - 1) / max(1, SAMPLE_COLUMNS - 1))
                          for i in range(min(SAMPLE_COLUMNS, n))})
     mirror = config.input == IMAGE_INPUT
     bce = torch.nn.BCEWithLogitsLoss()
-    steps_per_epoch = (n + batch_size - 1) // batch_size
+    shard_len = len(ctx.shard(list(range(n))))
+    steps_per_epoch = (shard_len + batch_size - 1) // batch_size
     G.train()
     D.train()
     for epoch in range(state["epoch"] + 1, epochs + 1):
@@ -380,26 +402,24 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
         # Seeded per epoch, so a resumed run shuffles, jitters and drops out as an unbroken one.
         torch.manual_seed(seed * 100_003 + epoch)
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=gen).tolist()
+        order = ctx.shard(torch.randperm(n, generator=gen).tolist())
         sums = np.zeros(5)  # g_gan, g_l1, d_real, d_fake, count
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", unit="step",
-                   disable=not progress, leave=False)
+                   disable=not (progress and ctx.is_main), leave=False)
         for i in bar:
             a, b = images.batch(order[i * batch_size:(i + 1) * batch_size])
             if augment:
                 a, b = jitter(a, b, gen, mirror)
             a, b = a.to(dev), b.to(dev)
-            fake = G(a)
+            fake = G_run(a)
 
             D.requires_grad_(True)
             opt_d.zero_grad(set_to_none=True)
-            pred_fake = D(a, fake.detach())
-            pred_real = D(a, b)
-            loss_d_fake = bce(pred_fake, torch.zeros_like(pred_fake))
-            loss_d_real = bce(pred_real, torch.ones_like(pred_real))
+            loss_d_real, loss_d_fake = D_loss(a, fake.detach(), b)
             (0.5 * (loss_d_fake + loss_d_real)).backward()
             opt_d.step()
 
+            # G's step reads the plain D: its weights are frozen here, so DDP has nothing to sync.
             D.requires_grad_(False)
             opt_g.zero_grad(set_to_none=True)
             pred = D(a, fake)
@@ -417,7 +437,7 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
             bar.set_postfix(G=f"{values[0]:.2f}", L1=f"{values[1]:.3f}",
                             D=f"{0.5 * (values[2] + values[3]):.2f}")
         bar.close()
-        g_gan, g_l1, d_real, d_fake = sums[:4] / max(sums[4], 1)
+        g_gan, g_l1, d_real, d_fake = (ctx.mean(v) for v in sums[:4] / max(sums[4], 1))
         seconds = time.perf_counter() - started
         state["seconds"] += seconds
         state["epoch"] = epoch
@@ -425,16 +445,22 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
                                  "g_l1": round(g_l1, 5), "d_real": round(d_real, 4),
                                  "d_fake": round(d_fake, 4), "d": round(0.5 * (d_real + d_fake), 4),
                                  "seconds": round(seconds, 2)})
-        write_png(out / SAMPLES_DIR / f"epoch_{epoch:04d}.png", sample_grid(G, images, sample_idx, dev))
-        plot_losses(state["history"], state["steps"], out / LOSS_PLOT)
         state.update(model_config=model_config, ndf=ndf, data=str(data), seed=seed)
-        save_checkpoint(folder, G, D, opt_g, opt_d, state)
-        if progress:
+        if ctx.is_main:
+            write_png(out / SAMPLES_DIR / f"epoch_{epoch:04d}.png", sample_grid(G, images, sample_idx, dev))
+            plot_losses(state["history"], state["steps"], out / LOSS_PLOT)
+            save_checkpoint(folder, G, D, opt_g, opt_d, state)
+        ctx.barrier()
+        if progress and ctx.is_main:
             tqdm.write(f"epoch {epoch}/{epochs}: G {g_gan:.3f}  L1 {g_l1:.4f}  "
                        f"D {0.5 * (d_real + d_fake):.3f}  ({seconds:.0f} s)")
 
     if not state["history"]:
+        ctx.close()
         raise SourceError(f"{folder}: the checkpoint has no finished epoch; use --no-resume")
+    if not ctx.is_main:
+        ctx.close()
+        return out
     if not (out / LOSS_PLOT).is_file():
         plot_losses(state["history"], state["steps"], out / LOSS_PLOT)
     final = state["history"][-1]
@@ -447,7 +473,7 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
                     "sources": [Path(s["path"]).name for s in manifest.get("sources", [])]},
         "recipe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "beta1": beta1,
                    "lambda_l1": lambda_l1, "ndf": ndf, "augment": augment, "seed": seed,
-                   "device": str(dev)},
+                   "device": str(dev), "processes": ctx.world},
         "epochs": state["epoch"],
         "steps": state["step"],
         "final_losses": {k: final[k] for k in ("g_gan", "g_l1", "d_real", "d_fake", "d")},
@@ -459,6 +485,7 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
     model.eval()
     save_bundle(model, out, training=summary, card=make_card(out, config, manifest, summary),
                 weights_dtype=save_dtype)
+    ctx.close()
     return out
 
 
