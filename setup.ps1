@@ -12,7 +12,7 @@ $py = "$venv\Scripts\python.exe"
 & $py -m pip install -q --upgrade pip
 & $py -c "import torch" 2>$null
 if ($LASTEXITCODE -ne 0) { & $py -m pip install -q torch }
-$extras = if ($Job -eq "test") { "ndi,preview,spout,train,test" } else { "ndi,preview,spout" }
+$extras = if ($Job -eq "test") { "ndi,preview,spout,train,export,test" } else { "ndi,preview,spout" }
 & $py -m pip install -q -e ".[$extras]"
 switch ($Job) {
   "demo" { & "$venv\Scripts\vjbridge.exe" demo; exit $LASTEXITCODE }

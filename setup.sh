@@ -42,7 +42,7 @@ if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
 fi
 extras="ndi,preview"
 [ "$(uname -s)" = "Darwin" ] && extras="ndi,preview,syphon"
-[ "$job" = "test" ] && extras="$extras,train,test"
+[ "$job" = "test" ] && extras="$extras,train,export,test"
 $PIP install -q -e ".[$extras]"
 
 case "$job" in

@@ -65,7 +65,8 @@ def cmd_render(args) -> int:
     from bridge.runtime import Runner
 
     model = load_model(args.model, device=args.device)
-    prepare_model(model, args.mode, args.mix, has_audio=True, has_image=args.video is not None)
+    prepare_model(model, args.mode, args.mix, has_audio=True, has_image=args.video is not None,
+                  image_option="--video FILE")
     runner = Runner(model, runtime=args.runtime, device=args.device)
     result = render(model, args.audio, args.out, fps=args.fps, video_path=args.video, seconds=args.seconds,
                     runner=runner, output_size=args.size, smoothing=args.smoothing, walk=args.walk,

@@ -49,6 +49,9 @@ class PresenceDetector:
         self._last_time: float | None = None
         self._cascade = None
         if settings.detector == "face":
+            if not hasattr(cv2, "CascadeClassifier"):
+                raise ConfigError(f"OpenCV {cv2.__version__} has no face cascades (OpenCV 5 dropped "
+                                  f"them; install opencv-python-headless<5) or use --idle-detector motion")
             path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
             self._cascade = cv2.CascadeClassifier(path)
             if self._cascade.empty():

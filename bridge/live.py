@@ -59,14 +59,18 @@ def default_mode(model, has_audio: bool, has_image: bool) -> str | None:
     return "sound" if "sound" in model.modes else model.modes[0]
 
 
-def prepare_model(model, mode: str | None, mix: float | None, has_audio: bool, has_image: bool) -> None:
+def prepare_model(model, mode: str | None, mix: float | None, has_audio: bool, has_image: bool,
+                  image_option: str | None = None) -> None:
     """Set a family's live mode (before the runner copies and compiles it) and check its inputs."""
     if model.modes:
         model.set_mode(mode or default_mode(model, has_audio, has_image),
                        **({"mix": mix} if mix is not None else {}))
     elif mode is not None or mix is not None:
         raise ConfigError(f"model family '{model.family}' has no live modes: drop --mode/--mix")
-    model.check_inputs(has_audio=has_audio, has_image=has_image)
+    if image_option:
+        model.check_inputs(has_audio=has_audio, has_image=has_image, image_option=image_option)
+    else:
+        model.check_inputs(has_audio=has_audio, has_image=has_image)
 
 
 class LiveSession:

@@ -123,11 +123,12 @@ class Generator(nn.Module):
         from bridge.analysis import AnalysisConfig
         return AnalysisConfig(**(getattr(self.config, "analysis", {}) or {}))
 
-    def check_inputs(self, has_audio: bool, has_image: bool) -> None:
-        """Refuse to start when a needed input is missing, naming what the model needs."""
+    def check_inputs(self, has_audio: bool, has_image: bool,
+                     image_option: str = "--camera SRC (a camera index/name, a video file or URL)") -> None:
+        """Refuse to start when a needed input is missing, naming the option that gives it."""
         if "image" in self.inputs and not has_image:
             raise InputMismatch(f"model family '{self.family}' needs an image input: start with "
-                                f"--camera SRC (a camera index/name, a video file or URL)")
+                                f"{image_option}")
         if "audio" in self.inputs and not has_audio:
             raise InputMismatch(f"model family '{self.family}' needs audio: start with --audio-in SRC")
 
