@@ -1,7 +1,9 @@
 """`vjbridge bench`: each model measured twice in one run, as the seeds ran it (eager fp32,
 batch 1: "reference") and as we run it ("optimized"), on random weights of the real shapes.
-Model-only time: conditioning tensor in, picture tensor out (plus the RGBA copy-out for
-the optimized runtime, which is what the engine actually pays)."""
+Model-only time: conditioning (and latent) in, picture out (plus the RGBA copy-out for the
+optimized runtime, which is what the engine actually pays). Every family is covered: pix2pix,
+the VAE-associator's image (camera) and sound paths, RealNVP decoding, the conv-VAE; and the
+generated sound's mel-to-audio voice, as a real-time factor."""
 from __future__ import annotations
 
 import os
@@ -12,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from bridge.errors import ConfigError
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-from bridge.runtime import Runner, cpu_has_native_bf16, to_rgba
+from bridge.runtime import Runner, cpu_has_native_bf16, example_inputs, to_rgba
 
-# name -> (family, constructor) for every benchmarked configuration
 PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
+FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound")
 
 
 @dataclass
@@ -24,16 +27,47 @@ class BenchCase:
     family: str
     model: str
     size: int
-    build: callable
+    build: callable  # () -> Generator, random weights, eval mode, live mode already set
 
 
-def default_cases(sizes=(256,), variants=("lite", "full")) -> list[BenchCase]:
+def _vae_associator(mode: str):
+    from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig
+    model = VAEAssociator(VAEAssociatorConfig())
+    model.set_mode(mode)
+    return model
+
+
+def _realnvp(preset: str):
+    from bridge.generators.realnvp import PRESETS, RealNVP
+    return RealNVP(PRESETS[preset])
+
+
+def _cvae():
+    from bridge.generators.cvae import CVAE, CVAEConfig
+    return CVAE(CVAEConfig())
+
+
+def default_cases(sizes=(256,), variants=("lite", "full"), families=FAMILIES) -> list[BenchCase]:
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ConfigError(f"unknown bench families {', '.join(sorted(unknown))}; choose from {', '.join(FAMILIES)}")
     cases = []
-    for size in sizes:
-        for variant in variants:
-            ngf = PIX2PIX_VARIANTS[variant]
-            cases.append(BenchCase("pix2pix", f"pix2pix-{variant}-ngf{ngf}", size,
-                                   lambda s=size, g=ngf: Pix2Pix(Pix2PixConfig(size=s, ngf=g))))
+    if "pix2pix" in families:
+        for size in sizes:
+            for variant in variants:
+                ngf = PIX2PIX_VARIANTS[variant]
+                cases.append(BenchCase("pix2pix", f"pix2pix-{variant}-ngf{ngf}", size,
+                                       lambda s=size, g=ngf: Pix2Pix(Pix2PixConfig(size=s, ngf=g))))
+    if "vae_associator" in families:
+        for mode in ("camera", "sound"):
+            cases.append(BenchCase("vae_associator", f"vae-associator-{mode}", 112,
+                                   lambda m=mode: _vae_associator(m)))
+    if "realnvp" in families:
+        for preset in ("lite-32", "full-32", "lite-64", "full-64"):
+            cases.append(BenchCase("realnvp", f"realnvp-{preset}", int(preset.split("-")[1]),
+                                   lambda p=preset: _realnvp(p)))
+    if "cvae" in families:
+        cases.append(BenchCase("cvae", "cvae-64", 64, _cvae))
     return cases
 
 
@@ -63,11 +97,15 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def _timed(fn, cond, sync) -> float:
+def _timed(fn, cond, latent, sync) -> float:
     t0 = time.perf_counter()
-    fn(cond)
+    fn(cond, latent)
     sync()
     return (time.perf_counter() - t0) * 1000.0
+
+
+def _picture(out):
+    return out[0] if isinstance(out, tuple) else out
 
 
 def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
@@ -79,25 +117,29 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
     torch.manual_seed(0)
     model = case.build().eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    cond = torch.rand(1, 3, case.size, case.size) * 2 - 1
+    if case.family == "pix2pix":
+        cond, latent = torch.rand(1, 3, case.size, case.size) * 2 - 1, None
+    else:
+        cond, latent = example_inputs(model)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     runners, steps, warm_s = {}, {}, {}
     for runtime in ("reference", "optimized"):
         runner = runners[runtime] = Runner(model, runtime=runtime, device=device)
         # the optimized path includes the copy-out to uint8 RGBA, as the engine pays it
-        steps[runtime] = runner if runtime == "reference" else (lambda c, r=runner: to_rgba(r(c)))
+        steps[runtime] = runner if runtime == "reference" else (
+            lambda c, z, r=runner: to_rgba(_picture(r(c, z))))
         t0 = time.perf_counter()
-        runner.warmup(cond, runs=warmup)
+        runner.warmup(cond, latent, runs=warmup)
         sync()
         warm_s[runtime] = time.perf_counter() - t0
     times = {"reference": [], "optimized": []}
     if interleave:
         for _ in range(iterations):
             for runtime in times:
-                times[runtime].append(_timed(steps[runtime], cond, sync))
+                times[runtime].append(_timed(steps[runtime], cond, latent, sync))
     else:
         for runtime in times:
-            times[runtime] = [_timed(steps[runtime], cond, sync) for _ in range(iterations)]
+            times[runtime] = [_timed(steps[runtime], cond, latent, sync) for _ in range(iterations)]
     rows = []
     for runtime, ms in times.items():
         ms_p50 = statistics.median(ms)
@@ -116,13 +158,19 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
 
 
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
-              progress=None, interleave: bool = True) -> dict:
+              progress=None, interleave: bool = True, sound: bool = True) -> dict:
     results = []
     for case in cases:
         if progress:
             progress(f"{case.model} {case.size}² on {device}")
         results += run_case(case, device, iterations, warmup, interleave)
-    return {"machine": machine_info(device), "results": results}
+    report = {"machine": machine_info(device), "results": results}
+    if sound:
+        from bridge.sinks.sound import measure_voice
+        if progress:
+            progress("generated sound: mel -> audio voice")
+        report["sound"] = measure_voice()
+    return report
 
 
 def format_table(report: dict) -> str:

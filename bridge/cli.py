@@ -120,6 +120,22 @@ def _format_devices(devices: dict) -> str:
     return "\n".join(lines)
 
 
+def _describe_bundle(family: str, c: dict) -> str:
+    """One line from a bundle's config, without building the model."""
+    size = c.get("size") or c.get("image_size")
+    parts = [family]
+    if c.get("input"):
+        parts.append(f"input {c['input']}")
+    if size:
+        parts.append(f"{size}²")
+    latent = c.get("latent_dim") or c.get("image_latent")
+    if latent:
+        parts.append(f"latent {latent}")
+    if c.get("n_anchors"):
+        parts.append(f"{c['n_anchors']} anchors")
+    return ", ".join(parts)
+
+
 def cmd_models(args) -> int:
     from bridge.generators.base import list_bundles, read_bundle_config
 
@@ -127,17 +143,16 @@ def cmd_models(args) -> int:
     for path in list_bundles():
         try:
             cfg = read_bundle_config(path)
-            c = cfg["config"]
-            rows.append({"name": path.name, "family": cfg["family"], "input": c.get("input"),
-                         "size": c.get("size"), "path": str(path)})
+            rows.append({"name": path.name, "family": cfg["family"],
+                         "summary": _describe_bundle(cfg["family"], cfg["config"]),
+                         "config": cfg["config"], "path": str(path)})
         except BridgeError as e:
             rows.append({"name": path.name, "error": str(e), "path": str(path)})
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            detail = r.get("error") or f"{r['family']}, input {r['input']}, {r['size']}²"
-            print(f"{r['name']:<24} {detail}  ({r['path']})")
+            print(f"{r['name']:<24} {r.get('error') or r['summary']}  ({r['path']})")
     return 0
 
 
@@ -152,13 +167,14 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from bridge.bench import default_cases, format_table, run_bench
+    from bridge.bench import FAMILIES, default_cases, format_table, run_bench
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     variants = tuple(args.variants.split(","))
-    report = run_bench(default_cases(sizes, variants), device=args.device, iterations=args.iterations,
-                       progress=lambda m: print(f"bench: {m}", file=sys.stderr),
-                       interleave=not args.sequential)
+    families = FAMILIES if args.families == "all" else tuple(f.strip() for f in args.families.split(","))
+    report = run_bench(default_cases(sizes, variants, families), device=args.device,
+                       iterations=args.iterations, progress=lambda m: print(f"bench: {m}", file=sys.stderr),
+                       interleave=not args.sequential, sound="sound" in families)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -250,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", default="256", help="comma-separated sizes (256,512)")
     p.add_argument("--variants", default="lite,full", help="pix2pix variants: lite (ngf 32), full (ngf 64)")
+    p.add_argument("--families", default="all",
+                   help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
+                        "voice), or all (default)")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")

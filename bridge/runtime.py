@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bridge.generators.base import Generator
+from bridge.generators.base import Generator, Snapshot
 from bridge.generators.pix2pix import fold_batchnorm
 
 log = logging.getLogger(__name__)
@@ -137,3 +137,19 @@ def to_rgba(picture: torch.Tensor) -> np.ndarray:
     out[..., :3] = rgb.permute(1, 2, 0)
     out[..., 3] = 255
     return out.cpu().numpy()
+
+
+def example_inputs(model: Generator, seed: int = 0) -> tuple:
+    """(cond, latent) the model would see live: a busy camera frame or audio snapshot, a latent
+    from its own walk. Random, seeded: parity must hold away from silence too."""
+    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
+
+    rng = np.random.default_rng(seed)
+    config = AnalysisConfig(**(getattr(model.config, "analysis", {}) or {}))
+    analyzer = StreamingAnalyzer(config)
+    analyzer.feed((rng.standard_normal(config.sample_rate) * 0.3).astype(np.float32))
+    image = rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
+    snapshot = Snapshot(audio=analyzer.snapshot(1.0), image=image, audio_time=1.0, image_time=1.0)
+    walk = model.navigator(None, seed=seed)
+    latent = walk.step(snapshot.audio, 1 / 30) if walk is not None else None
+    return model.condition(snapshot), latent

@@ -90,7 +90,8 @@ def test_models_lists_bundles(models, capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = {r["name"]: r for r in rows}
-    assert names["tiny"]["family"] == "pix2pix" and names["tiny"]["input"] == "bands"
+    assert names["tiny"]["family"] == "pix2pix" and names["tiny"]["config"]["input"] == "bands"
+    assert "input bands, 32²" in names["tiny"]["summary"]
     assert "pix2pix-pulse" in names  # the bundled default
 
 

@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bridge.errors import ConfigError, ModelLoadError
-from bridge.generators.base import Generator, Snapshot, load_model, save_bundle
+from bridge.generators.base import Generator, load_model, save_bundle
+from bridge.runtime import example_inputs
 
 ONNX_OPSET = 17
 
@@ -36,22 +36,6 @@ class Parity:
         if self.sound_max_abs_db is not None:
             out["sound_max_abs_db"] = float(f"{self.sound_max_abs_db:.3g}")
         return out
-
-
-def example_inputs(model: Generator, seed: int = 0) -> tuple:
-    """(cond, latent) the model would see live: a busy camera frame or audio snapshot, a latent
-    from its own walk. Random, seeded: parity must hold away from silence too."""
-    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
-
-    rng = np.random.default_rng(seed)
-    config = AnalysisConfig(**(getattr(model.config, "analysis", {}) or {}))
-    analyzer = StreamingAnalyzer(config)
-    analyzer.feed((rng.standard_normal(config.sample_rate) * 0.3).astype(np.float32))
-    image = rng.integers(0, 256, size=(240, 320, 3), dtype=np.uint8)
-    snapshot = Snapshot(audio=analyzer.snapshot(1.0), image=image, audio_time=1.0, image_time=1.0)
-    walk = model.navigator(None, seed=seed)
-    latent = walk.step(snapshot.audio, 1 / 30) if walk is not None else None
-    return model.condition(snapshot), latent
 
 
 def _outputs(model: Generator, cond, latent) -> tuple[torch.Tensor, torch.Tensor | None]:
