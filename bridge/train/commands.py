@@ -78,6 +78,16 @@ def cmd_train_pix2pix(args) -> int:
     return 0
 
 
+def cmd_dataset_samples(args) -> int:
+    from bridge.train.images import export_sample_images
+    try:
+        written = export_sample_images(args.out, args.kind, size=args.size)
+    except BridgeError as e:
+        return _fail(e)
+    print(f"wrote {len(written)} pictures to {args.out}")
+    return 0
+
+
 # --- parsers -----------------------------------------------------------------------------------
 
 def register(subparsers) -> None:
@@ -88,7 +98,7 @@ def register(subparsers) -> None:
     ds = subparsers.add_parser("dataset", help="make training data: synthetic videos, A/B pairs",
                                description="Make training data for the model trainers.")
     ds.set_defaults(func=_group_help(ds))
-    ds_sub = ds.add_subparsers(title="dataset commands", metavar="{build,synth}")
+    ds_sub = ds.add_subparsers(title="dataset commands", metavar="{build,synth,samples}")
 
     b = ds_sub.add_parser(
         "build", help="pair audio pictures with video frames",
@@ -140,6 +150,17 @@ def register(subparsers) -> None:
     s.add_argument("--seed", type=int, default=0, help="picks the image order (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_dataset_synth)
+
+    from bridge.train.images import SAMPLE_KINDS
+    m = ds_sub.add_parser(
+        "samples", help="write scikit-image's BSD sample pictures into a folder",
+        description="Pictures any machine has: scikit-image's sample photographs and its 200 LFW "
+                    "faces, as PNG files, e.g. to train RealNVP or the conv-VAE, or as anchors.")
+    m.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    m.add_argument("--kind", choices=SAMPLE_KINDS, default="all", help="(default: %(default)s)")
+    m.add_argument("--size", type=int, default=None, metavar="N",
+                   help="centre-crop and scale to N x N (default: keep their own sizes)")
+    m.set_defaults(func=cmd_dataset_samples)
 
     tr = subparsers.add_parser("train", help="train a model bundle on a dataset",
                                description="Train model bundles.")
