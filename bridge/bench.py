@@ -166,7 +166,7 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
         results += run_case(case, device, iterations, warmup, interleave)
     report = {"machine": machine_info(device), "results": results}
     if sound:
-        from bridge.sinks.sound import measure_voice
+        from bridge.sinks.voice_measure import measure_voice
         if progress:
             progress("generated sound: mel -> audio voice")
         report["sound"] = measure_voice()

@@ -51,7 +51,7 @@ class FramePipeline:
         self.idle = idle  # bridge.idle.IdleMode or None
         self.voice = None
         if model.makes_sound:
-            from bridge.sinks.sound import MelVoice
+            from bridge.sinks.voice import MelVoice
             self.voice = MelVoice.for_model(model, out_rate=sound_rate)
         self.last_sound: np.ndarray | None = None
         self._sound_due = 0.0

@@ -114,14 +114,13 @@ class LiveSession:
             sound_rate = self.pipeline.sound_rate
             for spec in settings.outs:
                 # A model that makes sound sends it with its pictures (NDI, recordings, the sound
-                # output); otherwise recordings carry the music and live outputs only the picture.
+                # output); otherwise recordings and the sound output carry the music, and live
+                # picture outputs only the picture.
                 kind = spec.strip().lower().split(":", 1)[0]
                 if sound_rate is not None and kind in ("file", "ndi", "sound"):
                     audio_rate = sound_rate
-                elif kind == "sound":
-                    raise ConfigError(f"--out {spec}: model family '{self.model.family}' makes no sound")
-                else:
-                    audio_rate = self.pipeline.sample_rate if kind == "file" else None
+                else:  # `sound` then plays the music through, like a monitor
+                    audio_rate = self.pipeline.sample_rate if kind in ("file", "sound") else None
                 sink = open_sink(spec, size, size, settings.fps, audio_rate=audio_rate)
                 self._opened.append(sink)
                 self.sinks.append(sink)

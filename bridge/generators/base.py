@@ -14,7 +14,7 @@ Latent families (`latent_dim` set) also write:
     engine passes to `generate` each tick; `navigator_modes` names the walks it accepts.
 Families that make sound set `makes_sound = True` and write
   `generate_with_sound(cond, latent=None) -> (picture, mel_db)`, mel_db (1, n_mels, frames) in dB,
-which the engine turns into audio (bridge.sinks.sound). `idle_images()` may return training
+which the engine turns into audio (bridge.sinks.voice). `idle_images()` may return training
 pictures (N, 3, H, W) uint8 for idle mode. Register the class with `@register`.
 
 A bundle is a folder: config.json (family, config, input representation, training summary,

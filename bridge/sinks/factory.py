@@ -13,7 +13,7 @@ from bridge.errors import ConfigError
 from bridge.sinks.base import Sink
 
 SINK_FORMS = ("ndi[:name]", "spout[:name]", "syphon[:name]", "shm[:name]", "window",
-              "file:PATH.mp4", "png:DIR", "null")
+              "file:PATH.mp4", "png:DIR", "null", "sound[:device]")
 
 SINK_SPECS = """\
 Outputs (--out, may be given more than once):
@@ -24,9 +24,11 @@ Outputs (--out, may be given more than once):
   window          preview window (pip install pygame); closing it leaves the bridge running
   file:PATH.mp4   H.264 + AAC recording
   png:DIR         PNG sequence DIR/frame_000000.png ...
-  null            discard frames (benchmarks)"""
+  null            discard frames (benchmarks)
+  sound[:device]  play the sound on a sound card (index or name; default: the system's output):
+                  a sound model's generated voice, else the music"""
 
-_NAMED = ("ndi", "spout", "syphon", "shm")
+_NAMED = ("ndi", "spout", "syphon", "shm", "sound")
 _PLAIN = ("window", "null")
 _PATHED = ("file", "png")
 _THREADED = ("ndi", "spout", "syphon", "window", "file", "png")
@@ -34,7 +36,7 @@ _THREADED = ("ndi", "spout", "syphon", "window", "file", "png")
 
 @dataclass(frozen=True)
 class SinkSpec:
-    kind: str       # one of ndi, spout, syphon, shm, window, file, png, null
+    kind: str       # one of ndi, spout, syphon, shm, window, file, png, null, sound
     arg: str = ""   # the name or path after the first ':' ("" when none)
 
 
@@ -97,6 +99,10 @@ def build_sink(spec: str | SinkSpec, audio_rate: int | None = None,
     elif s.kind == "null":
         from bridge.sinks.null import NullSink
         sink = NullSink()
+    elif s.kind == "sound":
+        # Not threaded: send only copies into the player's ring buffer.
+        from bridge.sinks.sound import SoundOut
+        sink = SoundOut(s.arg or None, rate=audio_rate)
     else:  # a SinkSpec built by hand
         raise _bad(s.kind, "unknown output")
     if threaded if threaded is not None else s.kind in _THREADED:
