@@ -84,6 +84,8 @@ class Runner:
             self._autocast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif cpu_has_native_bf16():
             self._autocast = torch.bfloat16
+        if not model.low_precision_ok:
+            self._autocast = None
         self.info.autocast = str(self._autocast).replace("torch.", "") if self._autocast else None
         self.net = net
         self._fn = getattr(net, self._entry)

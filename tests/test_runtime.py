@@ -59,3 +59,17 @@ def test_to_rgba_maps_range_and_is_contiguous():
 def test_unknown_runtime_is_refused(model):
     with pytest.raises(ValueError, match="runtime must be one of"):
         Runner(model, runtime="turbo")
+
+
+def test_flows_keep_fp32_where_other_families_would_use_bf16(monkeypatch):
+    """On CPUs with native bf16 the optimized runner autocasts, except for families whose numbers
+    must stay exact (a flow decodes its anchors back to the very pictures)."""
+    from bridge import runtime
+    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+    from bridge.generators.realnvp import RealNVP, RealNVPConfig
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    flow = runtime.Runner(RealNVP(RealNVPConfig(size=8, n_scales=1, hidden=4)), compile=False)
+    unet = runtime.Runner(Pix2Pix(Pix2PixConfig(size=32, ngf=4)), compile=False)
+    assert flow.info.autocast is None
+    assert unet.info.autocast == "bfloat16"

@@ -74,6 +74,8 @@ class Generator(nn.Module):
     makes_sound: ClassVar[bool] = False
     navigator_modes: ClassVar[tuple[str, ...]] = ()
     modes: ClassVar[tuple[str, ...]] = ()  # live modes a family offers (vae_associator: camera, ...)
+    # False for families whose numbers must stay fp32 live (a flow's exact inverse): no autocast.
+    low_precision_ok: ClassVar[bool] = True
 
     def __init__(self, config):
         super().__init__()

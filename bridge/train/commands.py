@@ -78,6 +78,66 @@ def cmd_train_pix2pix(args) -> int:
     return 0
 
 
+def _train(run, out, what: str) -> int:
+    """Run a trainer; our errors become one line, Ctrl-C says what was kept."""
+    try:
+        path = run()
+    except BridgeError as e:
+        return _fail(e)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: {what} interrupted; nothing was written to {out}", file=sys.stderr)
+        return 130
+    print(f"wrote bundle {path} (load it with --model {path})")
+    return 0
+
+
+def _dtype(fp32: bool):
+    import torch
+    return torch.float32 if fp32 else torch.float16
+
+
+def cmd_train_realnvp(args) -> int:
+    from bridge.train.realnvp import train_realnvp
+    return _train(lambda: train_realnvp(
+        args.images, args.out, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, device=args.device, anchors=args.anchors, progress=not args.quiet,
+        threads=args.threads, overrides=parse_key_values(args.set, "--set"), crop_scale=args.crop_scale,
+        limit=args.limit, max_minutes=args.max_minutes), args.out, "training")
+
+
+def cmd_train_cvae(args) -> int:
+    from bridge.train.cvae import train_cvae
+    widths = [int(w) for w in args.widths.split(",")] if args.widths else None
+    extra = {"widths": widths} if widths else {}
+    return _train(lambda: train_cvae(
+        args.images, args.out, size=args.size, latent_dim=args.latent_dim, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, kld_weight=args.kld_weight, seed=args.seed,
+        device=args.device, progress=not args.quiet, threads=args.threads, flip=not args.no_flip,
+        limit=args.limit, save_dtype=_dtype(args.fp32_weights), **extra), args.out, "training")
+
+
+def cmd_train_vae_associator(args) -> int:
+    from bridge.train.vae_associator import train_vae_associator
+    return _train(lambda: train_vae_associator(
+        args.data, args.out, epochs=args.epochs, associator_epochs=args.associator_epochs,
+        batch_size=args.batch_size, seed=args.seed, device=args.device, progress=not args.quiet,
+        threads=args.threads, patience=args.patience, vae_lr=args.vae_lr,
+        vae_kld_weight=args.vae_kld_weight, associator_lr=args.associator_lr,
+        associator_kld_weight=args.associator_kld_weight, val_fraction=args.val_fraction,
+        flip=not args.no_flip, n_idle=args.n_idle, model=parse_key_values(args.set, "--set"),
+        save_dtype=_dtype(args.fp32_weights)), args.out, "training")
+
+
+def cmd_anchors(args) -> int:
+    from bridge.train.realnvp import add_anchors
+    try:
+        path = add_anchors(args.bundle, args.images, args.out)
+    except BridgeError as e:
+        return _fail(e)
+    print(f"wrote anchors from {args.images} into {path}")
+    return 0
+
+
 def cmd_dataset_samples(args) -> int:
     from bridge.train.images import export_sample_images
     try:
@@ -90,8 +150,97 @@ def cmd_dataset_samples(args) -> int:
 
 # --- parsers -----------------------------------------------------------------------------------
 
+def _common_train_options(p, epochs: int, batch_size: int) -> None:
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
+    p.add_argument("--epochs", type=int, default=epochs, metavar="N", help="(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                   help="per process under torchrun (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _register_latent_trainers(tr_sub) -> None:
+    from bridge.train import cvae as cvae_train
+    from bridge.train import vae_associator as va_train
+    from bridge.generators.realnvp import PRESETS
+
+    p = tr_sub.add_parser(
+        "realnvp", help="RealNVP flow on a folder of pictures (+ anchors from your pictures)",
+        description="Train a RealNVP flow (seed 004) on the pictures in a folder; reports NLL in "
+                    "bits per dimension. --anchors inverts a folder of your pictures into the "
+                    "bundle's anchors, which the live walks move between.")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of training pictures")
+    _common_train_options(p, epochs=40, batch_size=64)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="lite-32", help="(default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-3, metavar="F", help="Adam (default: %(default)s)")
+    p.add_argument("--anchors", metavar="DIR", help="pictures to invert into anchors at the end")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a RealNVPConfig field")
+    p.add_argument("--crop-scale", type=float, default=1.25, metavar="F",
+                   help="load at size*F and crop back at random places (default: %(default)s)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N pictures")
+    p.add_argument("--max-minutes", type=float, metavar="M", help="stop after the epoch that passes M minutes")
+    p.set_defaults(func=cmd_train_realnvp)
+
+    p = tr_sub.add_parser(
+        "cvae", help="conv-VAE on a folder of pictures (latent linger walk live)",
+        description="Train the conv-VAE of seed 002 on the pictures in a folder.")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of training pictures")
+    _common_train_options(p, epochs=40, batch_size=64)
+    p.add_argument("--size", type=int, default=64, metavar="N", help="(default: %(default)s)")
+    p.add_argument("--latent-dim", type=int, default=32, metavar="N", help="(default: %(default)s)")
+    p.add_argument("--widths", metavar="C1,C2,...", help="encoder channels per stride-2 step "
+                   f"(default: {','.join(str(w) for w in cvae_train.DEFAULT_WIDTHS)})")
+    p.add_argument("--lr", type=float, default=1e-3, metavar="F", help="Adam (default: %(default)s)")
+    p.add_argument("--kld-weight", type=float, default=5e-4, metavar="F", help="(default: %(default)s)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N pictures")
+    p.add_argument("--fp32-weights", action="store_true", help="store fp32 weights (default fp16)")
+    p.set_defaults(func=cmd_train_cvae)
+
+    p = tr_sub.add_parser(
+        "vae_associator", help="cross-modal VAEs + associators on mel pairs (seed 000)",
+        description="Train the image VAE and the sound VAE (phase 1), then the image->sound and "
+                    "sound->image associators (phase 2) on a `dataset build --representation "
+                    "mel-pairs` folder, with seed 000's optimiser settings as defaults.")
+    p.add_argument("--data", required=True, metavar="DIR", help="mel-pairs dataset folder")
+    _common_train_options(p, epochs=va_train.SEED_EPOCHS, batch_size=va_train.DEFAULT_BATCH)
+    p.add_argument("--associator-epochs", type=int, metavar="N", help="phase 2 cap (default: --epochs)")
+    p.add_argument("--patience", type=int, default=va_train.PATIENCE, metavar="N",
+                   help="early stopping (default: %(default)s)")
+    p.add_argument("--vae-lr", type=float, default=va_train.VAE_LR, metavar="F",
+                   help="RMSProp, phase 1 (default: %(default)s)")
+    p.add_argument("--vae-kld-weight", type=float, default=va_train.VAE_KLD_WEIGHT, metavar="F",
+                   help="(default: %(default)s)")
+    p.add_argument("--associator-lr", type=float, default=va_train.ASSOCIATOR_LR, metavar="F",
+                   help="RMSProp, phase 2 (default: %(default)s)")
+    p.add_argument("--associator-kld-weight", type=float, default=va_train.ASSOCIATOR_KLD_WEIGHT,
+                   metavar="F", help="(default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=va_train.VAL_FRACTION, metavar="F",
+                   help="held out for early stopping (default: %(default)s)")
+    p.add_argument("--n-idle", type=int, default=va_train.N_IDLE, metavar="N",
+                   help="training pictures stored for idle mode (default: %(default)s)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a VAEAssociatorConfig field")
+    p.add_argument("--fp32-weights", action="store_true", help="store fp32 weights (default fp16)")
+    p.set_defaults(func=cmd_train_vae_associator)
+
+
+def register_anchors(subparsers) -> None:
+    a = subparsers.add_parser(
+        "anchors", help="invert a folder of your pictures into a RealNVP bundle's anchors",
+        description="RealNVP is exactly invertible: your pictures become latents the live walks "
+                    "(weighted, magellan, explore) move between.")
+    a.add_argument("bundle", help="realnvp bundle name or folder")
+    a.add_argument("--images", required=True, metavar="DIR", help="folder of pictures")
+    a.add_argument("--out", metavar="BUNDLE", help="write a new bundle here (default: replace the anchors in place)")
+    a.set_defaults(func=cmd_anchors)
+
+
 def register(subparsers) -> None:
-    """Add `dataset {build,synth}` and `train {pix2pix}` to a CLI's sub-parsers."""
+    """Add `dataset {build,synth,samples}`, `train {pix2pix,vae_associator,realnvp,cvae}` and
+    `anchors` to a CLI's sub-parsers."""
     from bridge.train.dataset import (DEFAULT_END, DEFAULT_EVERY, DEFAULT_SEGMENT, DEFAULT_START,
                                       DEFAULT_TICK_FPS, PAIRINGS)
 
@@ -165,7 +314,7 @@ def register(subparsers) -> None:
     tr = subparsers.add_parser("train", help="train a model bundle on a dataset",
                                description="Train model bundles.")
     tr.set_defaults(func=_group_help(tr))
-    tr_sub = tr.add_subparsers(title="model families", metavar="{pix2pix}")
+    tr_sub = tr.add_subparsers(title="model families", metavar="{pix2pix,vae_associator,realnvp,cvae}")
     p = tr_sub.add_parser(
         "pix2pix", help="audio picture -> frame (conditional GAN)",
         description="Train pix2pix on a dataset from `dataset build`. Resumes from "
@@ -196,3 +345,5 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train_pix2pix)
+    _register_latent_trainers(tr_sub)
+    register_anchors(subparsers)

@@ -1,8 +1,8 @@
 """Does a model's picture move with the music? Pearson r between the frame-to-frame change of the
 frames it makes from held-out audio and the audio's onset strength, frame by frame.
 
-The audio goes through the live path (StreamingAnalyzer on a fixed tick), the model runs in eval
-mode exactly as the engine runs it. For comparison, the same number for the synthetic videos the
+The audio is rendered by `bridge.render` (the live analysis on a fixed tick, the model's walk or
+mode, eval mode), so the number is about the frames of the mp4 a user gets. For comparison, the same number for the synthetic videos the
 default model learns from (`teacher`).
 
     python -m bridge.train.evaluate --model models/pix2pix-pulse --seconds 20 LOOP.flac ...
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bridge.train.dataset import analysis_sample_rate, make_analyzer, stream_features
+from bridge.train.dataset import analysis_sample_rate, make_analyzer
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -34,32 +35,55 @@ def _looped(path, sample_rate: int, seconds: float | None) -> np.ndarray:
     return audio
 
 
+def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    import wave
+
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+
+
 def onset_correlation(model, audio_path, seconds: float | None = 20.0, fps: float = 30.0,
-                      skip_seconds: float = 1.0, teacher: bool = True) -> dict:
-    """r(mean |frame_t - frame_t-1|, onset_strength_t) for `model` (a Generator) on one audio
-    file looped to `seconds`; the first `skip_seconds` (analyzer warm-up) are left out."""
-    from bridge.generators.base import Snapshot
+                      skip_seconds: float = 1.0, teacher: bool = True, walk: str | None = None,
+                      walk_params: dict | None = None, seed: int = 0, out: str | Path | None = None) -> dict:
+    """r(mean |frame_t - frame_t-1|, onset_strength_t) for `model` (a Generator, its live mode
+    already set) on one audio file looped to `seconds`, through `bridge.render` itself: the frames
+    measured are the frames of the mp4 it writes (to `out`, or a temporary file). The first
+    `skip_seconds` (analyzer warm-up) are left out."""
+    import tempfile
+
+    from bridge.render import render
     from bridge.train.synth import PulseRenderer, load_pictures
 
-    analyzer, config, _ = make_analyzer(model.config.analysis)
+    _, config, _ = make_analyzer(model.config.analysis if hasattr(model.config, "analysis") else {})
     sample_rate = analysis_sample_rate(config)
     audio = _looped(audio_path, sample_rate, seconds)
-    renderer = PulseRenderer(load_pictures("skimage", model.output_size), fps) if teacher else None
+    renderer = PulseRenderer(load_pictures("skimage", 64), fps) if teacher else None
     strengths, model_change, teacher_change = [], [], []
-    previous = previous_teacher = None
-    with torch.inference_mode():
-        for _, t, features in stream_features(analyzer, audio, sample_rate, fps):
-            frame = model.generate(model.condition(Snapshot(audio=features, audio_time=t)))
-            frame = ((frame[0].clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
-            if previous is not None:
-                model_change.append(float(np.abs(frame - previous).mean()))
-                strengths.append(float(features.onset_strength))
-            previous = frame
-            if renderer is not None:
-                picture = renderer.render(features, t).astype(np.float32)
-                if previous_teacher is not None:
-                    teacher_change.append(float(np.abs(picture - previous_teacher).mean()))
-                previous_teacher = picture
+    last = {"frame": None, "teacher": None}
+
+    def measure(i, frame, snapshot):
+        picture = frame[..., :3].astype(np.float32)
+        if last["frame"] is not None:
+            model_change.append(float(np.abs(picture - last["frame"]).mean()))
+            strengths.append(float(snapshot.audio.onset_strength))
+        last["frame"] = picture
+        if renderer is not None:
+            drawn = renderer.render(snapshot.audio, snapshot.audio_time).astype(np.float32)
+            if last["teacher"] is not None:
+                teacher_change.append(float(np.abs(drawn - last["teacher"]).mean()))
+            last["teacher"] = drawn
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "audio.wav"
+        _write_wav(wav, audio, sample_rate)
+        target = Path(out) if out else Path(tmp) / "render.mp4"
+        with torch.inference_mode():
+            render(model, wav, target, fps=fps, progress=False, on_frame=measure, walk=walk,
+                   walk_params=walk_params, seed=seed)
     skip = int(skip_seconds * fps)
     strength = np.asarray(strengths[skip:])
     result = {"audio": str(audio_path), "frames": len(strength),
@@ -80,12 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="pix2pix-pulse", help="bundle name or folder")
     parser.add_argument("--seconds", type=float, default=20.0, help="loop each file to this long")
     parser.add_argument("--fps", type=float, default=30.0, help="tick rate (default: %(default)s)")
+    parser.add_argument("--mode", help="live mode (vae_associator: sound)")
+    parser.add_argument("--walk", help="latent walk (realnvp: weighted, magellan, explore; cvae: linger)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
+        from bridge.live import prepare_model
         model = load_model(args.model)
+        prepare_model(model, args.mode, None, has_audio=True, has_image=False, image_option="--video FILE")
         print(f"{'audio':<28} {'frames':>6} {'r':>7} {'teacher r':>9} {'mean change':>11}")
         for path in args.audio:
-            res = onset_correlation(model, path, seconds=args.seconds, fps=args.fps)
+            res = onset_correlation(model, path, seconds=args.seconds, fps=args.fps, walk=args.walk,
+                                    seed=args.seed)
             print(f"{str(path).rsplit('/', 1)[-1]:<28} {res['frames']:>6} {res['r']:>7.3f} "
                   f"{res['teacher_r']:>9.3f} {res['mean_change']:>11.2f}")
     except BridgeError as e:
