@@ -187,13 +187,13 @@ def _register_latent_trainers(tr_sub) -> None:
         "cvae", help="conv-VAE on a folder of pictures (latent linger walk live)",
         description="Train the conv-VAE of seed 002 on the pictures in a folder.")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of training pictures")
-    _common_train_options(p, epochs=40, batch_size=64)
+    _common_train_options(p, epochs=60, batch_size=64)
     p.add_argument("--size", type=int, default=64, metavar="N", help="(default: %(default)s)")
     p.add_argument("--latent-dim", type=int, default=32, metavar="N", help="(default: %(default)s)")
     p.add_argument("--widths", metavar="C1,C2,...", help="encoder channels per stride-2 step "
                    f"(default: {','.join(str(w) for w in cvae_train.DEFAULT_WIDTHS)})")
     p.add_argument("--lr", type=float, default=1e-3, metavar="F", help="Adam (default: %(default)s)")
-    p.add_argument("--kld-weight", type=float, default=5e-4, metavar="F", help="(default: %(default)s)")
+    p.add_argument("--kld-weight", type=float, default=1e-4, metavar="F", help="(default: %(default)s)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N pictures")
     p.add_argument("--fp32-weights", action="store_true", help="store fp32 weights (default fp16)")
