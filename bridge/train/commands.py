@@ -200,7 +200,7 @@ def _register_latent_trainers(tr_sub) -> None:
     p.set_defaults(func=cmd_train_cvae)
 
     p = tr_sub.add_parser(
-        "vae_associator", help="cross-modal VAEs + associators on mel pairs (seed 000)",
+        "vae_associator", aliases=["vae-associator"], help="cross-modal VAEs + associators on mel pairs (seed 000)",
         description="Train the image VAE and the sound VAE (phase 1), then the image->sound and "
                     "sound->image associators (phase 2) on a `dataset build --representation "
                     "mel-pairs` folder, with seed 000's optimiser settings as defaults.")
@@ -258,7 +258,8 @@ def register(subparsers) -> None:
     b.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     b.add_argument("--representation", default="spectrogram", metavar="R",
                    help="audio picture: mel, spectrogram, waveform, history, bands, "
-                        "bands_history (default: %(default)s)")
+                        "bands_history; or mel-pairs (frame + 128x9 mel, for vae_associator) "
+                        "(default: %(default)s)")
     b.add_argument("--size", type=int, default=256, metavar="N",
                    help="picture side in pixels (default: %(default)s)")
     b.add_argument("--pairing", choices=PAIRINGS, default="every-nth",

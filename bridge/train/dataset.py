@@ -11,6 +11,12 @@ Pairing (which frames become pairs):
              (seed 000).
 Output: out/A/000000.png (audio image), out/B/000000.png (frame, scaled and centre-cropped to
 size x size), out/dataset.json (the manifest: settings, sources, one entry per pair).
+
+Mel pairs (representation "mel-pairs", seed 000's cross-modal VAE): the audio half is the
+analyser's newest log-mel at the tick, `AudioFeatures.mel_db` (n_mels, mel_frames) in dB (ref 1.0;
+9 hops of 512 at 44.1 kHz, the ~100 ms before the frame), kept as row `item["mel"]` of ONE
+out/mels.safetensors tensor "mel_db" (N, n_mels, mel_frames) float32 instead of A pictures. Use
+pairing "onset" (the frame at each segment's strongest onset, as the seed) and size 112.
 """
 from __future__ import annotations
 
@@ -29,6 +35,10 @@ from bridge.errors import ConfigError, SourceError
 MANIFEST_FILE = "dataset.json"
 MANIFEST_VERSION = 1
 PAIRINGS = ("every-nth", "onset")
+MEL_PAIRS = "mel-pairs"  # a dataset representation: frame + log-mel, not an analysis picture
+MELS_FILE = "mels.safetensors"
+MELS_TENSOR = "mel_db"
+MEL_PAIRS_SIZE = 112  # seed 000's frame size
 # Seed 003's numbers.
 DEFAULT_EVERY = 45
 DEFAULT_START = 30.0  # seconds
@@ -167,9 +177,9 @@ def _check_args(representation: str, size: int, pairing: str, every: int, start:
                 end: float, segment: float, tick_fps: float) -> None:
     from bridge.analysis import REPRESENTATIONS
 
-    if representation not in REPRESENTATIONS:
+    if representation not in REPRESENTATIONS and representation != MEL_PAIRS:
         raise ConfigError(f"unknown representation '{representation}'; known: "
-                          f"{', '.join(REPRESENTATIONS)}")
+                          f"{', '.join(REPRESENTATIONS)}, {MEL_PAIRS}")
     if size < 16:
         raise ConfigError(f"size must be at least 16, got {size}")
     if pairing not in PAIRINGS:
@@ -184,14 +194,62 @@ def _check_args(representation: str, size: int, pairing: str, every: int, start:
         raise ConfigError(f"tick_fps must be positive, got {tick_fps}")
 
 
-def _prepare_out(out: Path) -> None:
+def _prepare_out(out: Path, subdirs: tuple[str, ...]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # written again only when the build succeeds
+    (out / MELS_FILE).unlink(missing_ok=True)
     for sub in ("A", "B"):
         d = out / sub
-        d.mkdir(parents=True, exist_ok=True)
-        for old in d.glob("*.png"):  # a rebuild must not leave stale pairs behind
-            old.unlink()
+        if sub in subdirs:
+            d.mkdir(parents=True, exist_ok=True)
+        if d.is_dir():
+            for old in d.glob("*.png"):  # a rebuild must not leave stale pairs behind
+                old.unlink()
+
+
+class _PictureSide:
+    """The audio half of a pair as an analysis picture: A/000000.png."""
+
+    subdirs = ("A", "B")
+
+    def __init__(self, representation: str, size: int):
+        self.representation, self.size = representation, size
+
+    def take(self, features) -> np.ndarray:
+        return np.array(features.representation(self.representation, self.size))[..., :3]
+
+    def store(self, out: Path, index: int, value: np.ndarray) -> dict:
+        write_png(out / "A" / _pair_name(index), value)
+        return {"a": f"A/{_pair_name(index)}"}
+
+    def finish(self, out: Path, n_items: int) -> dict:
+        return {}
+
+
+class _MelSide:
+    """The audio half of a pair as the analyser's newest log-mel: row `index` of mels.safetensors."""
+
+    subdirs = ("B",)
+
+    def __init__(self):
+        self.rows: dict[int, np.ndarray] = {}
+
+    def take(self, features) -> np.ndarray:
+        return np.array(features.mel_db, dtype=np.float32)  # (n_mels, mel_frames) dB, a copy
+
+    def store(self, out: Path, index: int, value: np.ndarray) -> dict:
+        self.rows[index] = value
+        return {"mel": index}
+
+    def finish(self, out: Path, n_items: int) -> dict:
+        from safetensors.numpy import save_file
+
+        if sorted(self.rows) != list(range(n_items)):
+            raise SourceError(f"{out}: {len(self.rows)} mels for {n_items} pairs (a build bug)")
+        mels = np.ascontiguousarray(np.stack([self.rows[i] for i in range(n_items)]))
+        save_file({MELS_TENSOR: mels}, str(out / MELS_FILE))
+        return {"mels": {"file": MELS_FILE, "tensor": MELS_TENSOR, "shape": list(mels.shape),
+                         "unit": "dB", "ref": 1.0, "dtype": "float32"}}
 
 
 def _load_audio(info: VideoInfo, sample_rate: int) -> np.ndarray:
@@ -218,7 +276,8 @@ def build_dataset(videos: list[str | Path], out: str | Path, representation: str
                   start: float = DEFAULT_START, end: float = DEFAULT_END,
                   segment: float = DEFAULT_SEGMENT, analysis: dict | None = None,
                   tick_fps: float = DEFAULT_TICK_FPS, progress: bool = True) -> dict:
-    """Write A/B pairs and dataset.json into `out`; returns the manifest."""
+    """Write A/B pairs (or, for representation "mel-pairs", B frames and mels.safetensors) and
+    dataset.json into `out`; returns the manifest."""
     from tqdm import tqdm
 
     _check_args(representation, size, pairing, every, start, end, segment, tick_fps)
@@ -227,8 +286,9 @@ def build_dataset(videos: list[str | Path], out: str | Path, representation: str
     infos = [probe_video(v) for v in videos]  # fail on a bad file before writing anything
     _, config, resolved = make_analyzer(analysis)
     sample_rate = analysis_sample_rate(config)
+    side = _MelSide() if representation == MEL_PAIRS else _PictureSide(representation, size)
     out = Path(out)
-    _prepare_out(out)
+    _prepare_out(out, side.subdirs)
 
     items: list[dict] = []
     sources: list[dict] = []
@@ -250,10 +310,10 @@ def build_dataset(videos: list[str | Path], out: str | Path, representation: str
         analyzer, _, _ = make_analyzer(analysis)  # fresh state per video, as a live start
         name = info.path.name
         if pairing == "every-nth":
-            new = _pairs_every_nth(info, samples, analyzer, sample_rate, representation, size,
+            new = _pairs_every_nth(info, samples, analyzer, sample_rate, side, size,
                                    every, lo, hi, tick_fps, out, len(items), name, progress)
         else:
-            new = _pairs_onset(info, samples, analyzer, sample_rate, representation, size,
+            new = _pairs_onset(info, samples, analyzer, sample_rate, side, size,
                                segment, lo, hi, tick_fps, out, len(items), name, progress)
         for item in new:
             item["source"] = source_index
@@ -266,6 +326,7 @@ def build_dataset(videos: list[str | Path], out: str | Path, representation: str
     if not items:
         raise SourceError(f"no pairs: every video is shorter than the start time ({start:g} s); "
                           f"lower --start")
+    extra = side.finish(out, len(items))
     manifest = {
         "version": MANIFEST_VERSION,
         "representation": representation,
@@ -280,6 +341,7 @@ def build_dataset(videos: list[str | Path], out: str | Path, representation: str
                     "segment": segment},
         "sources": sources,
         "pairs": len(items),
+        **extra,
         "items": items,
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -290,7 +352,7 @@ def _pair_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-def _pairs_every_nth(info, samples, analyzer, sample_rate, representation, size, every, lo, hi,
+def _pairs_every_nth(info, samples, analyzer, sample_rate, side, size, every, lo, hi,
                      tick_fps, out, first_index, name, progress) -> list[dict]:
     from tqdm import tqdm
 
@@ -320,22 +382,21 @@ def _pairs_every_nth(info, samples, analyzer, sample_rate, representation, size,
               leave=False) as bar:
         for k, t, features in stream_features(analyzer, samples, sample_rate, tick_fps):
             if k in wanted:
-                image = np.asarray(features.representation(representation, size))[..., :3]
+                value = side.take(features)
                 for item in wanted[k]:
-                    write_png(out / "A" / _pair_name(item["index"]), image)
+                    item["audio"] = side.store(out, item["index"], value)
                     item["time"] = round(float(t), 4)
             bar.update()
             if k >= last:
                 break
-    return [{"a": f"A/{_pair_name(i['index'])}", "b": f"B/{_pair_name(i['index'])}", **i}
-            for i in items]
+    return [{**i.pop("audio"), "b": f"B/{_pair_name(i['index'])}", **i} for i in items]
 
 
-def _pairs_onset(info, samples, analyzer, sample_rate, representation, size, segment, lo, hi,
+def _pairs_onset(info, samples, analyzer, sample_rate, side, size, segment, lo, hi,
                  tick_fps, out, first_index, name, progress) -> list[dict]:
     from tqdm import tqdm
 
-    # 1. audio: per window, the tick with the strongest onset strength (its image kept)
+    # 1. audio: per window, the tick with the strongest onset strength (its picture or mel kept)
     best: dict[int, dict] = {}
     last_tick = int(math.floor(hi * tick_fps + 1e-9))
     with tqdm(total=last_tick, desc=f"{name} audio", unit="tick", disable=not progress,
@@ -349,9 +410,8 @@ def _pairs_onset(info, samples, analyzer, sample_rate, representation, size, seg
             window = int((t - lo) // segment)
             strength = float(features.onset_strength)
             if window not in best or strength > best[window]["onset_strength"]:
-                image = np.array(features.representation(representation, size))[..., :3]
                 best[window] = {"time": round(float(t), 4), "onset_strength": round(strength, 5),
-                                "image": image}
+                                "value": side.take(features)}
     chosen = [best[w] for w in sorted(best)]
     # 2. frames: the frame nearest each chosen time
     items = []
@@ -365,7 +425,8 @@ def _pairs_onset(info, samples, analyzer, sample_rate, representation, size, seg
             while target is not None and t >= target["time"]:
                 use = previous if previous and target["time"] - previous[0] < t - target["time"] \
                     else (t, frame)
-                items.append(_write_onset_pair(out, first_index + len(items), target, use, size))
+                items.append(_write_onset_pair(out, first_index + len(items), target, use, size,
+                                               side))
                 bar.update()
                 target = next(targets, None)
             if target is None:
@@ -373,22 +434,25 @@ def _pairs_onset(info, samples, analyzer, sample_rate, representation, size, seg
             previous = (t, frame)
         frames.close()
         while target is not None and previous is not None:  # past the last frame
-            items.append(_write_onset_pair(out, first_index + len(items), target, previous, size))
+            items.append(_write_onset_pair(out, first_index + len(items), target, previous, size,
+                                           side))
             target = next(targets, None)
     return items
 
 
-def _write_onset_pair(out: Path, index: int, target: dict, frame: tuple, size: int) -> dict:
+def _write_onset_pair(out: Path, index: int, target: dict, frame: tuple, size: int, side) -> dict:
     frame_time, av_frame = frame
-    write_png(out / "A" / _pair_name(index), target["image"])
+    audio = side.store(out, index, target["value"])
     write_png(out / "B" / _pair_name(index), fit_square(av_frame.to_ndarray(format="rgb24"), size))
-    return {"a": f"A/{_pair_name(index)}", "b": f"B/{_pair_name(index)}", "index": index,
+    return {**audio, "b": f"B/{_pair_name(index)}", "index": index,
             "time": target["time"], "frame_time": round(float(frame_time), 4),
             "onset_strength": target["onset_strength"]}
 
 
-def read_manifest(data: str | Path) -> dict:
-    """dataset.json of a built dataset, checked enough to train on; one-line errors."""
+def read_manifest(data: str | Path, mel_pairs: bool = False) -> dict:
+    """dataset.json of a built dataset, checked enough to train on; one-line errors. `mel_pairs`:
+    the caller wants frame + mel pairs (vae_associator); picture trainers leave it False, and each
+    refuses the other kind by name."""
     data = Path(data)
     path = data / MANIFEST_FILE
     try:
@@ -403,4 +467,78 @@ def read_manifest(data: str | Path) -> dict:
             raise SourceError(f"{path}: missing '{key}'")
     if not manifest["items"]:
         raise SourceError(f"{path}: the dataset has no pairs")
+    is_mel = manifest["representation"] == MEL_PAIRS
+    if mel_pairs and not is_mel:
+        raise SourceError(f"{data} holds {manifest['representation']} pictures, this trainer needs "
+                          f"mel pairs: build with `--representation {MEL_PAIRS} --pairing onset`")
+    if is_mel and not mel_pairs:
+        raise SourceError(f"{data} holds {MEL_PAIRS} (for vae_associator), this trainer needs audio "
+                          f"pictures: build with --representation spectrogram (or another picture)")
+    if is_mel and "mels" not in manifest:
+        raise SourceError(f"{path}: missing 'mels'")
     return manifest
+
+
+def read_mels(data: str | Path, manifest: dict) -> np.ndarray:
+    """The (N, n_mels, mel_frames) float32 dB mels of a mel-pairs dataset, checked against it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    data = Path(data)
+    info = manifest["mels"]
+    path = data / info.get("file", MELS_FILE)
+    try:
+        mels = load_file(str(path))[info.get("tensor", MELS_TENSOR)]
+    except FileNotFoundError:
+        raise SourceError(f"{path} is missing (rebuild the dataset)") from None
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise SourceError(f"{path}: not a readable mels file ({' '.join(str(e).split())})") from None
+    if mels.ndim != 3 or list(mels.shape) != list(info.get("shape", mels.shape)):
+        raise SourceError(f"{path}: mels of shape {tuple(mels.shape)}, the manifest says "
+                          f"{info.get('shape')}")
+    rows = [item.get("mel") for item in manifest["items"]]
+    if any(not isinstance(r, int) or not 0 <= r < len(mels) for r in rows):
+        raise SourceError(f"{path}: the manifest's items point past its {len(mels)} mels")
+    if not np.isfinite(mels).all():
+        raise SourceError(f"{path}: mels hold NaN or infinity")
+    return mels.astype(np.float32, copy=False)
+
+
+def build_mel_pairs(videos: list[str | Path], out: str | Path, size: int = MEL_PAIRS_SIZE,
+                    segment: float = DEFAULT_SEGMENT, start: float = 0.0,
+                    end: float | None = None, analysis: dict | None = None,
+                    tick_fps: float = DEFAULT_TICK_FPS, progress: bool = True) -> dict:
+    """Seed 000's pairs: per `segment` seconds, the frame at the strongest onset (size x size
+    PNG in B/) and the log-mel at that tick (mels.safetensors). Same as build_dataset with
+    representation "mel-pairs" and pairing "onset"; `end` None: to the end of the longest video.
+    Returns the manifest."""
+    if end is None:
+        end = float(math.ceil(max((probe_video(v).duration for v in videos), default=start + 1.0)))
+    return build_dataset(videos, out, representation=MEL_PAIRS, size=size, pairing="onset",
+                         start=start, end=end, segment=segment, analysis=analysis,
+                         tick_fps=tick_fps, progress=progress)
+
+
+def dataset_commands(data: str | Path, manifest: dict) -> list[str]:
+    """The commands that remake a dataset: `dataset synth` for synthetic videos, then `dataset
+    build`. Trainers append their own `train` command for a model card."""
+    import shlex
+
+    q = shlex.quote
+    commands = [s["synth"]["command"] for s in manifest.get("sources", [])
+                if s.get("synth") and s["synth"].get("command")]
+    pairing = manifest.get("pairing", {})
+    mode = pairing.get("mode", "every-nth")
+    build = ["vjbridge", "dataset", "build", *[q(s["path"]) for s in manifest.get("sources", [])],
+             "--out", q(str(data)), "--representation", manifest["representation"],
+             "--size", str(manifest["size"]), "--pairing", mode]
+    if mode == "every-nth":
+        build += ["--every", str(pairing.get("every"))]
+    else:
+        build += ["--segment", f"{pairing.get('segment'):g}"]
+    build += ["--start", f"{pairing.get('start'):g}", "--end", f"{pairing.get('end'):g}",
+              "--tick-fps", f"{manifest.get('tick_fps', DEFAULT_TICK_FPS):g}"]
+    for key, value in sorted(manifest.get("analysis", {}).items()):
+        build += ["--analysis", q(f"{key}={json.dumps(value)}")]
+    commands.append(" ".join(build))
+    return commands
