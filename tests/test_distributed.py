@@ -76,3 +76,71 @@ def test_pix2pix_trains_on_two_processes(tmp_path):
     with torch.no_grad():
         picture = model.generate(torch.zeros(1, 3, 32, 32))
     assert torch.isfinite(picture).all()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> Path:
+    from bridge.train.images import export_sample_images
+
+    folder = tmp_path_factory.mktemp("pictures")
+    export_sample_images(folder, "photos", size=32)
+    return folder
+
+
+def test_realnvp_trains_on_two_processes(tmp_path, pictures):
+    out = tmp_path / "flow"
+    run = torchrun("train", "realnvp", "--images", str(pictures), "--out", str(out), "--preset", "lite-32",
+                   "--set", "hidden=4", "--epochs", "2", "--batch-size", "4", "--crop-scale", "1.0", "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]
+    model = load_model(out)
+    assert model.family == "realnvp"
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(model.decode(model.encode(x)), x, atol=1e-4)
+
+
+def test_cvae_trains_on_two_processes(tmp_path, pictures):
+    out = tmp_path / "cvae"
+    run = torchrun("train", "cvae", "--images", str(pictures), "--out", str(out), "--size", "16",
+                   "--widths", "4,8", "--latent-dim", "4", "--epochs", "2", "--batch-size", "4", "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]
+    model = load_model(out)
+    assert model.family == "cvae" and model.latent_dim == 4
+
+
+def test_vae_associator_trains_on_two_processes(tmp_path, pictures):
+    """A mel-pairs dataset written by hand (pictures + real mels of the demo loop)."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
+    from bridge.sources.audio import decode_audio
+    from bridge.train.dataset import MANIFEST_FILE, MELS_FILE, MELS_TENSOR
+    from bridge.train.images import load_image_folder
+
+    data = tmp_path / "mels"
+    (data / "B").mkdir(parents=True)
+    images = load_image_folder(pictures, 16)
+    analyzer = StreamingAnalyzer(AnalysisConfig())
+    audio = decode_audio(str(REPO / "bridge" / "data" / "demo.ogg"), sample_rate=44_100)
+    mels, items = [], []
+    for i, picture in enumerate(images):
+        analyzer.feed(audio[i * 4410:(i + 1) * 4410])
+        mels.append(torch.from_numpy(analyzer.snapshot(i / 10).mel_db.copy()))
+        name = f"B/{i:06d}.png"
+        Image.fromarray(picture.permute(1, 2, 0).numpy()).save(data / name)
+        items.append({"b": name, "mel": i, "time": i / 10, "source": 0})
+    save_file({MELS_TENSOR: torch.stack(mels).float()}, str(data / MELS_FILE))
+    manifest = {"version": 1, "representation": "mel-pairs", "size": 16, "analysis": {},
+                "pairs": len(items), "items": items, "sources": [], "tick_fps": 30.0,
+                "pairing": {"mode": "onset", "every": 1, "start": 0.0, "end": 2.0, "segment": 0.1},
+                "mels": {"file": MELS_FILE, "tensor": MELS_TENSOR, "shape": [len(items), 128, 9]}}
+    (data / MANIFEST_FILE).write_text(json.dumps(manifest))
+    out = tmp_path / "mirror"
+    tiny = {"image_size": 16, "image_widths": [4, 8], "image_bottleneck": 2, "image_latent": 8,
+            "sound_latent": 8, "sound_hidden": [16], "associator_hidden": 8, "associator_latent": 4}
+    sets = [x for k, v in tiny.items() for x in ("--set", f"{k}={json.dumps(v)}")]
+    run = torchrun("train", "vae_associator", "--data", str(data), "--out", str(out), "--epochs", "2",
+                   "--batch-size", "4", "--n-idle", "2", "--val-fraction", "0.25", *sets, "--quiet")
+    assert run.returncode == 0, run.stderr[-2000:]
+    model = load_model(out)
+    assert model.family == "vae_associator" and model.idle_images().shape[0] == 2
