@@ -179,4 +179,9 @@ def format_table(report: dict) -> str:
         speed = f"{r['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in r else ""
         lines.append(f"{r['model']:<24}{r['size']:>6}{r['runtime']:>11}{r['ms_p50']:>10.1f}"
                      f"{r['fps_p50']:>10.1f}{speed:>9}")
+    sound = report.get("sound")
+    if sound:
+        lines.append(f"generated sound (mel -> audio): real-time factor {sound['rtf_median']:.3f} "
+                     f"(median per call, {sound['ms_per_call_median']:.2f} ms per call), "
+                     f"{sound['rtf_overall']:.3f} overall")
     return "\n".join(lines)
