@@ -38,3 +38,18 @@ def test_torch_requirement_admits_the_pinned_wheel():
 def test_models_folder_stays_under_25_mb():
     size = sum(p.stat().st_size for p in (ROOT / "models").rglob("*") if p.is_file())
     assert size < 25 * 1024 * 1024
+
+
+def test_bundled_models_cover_every_family_and_their_cards_commands_are_real():
+    import shlex
+
+    from bridge.cli import build_parser
+    from bridge.generators.base import families, list_bundles, read_bundle_config
+
+    bundled = [p for p in list_bundles() if p.parent == ROOT / "models"]
+    assert {read_bundle_config(p)["family"] for p in bundled} == set(families())
+    for bundle in bundled:
+        lines = [x for x in (bundle / "card.md").read_text().splitlines() if x.startswith("vjbridge ")]
+        assert lines, f"{bundle.name}: the card gives no command to rebuild it"
+        for line in lines:
+            build_parser().parse_args(shlex.split(line)[1:])  # exits (fails) on an unknown option

@@ -307,7 +307,13 @@ def test_two_phase_training_lowers_both_losses_and_writes_a_bundle_that_plays(da
         assert train[-1] < train[0] and held_out[-1] < 0.85 * held_out[0], (name, train, held_out)
     card = (out / "card.md").read_text()
     assert "vjbridge dataset synth" in card and "--representation mel-pairs" in card
-    assert "vjbridge train vae-associator" in card
+    assert "vjbridge train vae_associator" in card
+    import shlex
+
+    from bridge.cli import build_parser
+    line = next(x for x in card.splitlines() if x.startswith("vjbridge train vae_associator"))
+    parsed = build_parser().parse_args(shlex.split(line)[1:])  # the card's command is a real one
+    assert parsed.n_idle == 4 and parsed.fp32_weights
 
     model = load_model(out)
     assert model.config.image_size == 16 and model.config.n_idle == 4

@@ -159,13 +159,7 @@ def families() -> dict[str, type[Generator]]:
 
 def _import_families() -> None:
     # Explicit imports: each family registers itself when its module loads.
-    from bridge.generators import pix2pix  # noqa: F401
-    for name in ("vae_associator", "realnvp", "cvae"):
-        try:
-            __import__(f"bridge.generators.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"bridge.generators.{name}":
-                raise  # a real missing dependency, not a family still being written
+    from bridge.generators import cvae, pix2pix, realnvp, vae_associator  # noqa: F401
 
 
 # --- bundles -----------------------------------------------------------------------------------
