@@ -38,8 +38,8 @@ def _vae_associator(mode: str):
 
 
 def _realnvp(preset: str):
-    from bridge.generators.realnvp import PRESETS, RealNVP
-    return RealNVP(PRESETS[preset])
+    from bridge.generators.realnvp import RealNVP, preset_config
+    return RealNVP(preset_config(preset))
 
 
 def _cvae():
