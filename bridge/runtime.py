@@ -49,9 +49,12 @@ def _to_device(x, device: torch.device, channels_last: bool = False):
     if isinstance(x, (tuple, list)):
         return tuple(_to_device(t, device, channels_last) for t in x)
     x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    # One memory layout and one tensor kind always: a compiled model guards on strides and on
+    # inference-vs-normal tensors, and a camera frame's permuted view (or a tensor made outside
+    # inference mode at warm-up) would otherwise recompile it, for seconds, mid-set.
+    layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
+    x = x.contiguous(memory_format=layout)
+    return x if x.is_inference() else x.clone(memory_format=layout)
 
 
 def _to_float(out):
@@ -122,7 +125,7 @@ class Runner:
     @torch.inference_mode()
     def __call__(self, cond, latent: torch.Tensor | None = None):
         cuda = self.device.type == "cuda"
-        cond = _to_device(cond, self.device, channels_last=cuda)
+        cond = _to_device(cond, self.device, channels_last=cuda)  # in inference mode: see there
         latent = _to_device(latent, self.device)
         if self._autocast is not None:
             with torch.autocast(self.device.type, dtype=self._autocast):

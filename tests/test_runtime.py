@@ -73,3 +73,23 @@ def test_flows_keep_fp32_where_other_families_would_use_bf16(monkeypatch):
     unet = runtime.Runner(Pix2Pix(Pix2PixConfig(size=32, ngf=4)), compile=False)
     assert flow.info.autocast is None
     assert unet.info.autocast == "bfloat16"
+
+
+def test_camera_frames_and_inference_tensors_never_recompile_the_model():
+    """Warm-up feeds a plain contiguous tensor; live, a camera frame arrives as a permuted view
+    made in inference mode. Either difference used to recompile the model (seconds) mid-set."""
+    import torch._dynamo
+
+    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+    from bridge.runtime import Runner
+
+    torch._dynamo.reset()
+    runner = Runner(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="image")), runtime="optimized")
+    runner.warmup(torch.zeros(1, 3, 32, 32), runs=2)
+    assert runner.info.compiled
+    with torch.inference_mode():
+        frame = torch.rand(1, 32, 32, 3).permute(0, 3, 1, 2)  # HWC camera layout, viewed as NCHW
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        out = runner(frame)
+        out = runner(torch.rand(1, 3, 32, 32))
+    assert out.shape == (1, 3, 32, 32)
