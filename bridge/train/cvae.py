@@ -28,9 +28,9 @@ from bridge.errors import ConfigError
 from bridge.generators.base import save_bundle
 from bridge.generators.cvae import DEFAULT_WIDTHS, CVAE, CVAEConfig
 from bridge.train import distributed
+from bridge.train.report import loss_figure, machine
 from bridge.train.dataset import write_png
 from bridge.train.images import ImageSet, load_image_folder, to_uint8
-from bridge.train.pix2pix import _machine
 
 SAMPLES_DIR = "samples"
 LOSS_PLOT = "loss.png"
@@ -86,29 +86,18 @@ def sample_grid(model: CVAE, images: ImageSet, indices: list[int], stats: torch.
 
 
 def plot_losses(history: list[dict], steps: list[list], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_recon, ax_kld) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if steps:
-        s = np.asarray(steps, dtype=float)  # step, epoch, recon, kld
-        ax_recon.plot(s[:, 0], s[:, 2], color="tab:blue", alpha=0.25, lw=0.8)
-        ax_kld.plot(s[:, 0], s[:, 3], color="tab:red", alpha=0.25, lw=0.8)
-    if history:
-        x = [h["step"] for h in history]
-        ax_recon.plot(x, [h["recon"] for h in history], "o-", color="tab:blue", label="reconstruction")
-        ax_kld.plot(x, [h["kld"] for h in history], "o-", color="tab:red", label="KL")
-    ax_recon.set_title("reconstruction (MSE per pixel, [-1, 1])")
-    ax_recon.set_yscale("log")
-    ax_kld.set_title("KL divergence (nats per picture)")
-    for ax in (ax_recon, ax_kld):
-        ax.set_xlabel("step")
-        ax.legend(loc="upper right", fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with loss_figure(path, panels=2) as (ax_recon, ax_kld):
+        if steps:
+            s = np.asarray(steps, dtype=float)  # step, epoch, recon, kld
+            ax_recon.plot(s[:, 0], s[:, 2], color="tab:blue", alpha=0.25, lw=0.8)
+            ax_kld.plot(s[:, 0], s[:, 3], color="tab:red", alpha=0.25, lw=0.8)
+        if history:
+            x = [h["step"] for h in history]
+            ax_recon.plot(x, [h["recon"] for h in history], "o-", color="tab:blue", label="reconstruction")
+            ax_kld.plot(x, [h["kld"] for h in history], "o-", color="tab:red", label="KL")
+        ax_recon.set_title("reconstruction (MSE per pixel, [-1, 1])")
+        ax_recon.set_yscale("log")
+        ax_kld.set_title("KL divergence (nats per picture)")
 
 
 def make_card(out: Path, config: CVAEConfig, summary: dict) -> str:
@@ -277,7 +266,7 @@ def train_cvae(images: str | Path, out: str | Path, size: int = 64, latent_dim: 
             "latent_stats": {"mean_norm": round(float(stats[0].norm()), 4),
                              "mean_std": round(float(stats[1].mean()), 4)},
             "seconds": round(seconds, 1),
-            "machine": _machine(),
+            "machine": machine(),
             "weights_dtype": str(save_dtype).replace("torch.", ""),
             "commands": [*(prepare_commands or []),
                          " ".join(["vjbridge", "train", "cvae", "--images", q(str(images)),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import shlex
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from bridge.errors import ConfigError, SourceError
 from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import IMAGE_INPUT, PatchDiscriminator, Pix2Pix, Pix2PixConfig
 from bridge.train import distributed
+from bridge.train.report import loss_figure, machine
 from bridge.train.dataset import read_manifest, write_png
 
 CHECKPOINT_DIR = "checkpoint"
@@ -200,47 +200,22 @@ def sample_grid(G, images: PairImages, indices: list[int], device) -> np.ndarray
 
 
 def plot_losses(history: list[dict], steps: list[list], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_gan, ax_l1) = plt.subplots(1, 2, figsize=(10, 3.6))
-    if steps:
-        s = np.asarray(steps, dtype=float)  # step, epoch, g_gan, g_l1, d
-        ax_gan.plot(s[:, 0], s[:, 2], color="tab:blue", alpha=0.25, lw=0.8)
-        ax_gan.plot(s[:, 0], s[:, 4], color="tab:red", alpha=0.25, lw=0.8)
-        ax_l1.plot(s[:, 0], s[:, 3], color="tab:green", alpha=0.25, lw=0.8)
-    if history:
-        x = [h["step"] for h in history]
-        ax_gan.plot(x, [h["g_gan"] for h in history], "o-", color="tab:blue", label="G adversarial")
-        ax_gan.plot(x, [h["d"] for h in history], "o-", color="tab:red", label="D")
-        ax_l1.plot(x, [h["g_l1"] for h in history], "o-", color="tab:green", label="G L1 (x1)")
-    ax_gan.set_title("GAN losses (BCE)")
-    ax_l1.set_title("L1 |G(a) - b| (pixels in [-1, 1])")
-    for ax in (ax_gan, ax_l1):
-        ax.set_xlabel("step")
-        ax.legend(loc="upper right", fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with loss_figure(path, panels=2) as (ax_gan, ax_l1):
+        if steps:
+            s = np.asarray(steps, dtype=float)  # step, epoch, g_gan, g_l1, d
+            ax_gan.plot(s[:, 0], s[:, 2], color="tab:blue", alpha=0.25, lw=0.8)
+            ax_gan.plot(s[:, 0], s[:, 4], color="tab:red", alpha=0.25, lw=0.8)
+            ax_l1.plot(s[:, 0], s[:, 3], color="tab:green", alpha=0.25, lw=0.8)
+        if history:
+            x = [h["step"] for h in history]
+            ax_gan.plot(x, [h["g_gan"] for h in history], "o-", color="tab:blue", label="G adversarial")
+            ax_gan.plot(x, [h["d"] for h in history], "o-", color="tab:red", label="D")
+            ax_l1.plot(x, [h["g_l1"] for h in history], "o-", color="tab:green", label="G L1 (x1)")
+        ax_gan.set_title("GAN losses (BCE)")
+        ax_l1.set_title("L1 |G(a) - b| (pixels in [-1, 1])")
 
 
 # --- the card ---------------------------------------------------------------------------------------
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(terse=True)}
-
 
 def rebuild_commands(data: Path, manifest: dict, out: Path, train_args: list[str]) -> list[str]:
     """The commands that remake this bundle: synth (when the videos were synthetic), build, train."""
@@ -478,7 +453,7 @@ def train_pix2pix(data: str | Path, out: str | Path, epochs: int = 200, batch_si
         "steps": state["step"],
         "final_losses": {k: final[k] for k in ("g_gan", "g_l1", "d_real", "d_fake", "d")},
         "seconds": round(state["seconds"], 1),
-        "machine": _machine(),
+        "machine": machine(),
         "weights_dtype": str(save_dtype).replace("torch.", ""),
         "commands": rebuild_commands(data, manifest, out, command_args),
     }

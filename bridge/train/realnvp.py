@@ -33,6 +33,7 @@ from bridge.generators.realnvp import (
 )
 from bridge.morph.latent import slerp
 from bridge.train import distributed
+from bridge.train.report import loss_figure, machine
 from bridge.train.images import list_images, load_image_folder, to_uint8, to_unit
 
 SAMPLES_DIR = "samples"
@@ -88,24 +89,14 @@ def sample_grid(model: RealNVP, pictures: torch.Tensor, z: torch.Tensor) -> np.n
 
 
 def plot_losses(history: list[dict], steps: list[list], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    if steps:
-        s = np.asarray(steps, dtype=float)  # step, epoch, bpd
-        ax.plot(s[:, 0], s[:, 2], color="tab:blue", alpha=0.3, lw=0.8, label="steps")
-    if history:
-        ax.plot([h["step"] for h in history], [h["bpd"] for h in history], "o-", color="tab:blue",
-                label="epoch mean")
-    ax.set_title("negative log-likelihood (bits per dimension)")
-    ax.set_xlabel("step")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with loss_figure(path) as (ax,):
+        if steps:
+            s = np.asarray(steps, dtype=float)  # step, epoch, bpd
+            ax.plot(s[:, 0], s[:, 2], color="tab:blue", alpha=0.3, lw=0.8, label="steps")
+        if history:
+            ax.plot([h["step"] for h in history], [h["bpd"] for h in history], "o-", color="tab:blue",
+                    label="epoch mean")
+        ax.set_title("negative log-likelihood (bits per dimension)")
 
 
 # --- the card ---------------------------------------------------------------------------------------
@@ -302,8 +293,7 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
         model.eval()
         if anchors is not None:
             model = with_anchors(model, anchors)
-        from bridge.train.pix2pix import _machine
-
+        
         summary = {
             "preset": preset, "overrides": overrides,
             "dataset": {"path": str(images), "images": n, "load_size": load_size,
@@ -313,7 +303,7 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
                        "warmup_steps": warmup, "seed": seed, "device": str(dev), "world": ctx.world},
             "parameters": sum(p.numel() for p in model.parameters()),
             "epochs": len(history), "steps": step, "final_bpd": history[-1]["bpd"], "history": history,
-            "seconds": round(seconds, 1), "machine": _machine(), "weights_dtype": "float32",
+            "seconds": round(seconds, 1), "machine": machine(), "weights_dtype": "float32",
             "anchors": ({"folder": str(anchors), "names": list(model.config.anchor_names)}
                         if anchors is not None else None),
             "commands": [train_command(images, out, preset, overrides, len(history), batch_size, lr,

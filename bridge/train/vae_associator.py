@@ -40,6 +40,7 @@ from bridge.errors import ConfigError, SourceError
 from bridge.generators.base import save_bundle
 from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig, kl_divergence
 from bridge.train import distributed
+from bridge.train.report import loss_figure, machine
 from bridge.train.dataset import dataset_commands, read_manifest, read_mels, write_png
 from bridge.train.images import read_rgb, square, to_unit
 
@@ -181,28 +182,17 @@ def sample_grid(model: VAEAssociator, data: MelPairs, indices: list[int], device
 
 
 def plot_losses(history: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, phase, title in ((axes[0], "vae", "phase 1: VAEs (MSE + KLD)"),
-                             (axes[1], "associator", "phase 2: associators (latent MSE + KLD)")):
-        for name, color in zip(sorted({k for h in history[phase] for k in h["train"]}),
-                               ("tab:blue", "tab:orange")):
-            rows = [h for h in history[phase] if name in h["train"]]
-            x = [h["epoch"] for h in rows]
-            ax.plot(x, [h["train"][name] for h in rows], "-", color=color, label=f"{name} train")
-            ax.plot(x, [h["val"][name] for h in rows], "--", color=color, label=f"{name} held out")
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        if history[phase]:
-            ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with loss_figure(path, panels=2, x_label="epoch") as axes:
+        for ax, phase, title in ((axes[0], "vae", "phase 1: VAEs (MSE + KLD)"),
+                                 (axes[1], "associator", "phase 2: associators (latent MSE + KLD)")):
+            for name, color in zip(sorted({k for h in history[phase] for k in h["train"]}),
+                                   ("tab:blue", "tab:orange")):
+                rows = [h for h in history[phase] if name in h["train"]]
+                x = [h["epoch"] for h in rows]
+                ax.plot(x, [h["train"][name] for h in rows], "-", color=color, label=f"{name} train")
+                ax.plot(x, [h["val"][name] for h in rows], "--", color=color, label=f"{name} held out")
+            ax.set_title(title)
+            ax.set_yscale("log")
 
 
 # --- the two phases -------------------------------------------------------------------------------
@@ -444,8 +434,7 @@ def _train_options(recipe: dict, overrides: dict, n_idle: int, save_dtype) -> li
 
 def _summary(data, manifest, out, config, history, vae_best, assoc_best, recipe, overrides,
              n_idle, save_dtype, n_train, n_val, vae_seconds, assoc_seconds) -> dict:
-    from bridge.train.pix2pix import _machine
-
+    
     train_command = " ".join([TRAIN_COMMAND, "--data", shlex.quote(str(data)), "--out",
                               shlex.quote(str(out)),
                               *_train_options(recipe, overrides, n_idle, save_dtype)])
@@ -464,7 +453,7 @@ def _summary(data, manifest, out, config, history, vae_best, assoc_best, recipe,
         },
         "history": history,
         "seconds": round(vae_seconds + assoc_seconds, 1),
-        "machine": _machine(),
+        "machine": machine(),
         "weights_dtype": str(save_dtype).replace("torch.", ""),
         "idle_images": config.n_idle,
         "commands": [*dataset_commands(data, manifest), train_command],
