@@ -37,7 +37,7 @@ from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import IMAGE_INPUT, PatchDiscriminator, Pix2Pix, Pix2PixConfig
 from bridge.train import distributed
 from bridge.train.report import loss_figure, machine
-from bridge.train.dataset import read_manifest, write_png
+from bridge.train.dataset import dataset_commands, read_manifest, write_png
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_TENSORS = "state.safetensors"
@@ -220,27 +220,9 @@ def plot_losses(history: list[dict], steps: list[list], path: Path) -> None:
 def rebuild_commands(data: Path, manifest: dict, out: Path, train_args: list[str]) -> list[str]:
     """The commands that remake this bundle: synth (when the videos were synthetic), build, train."""
     q = shlex.quote
-    commands = []
-    for source in manifest.get("sources", []):
-        synth = source.get("synth")
-        if synth and synth.get("command"):
-            commands.append(synth["command"])
-    pairing = manifest.get("pairing", {})
-    build = ["vjbridge", "dataset", "build", *[q(s["path"]) for s in manifest.get("sources", [])],
-             "--out", q(str(data)), "--representation", manifest["representation"],
-             "--size", str(manifest["size"]), "--pairing", pairing.get("mode", "every-nth")]
-    if pairing.get("mode", "every-nth") == "every-nth":
-        build += ["--every", str(pairing.get("every"))]
-    else:
-        build += ["--segment", f"{pairing.get('segment'):g}"]
-    build += ["--start", f"{pairing.get('start'):g}", "--end", f"{pairing.get('end'):g}",
-              "--tick-fps", f"{manifest.get('tick_fps', 30):g}"]
-    for key, value in sorted(manifest.get("analysis", {}).items()):
-        build += ["--analysis", q(f"{key}={json.dumps(value)}")]
-    commands.append(" ".join(build))
-    commands.append(" ".join(["vjbridge", "train", "pix2pix", "--data", q(str(data)), "--out",
-                              q(str(out)), *train_args]))
-    return commands
+    return [*dataset_commands(data, manifest),
+            " ".join(["vjbridge", "train", "pix2pix", "--data", q(str(data)), "--out", q(str(out)),
+                      *train_args])]
 
 
 def make_card(out: Path, config: Pix2PixConfig, manifest: dict, summary: dict) -> str:
