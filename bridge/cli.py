@@ -43,12 +43,17 @@ def cmd_run(args) -> int:
                             runtime=args.runtime, device=args.device, smoothing=args.smoothing,
                             block=args.block, channel=args.channel, mode=args.mode, mix=args.mix,
                             walk=args.walk, walk_params=parse_key_values(args.walk_param, "--walk-param"),
-                            seed=args.seed, idle_after=args.idle, idle_detector=args.idle_detector)
+                            seed=args.seed, idle_after=args.idle, idle_detector=args.idle_detector,
+                            osc_port=args.osc_port, osc_host=args.osc_host, osc_reply=args.osc_reply,
+                            osc_allow=args.osc_allow or [])
     print(f"vjbridge: loading {args.model} and warming it up (the first run on a machine compiles "
           f"it, which can take a minute)", file=sys.stderr)
     with LiveSession(settings) as session:
         print(f"vjbridge {__version__}: model {args.model}, audio {settings.audio_in}, camera {args.camera}, "
               f"out {', '.join(settings.outs)}, {args.fps:g} fps; Ctrl-C stops", file=sys.stderr)
+        if session.osc is not None:
+            print(f"vjbridge: OSC on {session.osc.host}:{session.osc.port} (/vjbridge/param/<name>), "
+                  f"replies to {args.osc_reply or 'nobody'}", file=sys.stderr)
         try:
             summary = session.run(duration=args.duration)
         except KeyboardInterrupt:
@@ -222,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "pictures until someone steps in (off by default)")
     p.add_argument("--idle-detector", choices=("motion", "face"), default="motion",
                    help="how idle mode sees people: motion, or OpenCV's face cascade")
+    p.add_argument("--osc-port", type=int, help="listen for OSC on this UDP port (off by default)")
+    p.add_argument("--osc-host", default="127.0.0.1",
+                   help="address OSC listens on (default 127.0.0.1; 0.0.0.0 opens it to the network)")
+    p.add_argument("--osc-reply", metavar="HOST:PORT", help="send heartbeat, fps, latency and parameter "
+                   "feedback here")
+    p.add_argument("--osc-allow", action="append", metavar="IP", help="accept OSC only from these senders")
     _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)

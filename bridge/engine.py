@@ -39,7 +39,7 @@ class FramePipeline:
     def __init__(self, model: Generator, runner: Runner | None = None, smoothing: float = 0.0,
                  output_size: int | None = None, walk: str | None = None,
                  walk_params: dict | None = None, seed: int = 0, idle=None,
-                 sound_rate: int | None = None):
+                 sound_rate: int | None = None, params=None):
         self.model = model
         self.runner = runner or Runner(model, runtime="reference")
         overrides = getattr(model.config, "analysis", {}) or {}
@@ -49,6 +49,7 @@ class FramePipeline:
         self.output_size = output_size
         self.navigator = model.navigator(walk, seed=seed, **(walk_params or {}))
         self.idle = idle  # bridge.idle.IdleMode or None
+        self.params = params  # bridge.params.ParamStore or None: live smoothing and brightness
         self.voice = None
         if model.makes_sound:
             from bridge.sinks.voice import MelVoice
@@ -97,10 +98,15 @@ class FramePipeline:
             self.last_sound = self.voice.render(mel_db[0].float().cpu().numpy(), samples)
         else:
             picture = out
-        if self.smoothing > 0.0 and self._previous is not None and self._previous.shape == picture.shape:
+        smoothing = self.params.smoothed("smoothing", dt) if self.params is not None else self.smoothing
+        if smoothing > 0.0 and self._previous is not None and self._previous.shape == picture.shape:
             # Temporal smoothing: an exponential moving average of the pictures.
-            picture = torch.lerp(picture, self._previous, self.smoothing)
+            picture = torch.lerp(picture, self._previous, smoothing)
         self._previous = picture
+        if self.params is not None:
+            gain = self.params.smoothed("brightness", dt)
+            if gain != 1.0:  # scale light, not the [-1, 1] code: black stays black
+                picture = (picture + 1.0) * gain - 1.0
         if self.output_size and self.output_size != picture.shape[-1]:
             picture = torch.nn.functional.interpolate(picture, size=(self.output_size,) * 2,
                                                       mode="bicubic", align_corners=False)
@@ -159,6 +165,7 @@ class Engine:
         self._tick_count = 0
         self._latest: tuple[int, np.ndarray, float, np.ndarray] | None = None
         self._sent_id = 0
+        self._frozen: tuple | None = None  # the frame held while the freeze parameter is on
         self._stop = threading.Event()
         self._last_error = ""
 
@@ -275,6 +282,19 @@ class Engine:
         if latest is None:
             return  # nothing made yet (model warming up): no frame to repeat either
         frame_id, frame, capture, audio = latest
+        params = self.pipeline.params
+        if params is not None and params.get("blackout"):
+            black = np.zeros_like(frame)
+            black[..., 3] = 255
+            self._sent_id = frame_id
+            self._send(black, capture, None)
+            return
+        if params is not None and params.get("freeze"):
+            frame_id, frame, capture = self._frozen or (frame_id, frame, capture)
+            self._frozen = (frame_id, frame, capture)
+            self._send(frame, capture, None)  # held on purpose: not a miss
+            return
+        self._frozen = None
         if frame_id == self._sent_id:
             self.stats.missed += 1  # the model did not finish in time: repeat the last good frame
             audio = None

@@ -28,3 +28,7 @@ class InputMismatch(BridgeError, ValueError):
 
 class ConfigError(BridgeError, ValueError):
     """A setting, preset or command line value is invalid."""
+
+
+class ControlError(BridgeError, ValueError):
+    """A control message (OSC, MIDI, preset) was refused: wrong type, unknown name, bad value."""

@@ -10,6 +10,7 @@ from bridge.config import check_fps
 from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError
 from bridge.generators.base import load_model
+from bridge.params import ParamStore
 from bridge.runtime import Runner
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ class LiveSettings:
     seed: int = 0
     idle_after: float | None = None  # seconds of nobody before idle mode; None: off
     idle_detector: str = "motion"
+    osc_port: int | None = None  # None: no OSC
+    osc_host: str = "127.0.0.1"  # listen on loopback unless the user opens it
+    osc_reply: str | None = None  # HOST:PORT for heartbeat, fps, latency, parameter feedback
+    osc_allow: list[str] = field(default_factory=list)  # sender addresses allowed (empty: all)
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -46,6 +51,8 @@ class LiveSettings:
             raise ConfigError("give at least one --out")
         if self.mix is not None and not 0.0 <= self.mix <= 1.0:
             raise ConfigError(f"--mix must be in [0, 1], got {self.mix:g}")
+        if self.osc_port is not None and not 0 <= self.osc_port < 65536:
+            raise ConfigError(f"--osc-port must be 0..65535, got {self.osc_port}")
 
 
 def default_mode(model, has_audio: bool, has_image: bool) -> str | None:
@@ -96,10 +103,12 @@ class LiveSession:
                 idle = IdleMode(self.model.idle_images(),
                                 IdleSettings(after_s=settings.idle_after, detector=settings.idle_detector))
             runner = Runner(self.model, runtime=settings.runtime, device=settings.device)
+            self.params = ParamStore()
+            self.params.set("smoothing", settings.smoothing)
             self.pipeline = FramePipeline(self.model, runner=runner, smoothing=settings.smoothing,
                                           output_size=settings.size, walk=settings.walk,
                                           walk_params=settings.walk_params, seed=settings.seed,
-                                          idle=idle)
+                                          idle=idle, params=self.params)
             self.pipeline.warmup()
             self.audio = self.video = None
             if settings.audio_in is not None:
@@ -126,9 +135,21 @@ class LiveSession:
                 self.sinks.append(sink)
             self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps,
                                  audio_source=self.audio, video_source=self.video)
+            self.osc = None
+            if settings.osc_port is not None:
+                from bridge.control.osc import OscControl, parse_host_port
+                reply = parse_host_port(settings.osc_reply) if settings.osc_reply else None
+                self.osc = OscControl(self.params, host=settings.osc_host, port=settings.osc_port,
+                                      reply=reply, allow=settings.osc_allow, status=self._status)
+                self.osc.start()
+                self._opened.append(self.osc)
         except BaseException:
             self.close()
             raise
+
+    def _status(self) -> dict:
+        s = self.engine.stats.summary()
+        return {"fps": s["fps"], "latency_ms": s["latency_ms_p50"], "model": self.settings.model}
 
     def _open(self, source) -> None:
         source.open()  # the factories return sources unopened

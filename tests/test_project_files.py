@@ -53,3 +53,14 @@ def test_bundled_models_cover_every_family_and_their_cards_commands_are_real():
         assert lines, f"{bundle.name}: the card gives no command to rebuild it"
         for line in lines:
             build_parser().parse_args(shlex.split(line)[1:])  # exits (fails) on an unknown option
+
+
+def test_readme_osc_table_is_the_parameter_declaration():
+    from bridge.params import PARAMS
+
+    readme = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| `(/vjbridge/param/\w+)` \| (\w+) \| ([^|]+) \| ([^|]+) \|", readme, re.M)
+    assert [(a, k) for a, k, _, _ in table] == [(p.address, p.kind) for p in PARAMS]
+    for (_, _, span, default), p in zip(table, PARAMS):
+        if p.kind == "float":
+            assert span.strip() == f"{p.low:g}..{p.high:g}" and float(default) == p.default

@@ -1,0 +1,202 @@
+"""OSC in and out (UDP, python-osc for the wire format): validate, clamp, write params; never
+touch a model or a device, never block the engine, never let an exception out.
+
+In, under /vjbridge/:
+  /vjbridge/param/<name> VALUE    write a declared parameter (bridge.params); out of range: clamped
+  /vjbridge/query                 reply with every parameter's value and the model
+Out, to --osc-reply HOST:PORT:
+  /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
+  /vjbridge/param/<name> VALUE    whenever a parameter changes (from anyone)
+  /vjbridge/error "message"       for a refused command or an undecodable packet
+
+Two traps in python-osc are avoided by not using its server: its decoder lets UnicodeDecodeError
+escape on packets such as b'/\x80\x00\x00', and its dispatcher sleeps until a bundle's timetag
+(a bundle stamped next year would stall the handler thread). Here every packet is decoded inside
+a catch-all, and bundles are unpacked and applied at once, whatever their timetag.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Callable
+
+from bridge.errors import ConfigError, ControlError, DeviceError
+from bridge.params import ParamStore
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/vjbridge"
+MAX_PACKET = 65_507  # the largest UDP payload
+HEARTBEAT_S = 1.0
+
+
+def parse_host_port(text: str, option: str = "--osc-reply") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not host or not 0 < number < 65536:
+        raise ConfigError(f"{option} wants HOST:PORT (e.g. 127.0.0.1:9001), got '{text}'")
+    return host, number
+
+
+BUNDLE_TAG = b"#bundle\x00"
+
+
+def decode(data: bytes) -> list[tuple[str, list]]:
+    """Every message in a packet as (address, args): bundles are unpacked here (timetags read
+    past, never waited for), messages decoded by python-osc. Raises on anything malformed."""
+    from pythonosc.osc_message import OscMessage
+
+    if not data.startswith(BUNDLE_TAG):
+        message = OscMessage(data)
+        return [(message.address, list(message.params))]
+    out, at = [], len(BUNDLE_TAG) + 8  # tag, then the 8-byte timetag
+    if len(data) < at:
+        raise ValueError("bundle shorter than its header")
+    while at < len(data):
+        if at + 4 > len(data):
+            raise ValueError("bundle element without a full size")
+        size = int.from_bytes(data[at:at + 4], "big", signed=True)
+        at += 4
+        if size <= 0 or size % 4 or at + size > len(data):
+            raise ValueError(f"bundle element of impossible size {size}")
+        out += decode(data[at:at + size])
+        at += size
+    return out
+
+
+class OscControl:
+    def __init__(self, params: ParamStore, host: str = "127.0.0.1", port: int = 9000,
+                 reply: tuple[str, int] | None = None, allow: list[str] | None = None,
+                 status: Callable[[], dict] | None = None):
+        self.params = params
+        self.host, self.port = host, int(port)
+        self.reply = reply
+        self.allow = set(allow or [])
+        self.status = status or (lambda: {})
+        self.received = self.refused = self.ignored = 0
+        self._sock: socket.socket | None = None
+        self._out: socket.socket | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._beats = 0
+
+    # --- life ------------------------------------------------------------------------------
+    def start(self) -> "OscControl":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            raise DeviceError(f"cannot listen for OSC on {self.host}:{self.port}: {e.strerror or e}") from None
+        sock.settimeout(0.2)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        if self.reply is not None:
+            self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.params.listen(lambda name, value: self.send(f"{PREFIX}/param/{name}", value))
+        for target, name in ((self._listen, "vjbridge-osc-in"), (self._heartbeat, "vjbridge-osc-beat")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        for s in (self._sock, self._out):
+            if s is not None:
+                s.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- in --------------------------------------------------------------------------------
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self._sock.recvfrom(MAX_PACKET)
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            self.handle_packet(data, sender[0])
+
+    def handle_packet(self, data: bytes, sender: str = "127.0.0.1") -> None:
+        """Decode and apply one packet; nothing escapes."""
+        if self.allow and sender not in self.allow:
+            self.ignored += 1
+            return
+        try:
+            messages = decode(data)
+        except Exception as e:  # malformed bytes of any kind, incl. python-osc's UnicodeDecodeError
+            self.refused += 1
+            self.send(f"{PREFIX}/error", f"undecodable OSC packet ({len(data)} bytes): {type(e).__name__}")
+            return
+        for address, args in messages:
+            self.received += 1
+            try:
+                self.handle(address, args)
+            except ControlError as e:
+                self.refused += 1
+                self.send(f"{PREFIX}/error", str(e))
+            except Exception as e:  # a bug in a handler must not take the OSC thread down
+                self.refused += 1
+                log.error("OSC %s failed: %s", address, e)
+                self.send(f"{PREFIX}/error", f"{address}: {type(e).__name__}")
+
+    def handle(self, address: str, args: list) -> None:
+        """One message: validate and write params. Raises ControlError on a refusal."""
+        if address.startswith(f"{PREFIX}/param/"):
+            name = address[len(f"{PREFIX}/param/"):]
+            if len(args) != 1:
+                raise ControlError(f"{address} wants one value, got {len(args)}")
+            note = self.params.set(name, args[0])
+            if note:
+                self.send(f"{PREFIX}/error", note)
+        elif address == f"{PREFIX}/query":
+            for name, value in self.params.values().items():
+                self.send(f"{PREFIX}/param/{name}", value)
+            self._send_status()
+        else:
+            raise ControlError(f"unknown OSC address {address!r} (vjbridge listens under {PREFIX}/)")
+
+    # --- out -------------------------------------------------------------------------------
+    def send(self, address: str, *args) -> None:
+        if self._out is None or self.reply is None:
+            return
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        try:
+            builder = OscMessageBuilder(address=address)
+            for a in args:
+                builder.add_arg(a if not isinstance(a, float) else float(a))
+            self._out.sendto(builder.build().dgram, self.reply)
+        except Exception as e:  # a full buffer or unreachable peer must not stop anything
+            log.debug("OSC reply %s failed: %s", address, e)
+
+    def _send_status(self) -> None:
+        status = self.status() or {}
+        for key in ("fps", "latency_ms"):
+            if key in status:
+                self.send(f"{PREFIX}/{key}", float(status[key]))
+        if "model" in status:
+            self.send(f"{PREFIX}/model", str(status["model"]))
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self._beats += 1
+            self.send(f"{PREFIX}/heartbeat", self._beats)
+            try:
+                self._send_status()
+            except Exception as e:
+                log.debug("OSC status failed: %s", e)
