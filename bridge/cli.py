@@ -204,6 +204,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_protocol(args) -> int:
+    from bridge.control.protocol import PROTOCOL_FILE, render, write
+
+    if args.write:
+        print(f"wrote {write()}")
+    else:
+        sys.stdout.write(render())
+    return 0 if args.write or not args.check else int(PROTOCOL_FILE.read_text() != render())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vjbridge", description="Learned, audio-reactive visuals for "
                                      "TouchDesigner: models in, frames out over NDI/Spout/Syphon.")
@@ -284,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("protocol", help="the OSC/parameter manifest TouchDesigner reads (td/protocol.json)")
+    p.add_argument("--write", action="store_true", help="regenerate td/protocol.json from the code")
+    p.add_argument("--check", action="store_true", help="exit 1 when td/protocol.json differs from the code")
+    p.set_defaults(func=cmd_protocol)
 
     p = sub.add_parser("export", help="fp16 and/or ONNX copies of a bundle, with their parity vs fp32")
     p.add_argument("bundle", help="bundle name or folder")

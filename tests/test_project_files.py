@@ -64,3 +64,17 @@ def test_readme_osc_table_is_the_parameter_declaration():
     for (_, _, span, default), p in zip(table, PARAMS):
         if p.kind == "float":
             assert span.strip() == f"{p.low:g}..{p.high:g}" and float(default) == p.default
+
+
+def test_td_protocol_is_generated_from_the_parameter_declaration():
+    """td/protocol.json drives TouchDesigner's parameter pages; it must be what the code says
+    (regenerate with `vjbridge protocol --write`)."""
+    import json
+
+    from bridge.control.protocol import PROTOCOL_FILE, protocol, render
+    from bridge.params import PARAMS
+
+    assert PROTOCOL_FILE == ROOT / "td" / "protocol.json"
+    assert PROTOCOL_FILE.read_text() == render(), "td/protocol.json is stale: run vjbridge protocol --write"
+    assert [p["address"] for p in json.loads(PROTOCOL_FILE.read_text())["params"]] == [p.address for p in PARAMS]
+    assert protocol()["osc"]["prefix"] == "/vjbridge"
