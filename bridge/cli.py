@@ -45,7 +45,7 @@ def cmd_run(args) -> int:
                             walk=args.walk, walk_params=parse_key_values(args.walk_param, "--walk-param"),
                             seed=args.seed, idle_after=args.idle, idle_detector=args.idle_detector,
                             osc_port=args.osc_port, osc_host=args.osc_host, osc_reply=args.osc_reply,
-                            osc_allow=args.osc_allow or [])
+                            osc_allow=args.osc_allow or [], preset=args.preset)
     print(f"vjbridge: loading {args.model} and warming it up (the first run on a machine compiles "
           f"it, which can take a minute)", file=sys.stderr)
     with LiveSession(settings) as session:
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--osc-reply", metavar="HOST:PORT", help="send heartbeat, fps, latency and parameter "
                    "feedback here")
     p.add_argument("--osc-allow", action="append", metavar="IP", help="accept OSC only from these senders")
+    p.add_argument("--preset", metavar="NAME", help="recall presets/NAME.toml at start")
     _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)

@@ -40,6 +40,7 @@ class LiveSettings:
     osc_host: str = "127.0.0.1"  # listen on loopback unless the user opens it
     osc_reply: str | None = None  # HOST:PORT for heartbeat, fps, latency, parameter feedback
     osc_allow: list[str] = field(default_factory=list)  # sender addresses allowed (empty: all)
+    preset: str | None = None  # presets/NAME.toml recalled at start
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -105,6 +106,10 @@ class LiveSession:
             runner = Runner(self.model, runtime=settings.runtime, device=settings.device)
             self.params = ParamStore()
             self.params.set("smoothing", settings.smoothing)
+            if settings.preset:
+                from bridge.control.presets import apply_preset
+                for note in apply_preset(settings.preset, self.params)[1]:
+                    log.warning(note)
             self.pipeline = FramePipeline(self.model, runner=runner, smoothing=settings.smoothing,
                                           output_size=settings.size, walk=settings.walk,
                                           walk_params=settings.walk_params, seed=settings.seed,

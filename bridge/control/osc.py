@@ -3,6 +3,8 @@ touch a model or a device, never block the engine, never let an exception out.
 
 In, under /vjbridge/:
   /vjbridge/param/<name> VALUE    write a declared parameter (bridge.params); out of range: clamped
+  /vjbridge/preset/load NAME      recall presets/NAME.toml (all or nothing)
+  /vjbridge/preset/save NAME      save the parameters as presets/NAME.toml
   /vjbridge/query                 reply with every parameter's value and the model
 Out, to --osc-reply HOST:PORT:
   /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
@@ -146,7 +148,7 @@ class OscControl:
             self.received += 1
             try:
                 self.handle(address, args)
-            except ControlError as e:
+            except (ControlError, ConfigError) as e:
                 self.refused += 1
                 self.send(f"{PREFIX}/error", str(e))
             except Exception as e:  # a bug in a handler must not take the OSC thread down
@@ -163,6 +165,16 @@ class OscControl:
             note = self.params.set(name, args[0])
             if note:
                 self.send(f"{PREFIX}/error", note)
+        elif address in (f"{PREFIX}/preset/load", f"{PREFIX}/preset/save"):
+            from bridge.control.presets import apply_preset, save_preset
+            if len(args) != 1 or not isinstance(args[0], str):
+                raise ControlError(f"{address} wants one preset name")
+            if address.endswith("load"):
+                _, notes = apply_preset(args[0], self.params)
+                for note in notes:
+                    self.send(f"{PREFIX}/error", note)
+            else:
+                save_preset(args[0], self.params, {"model": (self.status() or {}).get("model")})
         elif address == f"{PREFIX}/query":
             for name, value in self.params.values().items():
                 self.send(f"{PREFIX}/param/{name}", value)
