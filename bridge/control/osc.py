@@ -23,6 +23,9 @@ import socket
 import threading
 from typing import Callable
 
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
+
 from bridge.errors import ConfigError, ControlError, DeviceError
 from bridge.params import ParamStore
 
@@ -50,8 +53,6 @@ BUNDLE_TAG = b"#bundle\x00"
 def decode(data: bytes) -> list[tuple[str, list]]:
     """Every message in a packet as (address, args): bundles are unpacked here (timetags read
     past, never waited for), messages decoded by python-osc. Raises on anything malformed."""
-    from pythonosc.osc_message import OscMessage
-
     if not data.startswith(BUNDLE_TAG):
         message = OscMessage(data)
         return [(message.address, list(message.params))]
@@ -186,8 +187,6 @@ class OscControl:
     def send(self, address: str, *args) -> None:
         if self._out is None or self.reply is None:
             return
-        from pythonosc.osc_message_builder import OscMessageBuilder
-
         try:
             builder = OscMessageBuilder(address=address)
             for a in args:

@@ -142,6 +142,27 @@ class Generator(nn.Module):
                 self.generate(self.condition(snapshot), latent)
 
 
+class WalkedLatentGenerator(Generator):
+    """A latent family whose picture is `decode(latent)` and whose latent only the music's walk
+    moves (realnvp, cvae): it reads audio, through its navigator, and no conditioning tensor.
+    Its config has `latent_dim` and `size`."""
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset({"audio"})
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def output_size(self) -> int:
+        return self.config.size
+
+    def condition(self, snapshot: Snapshot) -> torch.Tensor:
+        return torch.zeros(1, 0)  # the audio reaches the picture through the walk's latent only
+
+
 _REGISTRY: dict[str, type[Generator]] = {}
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bridge.errors import ConfigError
-from bridge.generators.base import Generator, Snapshot, register
+from bridge.generators.base import WalkedLatentGenerator, register
 
 SIZES = (32, 64, 128)
 TEST_SIZES = (16,)  # tiny models for tests only
@@ -73,7 +73,7 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
 
 
 @register
-class CVAE(Generator):
+class CVAE(WalkedLatentGenerator):
     family = "cvae"
     Config = CVAEConfig
     navigator_modes = ("linger",)
@@ -94,18 +94,6 @@ class CVAE(Generator):
                                      nn.Conv2d(w[0], 3, 3, 1, 1), nn.Tanh())
         # Row 0 mean, row 1 std of the training latents; N(0, I) until a trainer measures them.
         self.register_buffer("latent_stats", torch.stack([torch.zeros(d), torch.ones(d)]))
-
-    @property
-    def inputs(self) -> frozenset[str]:
-        return frozenset({"audio"})  # the music times the walk; pictures come from the latent
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
-
-    @property
-    def output_size(self) -> int:
-        return self.config.size
 
     # -- the VAE ---------------------------------------------------------------------------
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,9 +121,6 @@ class CVAE(Generator):
         return self.decode(self.reparameterize(mu, logvar)), mu, logvar
 
     # -- live ------------------------------------------------------------------------------
-    def condition(self, snapshot: Snapshot) -> torch.Tensor:
-        return torch.zeros(1, 0)  # the audio reaches the picture through the walk only
-
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         if latent is None:  # no walk: the middle of the training pictures
             latent = self.latent_stats[0:1]

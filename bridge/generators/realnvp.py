@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from bridge.errors import ConfigError
-from bridge.generators.base import Generator, Snapshot, register
+from bridge.generators.base import WalkedLatentGenerator, register
 
 LOGIT_ALPHA = 0.05  # the paper's a: logit(a + (1 - 2a) x) keeps the logit away from +-inf
 SAMPLE_TEMPERATURE = 0.7  # z ~ N(0, 0.7^2): the flow literature's habit for nicer samples
@@ -302,7 +302,7 @@ def gaussian_log_density(z: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class RealNVP(Generator):
+class RealNVP(WalkedLatentGenerator):
     family = "realnvp"
     # Anchors must decode to the very pictures they came from: bf16/fp16 autocast would blur that.
     low_precision_ok = False
@@ -314,18 +314,6 @@ class RealNVP(Generator):
         self.flow = MultiScaleFlow(config)
         # Latents of the user's pictures, (n_anchors, D): saved with the weights.
         self.register_buffer("anchors", torch.zeros(config.n_anchors, config.latent_dim))
-
-    @property
-    def inputs(self) -> frozenset[str]:
-        return frozenset({"audio"})
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
-
-    @property
-    def output_size(self) -> int:
-        return self.config.size
 
     # -- the exact flow ---------------------------------------------------------------------------
     def forward_flow(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,9 +377,6 @@ class RealNVP(Generator):
         self.nll_bits_per_dim(x_uint8)
 
     # -- live ------------------------------------------------------------------------------------------
-    def condition(self, snapshot: Snapshot) -> torch.Tensor:
-        return torch.zeros(1, 0)  # the audio reaches the picture through the navigator's latent
-
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         if latent is None:  # the mode of the prior: the flow's "most typical" picture
             latent = torch.zeros(1, self.latent_dim, device=self.anchors.device)
