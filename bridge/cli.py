@@ -34,26 +34,48 @@ def _add_generation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the walks' randomness (default 0)")
 
 
-def cmd_run(args) -> int:
+def run_settings(args):
+    """LiveSettings from `run`'s arguments. With --preset, the preset's model and [session]
+    (inputs, outputs, fps, MIDI mapping) fill in every option not given on the command line."""
     from bridge.config import parse_key_values
-    from bridge.live import LiveSession, LiveSettings
+    from bridge.live import LiveSettings
 
-    settings = LiveSettings(model=args.model, audio_in=None if args.audio_in == "none" else args.audio_in,
-                            camera=args.camera, outs=args.out or ["window"], fps=args.fps, size=args.size,
-                            runtime=args.runtime, device=args.device, smoothing=args.smoothing,
-                            block=args.block, channel=args.channel, mode=args.mode, mix=args.mix,
-                            walk=args.walk, walk_params=parse_key_values(args.walk_param, "--walk-param"),
-                            seed=args.seed, idle_after=args.idle, idle_detector=args.idle_detector,
-                            osc_port=args.osc_port, osc_host=args.osc_host, osc_reply=args.osc_reply,
-                            osc_allow=args.osc_allow or [], preset=args.preset)
-    print(f"vjbridge: loading {args.model} and warming it up (the first run on a machine compiles "
+    given = dict(model=args.model, audio_in=args.audio_in, camera=args.camera, outs=args.out,
+                 fps=args.fps, midi_map=args.midi_map)
+    if args.preset:
+        from bridge.control.presets import read_preset
+        data = read_preset(args.preset)
+        stored = dict(data.get("session", {}), model=data.get("preset", {}).get("model"))
+        for key, value in stored.items():
+            if given.get(key) is None and value not in (None, ""):
+                given[key] = value
+    audio_in = given["audio_in"] or "default"
+    return LiveSettings(model=given["model"] or DEFAULT_MODEL,
+                        audio_in=None if audio_in == "none" else audio_in,
+                        camera=given["camera"], outs=given["outs"] or ["window"],
+                        fps=given["fps"] or 30.0, size=args.size, runtime=args.runtime,
+                        device=args.device, smoothing=args.smoothing, block=args.block,
+                        channel=args.channel, mode=args.mode, mix=args.mix, walk=args.walk,
+                        walk_params=parse_key_values(args.walk_param, "--walk-param"), seed=args.seed,
+                        idle_after=args.idle, idle_detector=args.idle_detector, osc_port=args.osc_port,
+                        osc_host=args.osc_host, osc_reply=args.osc_reply, osc_allow=args.osc_allow or [],
+                        preset=args.preset, midi_in=args.midi_in, midi_out=args.midi_out,
+                        midi_map=given["midi_map"], midi_api=args.midi_api, record=args.record,
+                        replay=args.replay)
+
+
+def cmd_run(args) -> int:
+    from bridge.live import LiveSession
+
+    settings = run_settings(args)
+    print(f"vjbridge: loading {settings.model} and warming it up (the first run on a machine compiles "
           f"it, which can take a minute)", file=sys.stderr)
     with LiveSession(settings) as session:
-        print(f"vjbridge {__version__}: model {args.model}, audio {settings.audio_in}, camera {args.camera}, "
-              f"out {', '.join(settings.outs)}, {args.fps:g} fps; Ctrl-C stops", file=sys.stderr)
-        if session.osc is not None:
-            print(f"vjbridge: OSC on {session.osc.host}:{session.osc.port} (/vjbridge/param/<name>), "
-                  f"replies to {args.osc_reply or 'nobody'}", file=sys.stderr)
+        print(f"vjbridge {__version__}: model {settings.model}, audio {settings.audio_in}, camera "
+              f"{settings.camera}, out {', '.join(settings.outs)}, {settings.fps:g} fps; Ctrl-C stops",
+              file=sys.stderr)
+        for line in session.describe():
+            print(f"vjbridge: {line}", file=sys.stderr)
         try:
             summary = session.run(duration=args.duration)
         except KeyboardInterrupt:
@@ -222,11 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="play live: audio/camera in, frames out")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="bundle name (see `vjbridge models`) or folder")
-    p.add_argument("--audio-in", default="default", metavar="SRC", help=SOURCE_HELP + "; 'none' for no audio")
+    p.add_argument("--model", help=f"bundle name (see `vjbridge models`) or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--audio-in", metavar="SRC", help=SOURCE_HELP + "; 'none' for no audio (default: default)")
     p.add_argument("--camera", metavar="SRC", help="camera index or name, a video file, or a URL")
-    p.add_argument("--out", action="append", metavar="SINK", help=SINK_HELP)
-    p.add_argument("--fps", type=float, default=30.0, help="output frame rate (default 30)")
+    p.add_argument("--out", action="append", metavar="SINK", help=SINK_HELP + " (default: window)")
+    p.add_argument("--fps", type=float, help="output frame rate (default 30)")
     p.add_argument("--size", type=int, help="output size in pixels (default: the model's)")
     p.add_argument("--smoothing", type=float, default=0.0, help="temporal smoothing 0..0.95 (default 0)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -243,7 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--osc-reply", metavar="HOST:PORT", help="send heartbeat, fps, latency and parameter "
                    "feedback here")
     p.add_argument("--osc-allow", action="append", metavar="IP", help="accept OSC only from these senders")
-    p.add_argument("--preset", metavar="NAME", help="recall presets/NAME.toml at start")
+    p.add_argument("--preset", metavar="NAME", help="recall presets/NAME.toml at start (its model, inputs "
+                   "and outputs fill in options not given here); re-applied whenever the file is saved")
+    p.add_argument("--midi-in", metavar="PATTERN", help="MIDI input ports whose name contains PATTERN "
+                   "('*' for all; off by default); ports plugged in later are opened too")
+    p.add_argument("--midi-out", metavar="PATTERN", help="MIDI feedback ports (LED rings, motor faders)")
+    p.add_argument("--midi-map", metavar="NAME", help="MIDI mapping presets/midi/NAME.toml")
+    p.add_argument("--midi-api", help="MIDI backend: alsa, jack, coremidi, winmm (default: the system's)")
+    p.add_argument("--record", metavar="FILE", help="record every control event (OSC, MIDI, presets) to FILE")
+    p.add_argument("--replay", metavar="FILE", help="play a recording's control events back")
     _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)

@@ -150,10 +150,14 @@ class EngineStats:
 
 class Engine:
     def __init__(self, pipeline: FramePipeline, sinks: list, fps: float = 30.0,
-                 audio_source=None, video_source=None):
+                 audio_source=None, video_source=None, sink_audio_rate: int | None = None):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
         self.pipeline = pipeline
+        self._next_pipeline: FramePipeline | None = None
+        # The rate the audio-carrying sinks were opened with: after a model switch, sound at
+        # another rate is not sent to them (None: send whatever the pipeline gives).
+        self.sink_audio_rate = sink_audio_rate
         self.sinks = list(sinks)
         self.period = 1.0 / fps
         self.fps = fps
@@ -192,6 +196,9 @@ class Engine:
                 seen = self._tick_count
             if self._stop.is_set():
                 break
+            if self._next_pipeline is not None:  # a model switch lands between two frames
+                self.pipeline, self._next_pipeline = self._next_pipeline, None
+                self.stats.generate_ms.clear()  # the new model's own times set the lead time
             started = clock.now()
             # The time this picture stands for: walks move by it, and the sound made with it
             # lasts it (capped, so a stall does not queue seconds of sound).
@@ -212,7 +219,13 @@ class Engine:
             self.stats.generated += 1
             made += 1
             # Sinks that carry audio get the generated sound of a sound model, else the music.
-            audio = self.pipeline.last_sound if self.pipeline.voice is not None else new_audio
+            pipeline = self.pipeline
+            if pipeline.voice is not None:
+                audio, rate = pipeline.last_sound, pipeline.sound_rate
+            else:
+                audio, rate = new_audio, pipeline.sample_rate
+            if self.sink_audio_rate is not None and rate != self.sink_audio_rate:
+                audio = None
             # One tuple, swapped in one assignment, so the output thread never sees half of it.
             self._latest = (made, frame, capture if capture is not None else started, audio)
 
@@ -301,6 +314,14 @@ class Engine:
         else:
             self._sent_id = frame_id
         self._send(frame, capture, audio)
+
+    def swap_pipeline(self, pipeline: FramePipeline) -> None:
+        """Use `pipeline` (built and warmed elsewhere) from the next frame on."""
+        self._next_pipeline = pipeline
+
+    @property
+    def swapping(self) -> bool:
+        return self._next_pipeline is not None
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,17 +3,23 @@ The CLI only parses arguments into `LiveSettings` and calls `LiveSession`."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from bridge.config import check_fps
+from bridge.control.osc import Actions
+from bridge.control.presets import apply_preset
 from bridge.engine import Engine, FramePipeline
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, ControlError, ModelLoadError
 from bridge.generators.base import load_model
 from bridge.params import ParamStore
 from bridge.runtime import Runner
 
 log = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -40,7 +46,13 @@ class LiveSettings:
     osc_host: str = "127.0.0.1"  # listen on loopback unless the user opens it
     osc_reply: str | None = None  # HOST:PORT for heartbeat, fps, latency, parameter feedback
     osc_allow: list[str] = field(default_factory=list)  # sender addresses allowed (empty: all)
-    preset: str | None = None  # presets/NAME.toml recalled at start
+    preset: str | None = None  # presets/NAME.toml recalled at start (and re-applied when edited)
+    midi_in: str | None = None  # MIDI input port pattern ("" or "*": every port); None: no MIDI
+    midi_out: str | None = None  # MIDI feedback port pattern (LED rings, motor faders)
+    midi_map: str | None = None  # presets/midi/NAME.toml
+    midi_api: str | None = None  # rtmidi backend (alsa, jack, ...); None: the system's
+    record: str | None = None  # write every control event to this file
+    replay: str | None = None  # play a recording's control events back
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -81,8 +93,10 @@ def prepare_model(model, mode: str | None, mix: float | None, has_audio: bool, h
         model.check_inputs(has_audio=has_audio, has_image=has_image)
 
 
-class LiveSession:
-    """Owns everything a live run opens, and closes all of it, in reverse order, on exit."""
+class LiveSession(Actions):
+    """Owns everything a live run opens, and closes all of it, in reverse order, on exit. It is
+    also what the control surfaces' bigger commands do (bridge.control.osc.Actions): switch the
+    model, recall or save the whole state, morph between presets, arm MIDI learn."""
 
     def __init__(self, settings: LiveSettings):
         from bridge.sinks import open_sink
@@ -90,31 +104,22 @@ class LiveSession:
         from bridge.sources.video import open_video_source
 
         self.settings = settings
+        self.model_name = settings.model
         self._opened: list = []
+        self._lock = threading.Lock()  # one model switch or recall at a time
+        self.osc = self.midi = self.recorder = self.replayer = None
+        self._watcher = self._morph = None
+        self.messages: list[str] = []  # what the control surfaces were told went wrong (newest last)
         try:
-            self.model = load_model(settings.model, device=settings.device)
-            prepare_model(self.model, settings.mode, settings.mix, has_audio=settings.audio_in is not None,
-                          has_image=settings.camera is not None)
-            idle = None
-            if settings.idle_after is not None:
-                from bridge.idle import IdleMode, IdleSettings
-                if "image" not in self.model.inputs:
-                    raise ConfigError("--idle watches the camera: start with --camera and a model "
-                                      "that uses it")
-                idle = IdleMode(self.model.idle_images(),
-                                IdleSettings(after_s=settings.idle_after, detector=settings.idle_detector))
-            runner = Runner(self.model, runtime=settings.runtime, device=settings.device)
             self.params = ParamStore()
-            self.params.set("smoothing", settings.smoothing)
+            Actions.__init__(self, self.params)
+            self.params.set("smoothing", settings.smoothing, source="cli")
+            if settings.walk is not None and "walk" in self.params.params:
+                self.params.set("walk", settings.walk, source="cli")
+            self.model, self.pipeline = self._build(settings.model)
             if settings.preset:
-                from bridge.control.presets import apply_preset
                 for note in apply_preset(settings.preset, self.params)[1]:
                     log.warning(note)
-            self.pipeline = FramePipeline(self.model, runner=runner, smoothing=settings.smoothing,
-                                          output_size=settings.size, walk=settings.walk,
-                                          walk_params=settings.walk_params, seed=settings.seed,
-                                          idle=idle, params=self.params)
-            self.pipeline.warmup()
             self.audio = self.video = None
             if settings.audio_in is not None:
                 self.audio = open_audio_source(settings.audio_in, sample_rate=self.pipeline.sample_rate,
@@ -123,8 +128,9 @@ class LiveSession:
             if settings.camera is not None:
                 self.video = open_video_source(settings.camera)
                 self._open(self.video)
-            size = settings.size or self.model.output_size
+            self.size = settings.size or self.model.output_size
             self.sinks = []
+            self.sink_audio_rate = None
             sound_rate = self.pipeline.sound_rate
             for spec in settings.outs:
                 # A model that makes sound sends it with its pictures (NDI, recordings, the sound
@@ -135,39 +141,197 @@ class LiveSession:
                     audio_rate = sound_rate
                 else:  # `sound` then plays the music through, like a monitor
                     audio_rate = self.pipeline.sample_rate if kind in ("file", "sound") else None
-                sink = open_sink(spec, size, size, settings.fps, audio_rate=audio_rate)
+                self.sink_audio_rate = self.sink_audio_rate or audio_rate
+                sink = open_sink(spec, self.size, self.size, settings.fps, audio_rate=audio_rate)
                 self._opened.append(sink)
                 self.sinks.append(sink)
-            self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps,
-                                 audio_source=self.audio, video_source=self.video)
-            self.osc = None
-            if settings.osc_port is not None:
-                from bridge.control.osc import OscControl, parse_host_port
-                reply = parse_host_port(settings.osc_reply) if settings.osc_reply else None
-                self.osc = OscControl(self.params, host=settings.osc_host, port=settings.osc_port,
-                                      reply=reply, allow=settings.osc_allow, status=self._status)
-                self.osc.start()
-                self._opened.append(self.osc)
+            self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps, audio_source=self.audio,
+                                 video_source=self.video, sink_audio_rate=self.sink_audio_rate)
+            self._open_control()
         except BaseException:
             self.close()
             raise
 
+    # --- building -------------------------------------------------------------------------------
+    def _build(self, name: str, output_size: int | None = None):
+        """Load, prepare and warm a model and its pipeline (used at start and by a switch)."""
+        s = self.settings
+        model = load_model(name, device=s.device)
+        prepare_model(model, s.mode if name == s.model else None, s.mix if name == s.model else None,
+                      has_audio=s.audio_in is not None, has_image=s.camera is not None)
+        idle = None
+        if s.idle_after is not None and "image" in model.inputs:
+            from bridge.idle import IdleMode, IdleSettings
+            idle = IdleMode(model.idle_images(), IdleSettings(after_s=s.idle_after, detector=s.idle_detector))
+        elif s.idle_after is not None and name == s.model:
+            raise ConfigError("--idle watches the camera: start with --camera and a model that uses it")
+        runner = Runner(model, runtime=s.runtime, device=s.device)
+        own_walk = name == s.model
+        pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
+                                 output_size=output_size or s.size,
+                                 walk=s.walk if own_walk else None,
+                                 walk_params=s.walk_params if own_walk else None, seed=s.seed,
+                                 idle=idle, params=self.params,
+                                 sound_rate=getattr(self, "sink_audio_rate", None))
+        pipeline.warmup()
+        return model, pipeline
+
+    def _open_control(self) -> None:
+        s = self.settings
+        if s.record:
+            from bridge.control.recorder import Recorder
+            self.recorder = Recorder(self.params, s.record, info=self._info())
+            self._opened.append(self.recorder)
+        if s.replay:
+            from bridge.control.recorder import Recording, Replayer
+            self.replayer = Replayer(self.params, Recording.load(s.replay, self.params))
+            self._opened.append(self.replayer)
+        if s.midi_in is not None or s.midi_out is not None:
+            from bridge.control.midi import MidiControl
+            self.midi = MidiControl(self.params, mapping=s.midi_map, in_pattern=s.midi_in,
+                                    out_pattern=s.midi_out, api=s.midi_api)
+            self.midi.on_program = self.preset_load
+            self.midi.start()
+            self._opened.append(self.midi)
+        if s.osc_port is not None:
+            from bridge.control.osc import OscControl, parse_host_port
+            reply = parse_host_port(s.osc_reply) if s.osc_reply else None
+            self.osc = OscControl(self.params, host=s.osc_host, port=s.osc_port, reply=reply,
+                                  allow=s.osc_allow, status=self._status, actions=self)
+            self.osc.start()
+            self._opened.append(self.osc)
+        if s.preset:
+            self._watch(s.preset)
+
+    def _info(self) -> dict:
+        s = self.settings
+        return {"model": self.model_name, "fps": s.fps, "seed": s.seed, "walk": s.walk}
+
+    # --- what the control surfaces ask for ----------------------------------------------------
+    def report(self, message: str) -> None:
+        """Tell the performer: the log, the OSC error feedback, and the status line."""
+        log.error(message)
+        self.messages = (self.messages + [message])[-20:]
+        if self.osc is not None:
+            self.osc.send("/vjbridge/error", message)
+
+    def switch_model(self, name: str) -> None:
+        """Switch model: load and warm it on a thread, then swap it in between two frames. A
+        model that fails to load is reported; the current one keeps playing."""
+        from bridge.generators.base import find_bundle
+        if not MODEL_NAME.match(name):  # a name from the network never points at a folder
+            raise ControlError(f"/vjbridge/model wants a bundle name (see `vjbridge models`), got {name!r}")
+        try:
+            find_bundle(name)  # an unknown name is refused at once, with the list of known ones
+        except ModelLoadError as e:
+            raise ControlError(str(e)) from None
+        if not self._lock.acquire(blocking=False):
+            raise ControlError(f"still switching models; /vjbridge/model {name} ignored")
+
+        def load():
+            try:
+                model, pipeline = self._build(name, output_size=self.size)
+                self.engine.swap_pipeline(pipeline)
+                self.model, self.pipeline, self.model_name = model, pipeline, name
+                if self.osc is not None:
+                    self.osc.send("/vjbridge/model", name)
+            except Exception as e:
+                self.report(f"model {name} not loaded, {self.model_name} keeps playing: {e}")
+            finally:
+                self._lock.release()
+        threading.Thread(target=load, name="vjbridge-model-load", daemon=True).start()
+
+    def preset_load(self, name: str) -> list[str]:
+        """Recall a whole state: parameters (all or nothing), the model (switched off-thread), and
+        a note for each session setting that differs (devices are not reopened mid-set)."""
+        from bridge.control.presets import check_params, read_preset
+        data = read_preset(name)
+        checked, notes = check_params(name, data, self.params)
+        wanted = data.get("preset", {}).get("model")
+        if wanted and wanted != self.model_name:
+            self.switch_model(wanted)
+        for key, value in checked.items():
+            self.params.set(key, value, source="preset")
+        notes += self._session_differences(name, data.get("session", {}))
+        self._watch(name)
+        return notes
+
+    def _session_differences(self, name: str, session: dict) -> list[str]:
+        s, notes = self.settings, []
+        now = {"audio_in": s.audio_in, "camera": s.camera, "outs": s.outs, "midi_map": s.midi_map,
+               "fps": s.fps}
+        for key, value in session.items():
+            if key in now and value != now[key] and not (value == "" and now[key] is None):
+                notes.append(f"preset {name}: {key} {value!r} differs from this run's "
+                             f"{now[key]!r}; it applies when you start with --preset {name}")
+        return notes
+
+    def preset_save(self, name: str) -> None:
+        from bridge.control.presets import save_preset
+        s = self.settings
+        save_preset(name, self.params, {"model": self.model_name},
+                    {"audio_in": s.audio_in, "camera": s.camera or "", "outs": s.outs,
+                     "midi_map": s.midi_map or "", "fps": float(s.fps)})
+
+    def preset_morph(self, name: str, beats: float) -> None:
+        from bridge.control.presets import PresetMorph, check_params, read_preset, tempo_of
+        target, _ = check_params(name, read_preset(name), self.params)
+        bpm = tempo_of(self.params, lambda: self.pipeline.analyzer._tempo_bpm)
+        if self._morph is not None:
+            self._morph.cancel()
+        self._morph = PresetMorph(self.params, target, beats * 60.0 / bpm).begin()
+
+    def midi_learn(self, name: str) -> None:
+        if self.midi is None:
+            raise ControlError("MIDI learn needs MIDI: start with --midi-in PATTERN")
+        self.midi.arm(name)
+
+    def _watch(self, name: str) -> None:
+        """Re-apply the recalled preset whenever its file is saved again (hot reload)."""
+        from bridge.control.presets import PresetWatcher, apply_preset as apply
+        if self._watcher is not None:
+            if self._watcher.name == name:
+                return
+            self._watcher.close()
+            self._opened.remove(self._watcher)
+        self._watcher = PresetWatcher(name, on_change=lambda n: apply(n, self.params), on_error=self.report)
+        self._opened.append(self._watcher)
+
+    # --- running --------------------------------------------------------------------------------
     def _status(self) -> dict:
         s = self.engine.stats.summary()
-        return {"fps": s["fps"], "latency_ms": s["latency_ms_p50"], "model": self.settings.model}
+        return {"fps": s["fps"], "latency_ms": s["latency_ms_p50"], "model": self.model_name}
 
     def _open(self, source) -> None:
         source.open()  # the factories return sources unopened
         self._opened.append(source)
 
+    def describe(self) -> list[str]:
+        """What a terminal user needs at start: where to send control, where feedback goes."""
+        s, lines = self.settings, []
+        if self.osc is not None:
+            lines.append(f"OSC in on {self.osc.host}:{self.osc.port} (/vjbridge/param/<name>, "
+                         f"/vjbridge/trigger/<name>), replies to {s.osc_reply or 'nobody (--osc-reply)'}")
+        if self.midi is not None:
+            lines.append(f"MIDI {self.midi.status}")
+        if self.recorder is not None:
+            lines.append(f"recording control events to {s.record}")
+        if self.replayer is not None:
+            lines.append(f"replaying control events from {s.replay}")
+        return lines
+
     def status_line(self, stats) -> str:
         s = stats.summary()
         parts = [f"fps {s['fps']:5.1f}", f"latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms",
-                 f"model {self.settings.model} {s['generate_ms_p50']:.0f} ms", f"missed {s['missed']}"]
+                 f"model {self.model_name} {s['generate_ms_p50']:.0f} ms", f"missed {s['missed']}"]
         if self.audio is not None:
             parts.append(f"audio {self.audio.status}")
         if self.video is not None:
             parts.append(f"camera {self.video.status}")
+        if self.midi is not None:
+            parts.append(f"midi {self.midi.short_status}")
+        if self.messages:
+            parts.append(f"last error: {self.messages[-1][:60]}")
         return " | ".join(parts)
 
     def run(self, duration: float | None = None, status_stream=sys.stderr) -> dict:
@@ -175,6 +339,10 @@ class LiveSession:
             if status_stream is not None:
                 status_stream.write("\r" + self.status_line(stats) + "\033[K")
                 status_stream.flush()
+        if self.recorder is not None:
+            self.recorder.start()
+        if self.replayer is not None:
+            self.replayer.start()
         try:
             return self.engine.run(duration=duration, on_second=report)
         finally:
@@ -182,6 +350,8 @@ class LiveSession:
                 status_stream.write("\n")
 
     def close(self) -> None:
+        if self._morph is not None:
+            self._morph.cancel()
         while self._opened:
             thing = self._opened.pop()
             try:
@@ -194,4 +364,3 @@ class LiveSession:
 
     def __exit__(self, *exc):
         self.close()
-

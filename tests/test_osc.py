@@ -16,47 +16,10 @@ from pythonosc.osc_bundle_builder import OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from bridge.control.osc import OscControl, decode, parse_host_port
+from bridge.control.osc import OscControl, parse_host_port
 from bridge.errors import ConfigError, ControlError, DeviceError
 from bridge.params import ParamStore
-
-
-class Inbox:
-    """A real UDP socket collecting OSC replies."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.messages: list[tuple[str, list]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                data, _ = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.messages += decode(data)
-
-    def wait_for(self, address: str, timeout: float = 3.0) -> list:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            found = [args for a, args in self.messages if a == address]
-            if found:
-                return found
-            time.sleep(0.02)
-        return []
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(1)
-        self.sock.close()
+from tests.helpers.osc import Inbox
 
 
 @pytest.fixture

@@ -3,8 +3,12 @@ touch a model or a device, never block the engine, never let an exception out.
 
 In, under /vjbridge/:
   /vjbridge/param/<name> VALUE    write a declared parameter (bridge.params); out of range: clamped
-  /vjbridge/preset/load NAME      recall presets/NAME.toml (all or nothing)
-  /vjbridge/preset/save NAME      save the parameters as presets/NAME.toml
+  /vjbridge/trigger/<name> [N]    fire a declared trigger (next anchor, anchor N, reset, freeze...)
+  /vjbridge/model NAME            switch model (loaded and warmed off the engine's threads)
+  /vjbridge/preset/load NAME      recall presets/NAME.toml (all or nothing; watched for edits)
+  /vjbridge/preset/save NAME      save the whole state as presets/NAME.toml
+  /vjbridge/preset/morph NAME B   glide to presets/NAME.toml over B beats
+  /vjbridge/midi/learn NAME       bind the next MIDI control moved to parameter/trigger NAME
   /vjbridge/query                 reply with every parameter's value and the model
 Out, to --osc-reply HOST:PORT:
   /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
@@ -71,11 +75,47 @@ def decode(data: bytes) -> list[tuple[str, list]]:
     return out
 
 
+class Actions:
+    """What a command that is more than a parameter write does. This plain version works on the
+    store alone; the live session (bridge.live.LiveSession) overrides it to switch models and
+    recall whole states. Each method returns quickly (slow work goes to a thread) and raises
+    ControlError/ConfigError to refuse."""
+
+    def __init__(self, params: ParamStore):
+        self.params = params
+
+    def switch_model(self, name: str) -> None:
+        raise ControlError("switching models needs a live session (vjbridge run)")
+
+    def preset_load(self, name: str) -> list[str]:
+        from bridge.control.presets import apply_preset
+        return apply_preset(name, self.params)[1]
+
+    def preset_save(self, name: str) -> None:
+        from bridge.control.presets import save_preset
+        save_preset(name, self.params)
+
+    def preset_morph(self, name: str, beats: float) -> None:
+        from bridge.control.presets import PresetMorph, check_params, read_preset, tempo_of
+        target, _ = check_params(name, read_preset(name), self.params)
+        PresetMorph(self.params, target, beats * 60.0 / tempo_of(self.params)).begin()
+
+    def midi_learn(self, name: str) -> None:
+        raise ControlError("MIDI learn needs MIDI input: start with --midi-in")
+
+
+def _one_name(address: str, args: list) -> str:
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise ControlError(f"{address} wants one name")
+    return args[0]
+
+
 class OscControl:
     def __init__(self, params: ParamStore, host: str = "127.0.0.1", port: int = 9000,
                  reply: tuple[str, int] | None = None, allow: list[str] | None = None,
-                 status: Callable[[], dict] | None = None):
+                 status: Callable[[], dict] | None = None, actions: Actions | None = None):
         self.params = params
+        self.actions = actions or Actions(params)
         self.host, self.port = host, int(port)
         self.reply = reply
         self.allow = set(allow or [])
@@ -163,19 +203,28 @@ class OscControl:
             name = address[len(f"{PREFIX}/param/"):]
             if len(args) != 1:
                 raise ControlError(f"{address} wants one value, got {len(args)}")
-            note = self.params.set(name, args[0])
+            note = self.params.set(name, args[0], source="osc")
             if note:
                 self.send(f"{PREFIX}/error", note)
-        elif address in (f"{PREFIX}/preset/load", f"{PREFIX}/preset/save"):
-            from bridge.control.presets import apply_preset, save_preset
-            if len(args) != 1 or not isinstance(args[0], str):
-                raise ControlError(f"{address} wants one preset name")
-            if address.endswith("load"):
-                _, notes = apply_preset(args[0], self.params)
-                for note in notes:
-                    self.send(f"{PREFIX}/error", note)
-            else:
-                save_preset(args[0], self.params, {"model": (self.status() or {}).get("model")})
+        elif address.startswith(f"{PREFIX}/trigger/"):
+            name = address[len(f"{PREFIX}/trigger/"):]
+            if len(args) > 1:
+                raise ControlError(f"{address} wants at most one value, got {len(args)}")
+            self.params.trigger(name, args[0] if args else None, source="osc")
+        elif address == f"{PREFIX}/preset/load":
+            for note in self.actions.preset_load(_one_name(address, args)):
+                self.send(f"{PREFIX}/error", note)
+        elif address == f"{PREFIX}/preset/save":
+            self.actions.preset_save(_one_name(address, args))
+        elif address == f"{PREFIX}/preset/morph":
+            if len(args) != 2 or not isinstance(args[0], str) or isinstance(args[1], (bool, str)) \
+                    or not isinstance(args[1], (int, float)) or not 0 <= args[1] <= 256:
+                raise ControlError(f"{address} wants a preset name and 0..256 beats, got {args!r}")
+            self.actions.preset_morph(args[0], float(args[1]))
+        elif address == f"{PREFIX}/model":
+            self.actions.switch_model(_one_name(address, args))
+        elif address == f"{PREFIX}/midi/learn":
+            self.actions.midi_learn(_one_name(address, args))
         elif address == f"{PREFIX}/query":
             for name, value in self.params.values().items():
                 self.send(f"{PREFIX}/param/{name}", value)
