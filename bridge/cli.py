@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("protocol", help="the OSC/parameter manifest TouchDesigner reads (td/protocol.json)")
-    p.add_argument("--write", action="store_true", help="regenerate td/protocol.json from the code")
+    p.add_argument("--write", action="store_true", help="regenerate td/protocol.json and the README's OSC tables")
     p.add_argument("--check", action="store_true", help="exit 1 when td/protocol.json differs from the code")
     p.set_defaults(func=cmd_protocol)
 

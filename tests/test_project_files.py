@@ -56,14 +56,13 @@ def test_bundled_models_cover_every_family_and_their_cards_commands_are_real():
 
 
 def test_readme_osc_table_is_the_parameter_declaration():
-    from bridge.params import PARAMS
+    from bridge.control.protocol import readme_table
+    from bridge.params import PARAMS, TRIGGERS
 
     readme = (ROOT / "README.md").read_text()
-    table = re.findall(r"^\| `(/vjbridge/param/\w+)` \| (\w+) \| ([^|]+) \| ([^|]+) \|", readme, re.M)
-    assert [(a, k) for a, k, _, _ in table] == [(p.address, p.kind) for p in PARAMS]
-    for (_, _, span, default), p in zip(table, PARAMS):
-        if p.kind == "float":
-            assert span.strip() == f"{p.low:g}..{p.high:g}" and float(default) == p.default
+    assert readme_table() in readme, "README's OSC table is stale: run vjbridge protocol --write"
+    table = re.findall(r"^\| `(/vjbridge/(?:param|trigger)/\w+)` \|", readme, re.M)
+    assert table == [p.address for p in PARAMS] + [t.address for t in TRIGGERS]
 
 
 def test_td_protocol_is_generated_from_the_parameter_declaration():
