@@ -95,10 +95,16 @@ def cmd_render(args) -> int:
     prepare_model(model, args.mode, args.mix, has_audio=True, has_image=args.video is not None,
                   image_option="--video FILE")
     runner = Runner(model, runtime=args.runtime, device=args.device)
+    replay = None
+    if args.replay:
+        from bridge.control.recorder import Recording
+        replay = Recording.load(args.replay)
+        for note in replay.differences(model=args.model, fps=args.fps, seed=args.seed, walk=args.walk):
+            print(f"vjbridge: {note}", file=sys.stderr)
     result = render(model, args.audio, args.out, fps=args.fps, video_path=args.video, seconds=args.seconds,
                     runner=runner, output_size=args.size, smoothing=args.smoothing, walk=args.walk,
                     walk_params=parse_key_values(args.walk_param, "--walk-param"), seed=args.seed,
-                    mux=args.mux)
+                    mux=args.mux, replay=replay)
     print(json.dumps(result.summary()))
     return 0
 
@@ -290,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mux", choices=("auto", "input", "generated"), default="auto",
                    help="sound in the mp4: the input, a sound model's generated sound, or auto "
                         "(generated when the model makes sound)")
+    p.add_argument("--replay", metavar="FILE", help="apply a recording's control events (run --record) "
+                   "at their frame times: the same file renders the same frames")
     _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_render)

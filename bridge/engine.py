@@ -34,7 +34,10 @@ class FramePipeline:
 
     Owns the streaming analysis state, the latent walk of latent families (`navigator`), the
     mel-to-audio voice of families that make sound, and idle mode. `make_frame(snapshot, dt)`
-    returns the frame; the sound made for those `dt` seconds is left in `last_sound`."""
+    returns the frame; the sound made for those `dt` seconds is left in `last_sound`.
+    With a ParamStore (`params`) the latent comes from a `LatentControl` (`control`: live walk
+    choice, anchor jumps on the beat, direction knobs; bridge.morph.control), which also takes
+    the store's queued triggers each frame; without one, straight from the walk."""
 
     def __init__(self, model: Generator, runner: Runner | None = None, smoothing: float = 0.0,
                  output_size: int | None = None, walk: str | None = None,
@@ -47,9 +50,15 @@ class FramePipeline:
         self.analyzer = StreamingAnalyzer(self.analysis_config)
         self.smoothing = float(smoothing)
         self.output_size = output_size
-        self.navigator = model.navigator(walk, seed=seed, **(walk_params or {}))
         self.idle = idle  # bridge.idle.IdleMode or None
         self.params = params  # bridge.params.ParamStore or None: live smoothing and brightness
+        self.control = None  # bridge.morph.control.LatentControl, with a ParamStore
+        self._navigator = None
+        if params is not None:
+            from bridge.morph.control import LatentControl
+            self.control = LatentControl(model, params, walk=walk, walk_params=walk_params, seed=seed)
+        else:
+            self._navigator = model.navigator(walk, seed=seed, **(walk_params or {}))
         self.voice = None
         if model.makes_sound:
             from bridge.sinks.voice import MelVoice
@@ -57,6 +66,11 @@ class FramePipeline:
         self.last_sound: np.ndarray | None = None
         self._sound_due = 0.0
         self._previous: torch.Tensor | None = None
+
+    @property
+    def navigator(self):
+        """The walk moving the latent now (the live control may switch it), or None."""
+        return self.control.navigator if self.control is not None else self._navigator
 
     @property
     def sample_rate(self) -> int:
@@ -79,7 +93,10 @@ class FramePipeline:
     def warmup(self, runs: int = 3) -> None:
         """Compile and warm the runner on silence (and the walk's first latent)."""
         snapshot = self.snapshot(None)
-        latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
+        if self.control is not None:  # the kind of latent the control will give, store untouched
+            latent = self.control.warmup_latent(snapshot.audio)
+        else:
+            latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
         self.runner.warmup(self.model.condition(snapshot), latent, runs=runs)
         if self.navigator is not None:
             self.navigator.reset()
@@ -87,7 +104,10 @@ class FramePipeline:
     def make_frame(self, snapshot: Snapshot, dt: float = 0.0) -> np.ndarray:
         if self.idle is not None and snapshot.image is not None:
             snapshot = self.idle.apply(snapshot)
-        latent = self.navigator.step(snapshot.audio, dt) if self.navigator is not None else None
+        if self.control is not None:
+            latent = self.control.step(snapshot.audio, dt)
+        else:
+            latent = self.navigator.step(snapshot.audio, dt) if self.navigator is not None else None
         out = self.runner(self.model.condition(snapshot), latent)
         if self.voice is not None:
             picture, mel_db = out
@@ -295,24 +315,25 @@ class Engine:
         if latest is None:
             return  # nothing made yet (model warming up): no frame to repeat either
         frame_id, frame, capture, audio = latest
+        # Sound belongs to the newest finished picture: it goes out once, even while the picture
+        # is held or blacked out (a recording keeps its music through a freeze).
+        fresh = frame_id != self._sent_id
+        self._sent_id = frame_id
+        audio = audio if fresh else None
         params = self.pipeline.params
         if params is not None and params.get("blackout"):
             black = np.zeros_like(frame)
             black[..., 3] = 255
-            self._sent_id = frame_id
-            self._send(black, capture, None)
+            self._send(black, capture, audio)
             return
         if params is not None and params.get("freeze"):
-            frame_id, frame, capture = self._frozen or (frame_id, frame, capture)
-            self._frozen = (frame_id, frame, capture)
-            self._send(frame, capture, None)  # held on purpose: not a miss
+            held = self._frozen or (frame, capture)
+            self._frozen = held
+            self._send(held[0], held[1], audio)  # held on purpose: not a miss
             return
         self._frozen = None
-        if frame_id == self._sent_id:
+        if not fresh:
             self.stats.missed += 1  # the model did not finish in time: repeat the last good frame
-            audio = None
-        else:
-            self._sent_id = frame_id
         self._send(frame, capture, audio)
 
     def swap_pipeline(self, pipeline: FramePipeline) -> None:

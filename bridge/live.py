@@ -117,6 +117,9 @@ class LiveSession(Actions):
             if settings.walk is not None and "walk" in self.params.params:
                 self.params.set("walk", settings.walk, source="cli")
             self.model, self.pipeline = self._build(settings.model)
+            # The model in use refuses what it cannot do (a walk it lacks, anchor 40 of 8) before
+            # the store accepts it, so a refusal leaves the state as it was.
+            self.params.add_check(self._check_for_model)
             if settings.preset:
                 for note in apply_preset(settings.preset, self.params)[1]:
                     log.warning(note)
@@ -173,6 +176,8 @@ class LiveSession(Actions):
                                  walk_params=s.walk_params if own_walk else None, seed=s.seed,
                                  idle=idle, params=self.params,
                                  sound_rate=getattr(self, "sink_audio_rate", None))
+        if pipeline.control is not None:
+            pipeline.control.on_refusal = self.report  # told from the generation thread
         pipeline.warmup()
         return model, pipeline
 
@@ -180,11 +185,16 @@ class LiveSession(Actions):
         s = self.settings
         if s.record:
             from bridge.control.recorder import Recorder
-            self.recorder = Recorder(self.params, s.record, info=self._info())
+            # A preset morph's glide is recorded too (60 writes a second while it runs), so a
+            # replay glides as the set did.
+            self.recorder = Recorder(self.params, s.record, info=self._info(), skip_sources=())
             self._opened.append(self.recorder)
         if s.replay:
             from bridge.control.recorder import Recording, Replayer
-            self.replayer = Replayer(self.params, Recording.load(s.replay, self.params))
+            recording = Recording.load(s.replay, self.params)
+            for note in recording.differences(**self._info()):
+                log.warning(note)
+            self.replayer = Replayer(self.params, recording)
             self._opened.append(self.replayer)
         if s.midi_in is not None or s.midi_out is not None:
             from bridge.control.midi import MidiControl
@@ -202,6 +212,15 @@ class LiveSession(Actions):
             self._opened.append(self.osc)
         if s.preset:
             self._watch(s.preset)
+
+    def _check_for_model(self, kind: str, name: str, value) -> None:
+        control = self.pipeline.control
+        if control is None:
+            return
+        if kind == "param":
+            control.check(name, value)
+        else:
+            control.check_trigger(name, value)
 
     def _info(self) -> dict:
         s = self.settings
@@ -328,6 +347,11 @@ class LiveSession(Actions):
             parts.append(f"audio {self.audio.status}")
         if self.video is not None:
             parts.append(f"camera {self.video.status}")
+        control = self.pipeline.control
+        if control is not None and control.has_walk:
+            c = control.status()
+            parts.append(f"walk {c['mode']} anchor {c['anchor']}" +
+                         (f" -> {c['pending']}" if c["pending"] is not None else ""))
         if self.midi is not None:
             parts.append(f"midi {self.midi.short_status}")
         if self.messages:
@@ -339,10 +363,12 @@ class LiveSession(Actions):
             if status_stream is not None:
                 status_stream.write("\r" + self.status_line(stats) + "\033[K")
                 status_stream.flush()
+        from bridge import clock
+        t0 = clock.now()  # recording and replay share the engine's start as their zero
         if self.recorder is not None:
-            self.recorder.start()
+            self.recorder.start(t0)
         if self.replayer is not None:
-            self.replayer.start()
+            self.replayer.start(t0)
         try:
             return self.engine.run(duration=duration, on_second=report)
         finally:

@@ -107,9 +107,84 @@ CORE_TRIGGERS: tuple[Trigger, ...] = (
 
 # The latent controls (bridge.morph reads them): which walk, knobs along principal directions,
 # the anchor slerp knob, beat quantisation, and the triggers that jump between anchors.
-MORPH_PARAMS: tuple[Param, ...] = ()
+MORPH_PARAMS: tuple[Param, ...] = (
+    Param("walk", "choice", "auto",
+          choices=("auto", "knob", "weighted", "magellan", "explore", "linger"),
+          doc="how the latent moves: auto (the model's walk, or --walk), knob (morph between "
+              "anchor_a and anchor_b), or a walk the model has (realnvp: weighted, magellan, "
+              "explore; cvae: linger); another is refused"),
+    Param("morph", "float", 0.0, 0.0, 1.0, smoothing_s=0.15,
+          doc="walk knob: 0 shows anchor_a, 1 anchor_b, slerp between"),
+    Param("anchor_a", "int", 0, 0, 127, doc="walk knob: the anchor at morph 0 (0 = the first)"),
+    Param("anchor_b", "int", 1, 0, 127, doc="walk knob: the anchor at morph 1"),
+    *(Param(f"direction_{i}", "float", 0.0, -1.0, 1.0, smoothing_s=0.25,
+            doc=f"move along principal direction {i} of the training latents (1: 2 std)")
+      for i in range(1, 9)),
+    Param("quantise", "choice", "beat", choices=("off", "beat", "bar"),
+          doc="anchor jumps land on the next beat or bar (MIDI clock, else the beat tracker; at "
+              "once while neither has a tempo)"),
+    Param("jump_beats", "float", 1.0, 0.0, 16.0, unit="beats",
+          doc="ease of a jump or walk change, in beats (0: a cut)"),
+    # The walks' own settings, live (bridge/morph/anchors.py and walks.py say what each does).
+    Param("weighted_temperature", "float", 3.0, 0.1, 30.0, unit="dB",
+          doc="weighted walk: low picks one anchor at a time, high blends them evenly"),
+    Param("weighted_halflife_s", "float", 0.3, 0.0, 5.0, unit="s",
+          doc="weighted walk: half-life of the weights at full level"),
+    Param("weighted_baseline_halflife_s", "float", 4.0, 0.5, 60.0, unit="s",
+          doc="weighted walk: how fast each section's usual loudness follows the music"),
+    Param("weighted_surge", "float", 8.0, 0.0, 32.0, doc="weighted walk: extra speed on a hit"),
+    Param("magellan_seconds_per_anchor", "float", 4.0, 0.25, 60.0, unit="s",
+          doc="magellan walk: seconds from one anchor to the next at full level"),
+    Param("magellan_idle_drift", "float", 0.0, 0.0, 1.0,
+          doc="magellan walk: share of the full speed kept in silence"),
+    Param("magellan_surge", "float", 3.0, 0.0, 32.0, doc="magellan walk: extra speed on a hit"),
+    Param("explore_amount", "float", 0.6, 0.0, 1.0,
+          doc="explore walk: how far a full hit morphs toward the target"),
+    Param("explore_attack_s", "float", 0.01, 0.0, 1.0, unit="s",
+          doc="explore walk: half-life of the morph's rise"),
+    Param("explore_release_s", "float", 0.15, 0.0, 4.0, unit="s",
+          doc="explore walk: half-life of the morph's fall back to the base"),
+    Param("explore_level_share", "float", 0.25, 0.0, 1.0,
+          doc="explore walk: how much plain loudness (besides kicks) morphs"),
+    Param("explore_min_gap_s", "float", 0.2, 0.0, 8.0, unit="s",
+          doc="explore walk: at least this long between two new targets"),
+    Param("explore_base_every_bars", "int", 8, 0, 64, unit="bars",
+          doc="explore walk: move the base every this many bars (0: never by time)"),
+    Param("explore_strong_onset", "float", 4.0, 0.0, 16.0,
+          doc="explore walk: an onset this many times the running mean moves the base (0: never)"),
+    Param("explore_glide_s", "float", 1.0, 0.0, 16.0, unit="s",
+          doc="explore walk: seconds the base takes to glide to its new anchor"),
+    Param("linger_linger_s", "float", 4.0, 0.25, 60.0, unit="s",
+          doc="linger walk: mean time at a target, at full level"),
+    Param("linger_move_s", "float", 2.0, 0.1, 30.0, unit="s",
+          doc="linger walk: duration of a move in quiet music"),
+    Param("linger_rho", "float", 0.3, 0.0, 0.99,
+          doc="linger walk: share of the jitter kept after one second"),
+    Param("linger_sigma", "float", 0.15, 0.0, 1.0,
+          doc="linger walk: jitter's spread at full level, in training-latent stds"),
+    Param("linger_calm", "float", 0.3, 0.0, 1.0,
+          doc="linger walk: share of jitter and linger clock left in silence"),
+    Param("linger_spread", "float", 1.0, 0.0, 3.0,
+          doc="linger walk: how far targets are drawn, in training-latent stds"),
+    Param("linger_loud_speedup", "float", 2.0, 0.0, 8.0,
+          doc="linger walk: moves run (1 + this * level) times faster"),
+    Param("linger_onset_surge", "float", 4.0, 0.0, 16.0,
+          doc="linger walk: extra move speed on an onset"),
+    Param("linger_onset_push", "float", 0.5, 0.0, 2.0,
+          doc="linger walk: jolt of a full onset, in latent stds"),
+    Param("linger_trigger", "float", 0.5, 0.0, 1.0,
+          doc="linger walk: onset or kick (0..1) that ends a linger early"),
+    Param("linger_min_linger_s", "float", 1.0, 0.0, 16.0, unit="s",
+          doc="linger walk: no early end before this long at a target"),
+    Param("linger_path", "choice", "line", choices=("line", "slerp"),
+          doc="linger walk: straight moves (line) or moves that keep the norm (slerp)"),
+)
 MORPH_TRIGGERS: tuple[Trigger, ...] = (
     Trigger("reset", doc="return the latent walk to its start"),
+    Trigger("anchor", arg="int", low=0, high=127,
+            doc="jump to anchor N (0 = the first) on the next beat or bar (quantise)"),
+    Trigger("next_anchor", doc="jump to the next anchor (after the last, the first)"),
+    Trigger("previous_anchor", doc="jump to the previous anchor"),
 )
 
 PARAMS: tuple[Param, ...] = CORE_PARAMS + MORPH_PARAMS
@@ -175,6 +250,7 @@ class ParamStore:
         self._listeners: list[Callable[[str, object], None]] = []
         self._event_listeners: list[Callable[[ControlEvent], None]] = []
         self._queued: list[tuple[str, int | None]] = []
+        self._checks: list[Callable[[str, str, object], None]] = []
         self.clock = BeatClock()
 
     def declared(self, name: str) -> Param:
@@ -188,6 +264,7 @@ class ParamStore:
         with the store unchanged."""
         param = self.declared(name)
         accepted, note = param.check(value)
+        self._run_checks("param", name, accepted)
         with self._lock:
             changed = self._values[name] != accepted
             self._values[name] = accepted
@@ -202,12 +279,22 @@ class ParamStore:
         except KeyError:
             raise ControlError(f"no trigger '{name}'; known: {', '.join(self.triggers)}") from None
         arg = trigger.check(value)
+        self._run_checks("trigger", name, arg)
         if trigger.toggles:
             self.set(trigger.toggles, not self.get(trigger.toggles), source=source)
         else:
             with self._lock:
                 self._queued.append((name, arg))
         self._tell(ControlEvent("trigger", name, arg, source))
+
+    def add_check(self, check: Callable[[str, str, object], None]) -> None:
+        """`check(kind, name, value)` runs before a value or trigger is accepted and raises
+        ControlError to refuse it (the model in use knows which walks and anchors it has)."""
+        self._checks.append(check)
+
+    def _run_checks(self, kind: str, name: str, value) -> None:
+        for check in list(self._checks):
+            check(kind, name, value)
 
     def take_triggers(self) -> list[tuple[str, int | None]]:
         """The queued triggers, oldest first, and an empty queue (the engine, once per frame)."""

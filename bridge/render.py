@@ -1,6 +1,11 @@
 """Offline rendering: an audio file (and optionally a video) through a model into an mp4 with the
 audio muxed in. Deterministic: the audio is fed to the same streaming analysis the live engine
-uses, one frame's worth of samples per frame, with no clock involved."""
+uses, one frame's worth of samples per frame, with no clock involved.
+
+The live parameters work here as they do live (a `ParamStore` the pipeline reads: smoothing,
+brightness, the latent controls; freeze and blackout applied to the output as the engine does),
+and a recorded set (`replay`) is played into them by frame time instead of the clock, so a
+rehearsal renders to the same frames every time."""
 from __future__ import annotations
 
 import time
@@ -13,6 +18,7 @@ from bridge.config import check_fps
 from bridge.engine import FramePipeline
 from bridge.errors import ConfigError, InputMismatch
 from bridge.generators.base import Generator
+from bridge.params import ParamStore
 
 
 @dataclass
@@ -52,13 +58,43 @@ def _video_frames(path: str, fps: float):
         yield last
 
 
+class OutputGate:
+    """Freeze and blackout on the way out, as the live engine's output tick applies them: blackout
+    sends black (alpha 255) while the model keeps running; freeze holds the picture from the
+    frame it went on until it goes off (a blackout in between keeps the held picture)."""
+
+    def __init__(self, params: ParamStore):
+        self.params = params
+        self.held: np.ndarray | None = None
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.params.get("blackout"):
+            black = np.zeros_like(frame)
+            black[..., 3] = 255
+            return black
+        if self.params.get("freeze"):
+            if self.held is None:
+                self.held = frame
+            return self.held
+        self.held = None
+        return frame
+
+
 def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: float = 30.0,
            video_path: str | Path | None = None, seconds: float | None = None, runner=None,
            output_size: int | None = None, smoothing: float = 0.0, progress: bool = True,
            on_frame=None, walk: str | None = None, walk_params: dict | None = None,
-           seed: int = 0, mux: str = "auto") -> RenderResult:
+           seed: int = 0, mux: str = "auto", params: ParamStore | None = None,
+           replay=None) -> RenderResult:
     """`mux`: which sound goes into the mp4: "input" (the music), "generated" (a sound model's
-    voice), or "auto" (generated when the model makes sound, else the input)."""
+    voice), or "auto" (generated when the model makes sound, else the input).
+
+    `params`: the live parameters the frames are made with (default: a new store at the declared
+    defaults; `smoothing`, when not 0, is written into it). `replay`: a recorded set (a
+    `bridge.control.recorder.Recording`, or the path of one): its starting values are written
+    first, then before frame i every event with t <= (i + 1) / fps (frame i stands for the audio
+    up to that time). `on_frame(i, frame, snapshot)` sees each frame as it goes into the file."""
+    from bridge.control.recorder import Recording, apply_event, apply_initial
     from bridge.sinks.file import Mp4Writer
     from bridge.sources.audio import decode_audio
 
@@ -71,8 +107,24 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
         raise ConfigError(f"--mux must be auto, input or generated, got {mux!r}")
     if mux == "generated" and not model.makes_sound:
         raise ConfigError(f"--mux generated: model family '{model.family}' makes no sound")
+    store = params if params is not None else ParamStore()
+    if smoothing:
+        low, high = store.declared("smoothing").low, store.declared("smoothing").high
+        if not low <= smoothing <= high:
+            raise ConfigError(f"--smoothing must be in [{low:g}, {high:g}], got {smoothing:g}")
+        store.set("smoothing", smoothing, source="cli")
+    if replay is not None and not isinstance(replay, Recording):
+        replay = Recording.load(replay, store)
+    cursor = None
+    if replay is not None:
+        apply_initial(store, replay)
+        cursor = replay.cursor()
+    for name, param in store.params.items():
+        if param.kind == "float":  # offline there is no earlier value to glide from
+            store.smoothed(name, 0.0)
     pipeline = FramePipeline(model, runner=runner, smoothing=smoothing, output_size=output_size,
-                             walk=walk, walk_params=walk_params, seed=seed)
+                             walk=walk, walk_params=walk_params, seed=seed, params=store)
+    gate = OutputGate(store)
     generated = pipeline.voice is not None and mux != "input"
     sr = pipeline.sample_rate
     audio = decode_audio(str(audio_path), sample_rate=sr)
@@ -93,11 +145,15 @@ def render(model: Generator, audio_path: str | Path, out_path: str | Path, fps: 
         for i in range(n_frames):
             lo, hi = int(round(i * sr / fps)), int(round((i + 1) * sr / fps))
             chunk = audio[lo:hi]
+            if cursor is not None:
+                for event in cursor.events_until((i + 1) / fps):
+                    apply_event(store, event)  # a refusal is logged and skipped, as live
             t0 = time.perf_counter()
             pipeline.feed_audio(chunk)
             image = next(frames_in) if frames_in is not None else None
             snapshot = pipeline.snapshot(hi / sr, image, hi / sr if image is not None else None)
-            frame = pipeline.make_frame(snapshot, 1.0 / fps)
+            # The model runs through a freeze or blackout, as live: the walk and smoothing go on.
+            frame = gate(pipeline.make_frame(snapshot, 1.0 / fps))
             times_ms.append((time.perf_counter() - t0) * 1000.0)
             writer.write_video(frame)
             sound = pipeline.last_sound if generated else chunk

@@ -186,3 +186,25 @@ def test_run_preset_fills_the_options_not_given(tmp_path, monkeypatch):
         run_settings(build_parser().parse_args(["run", "--preset", "odd"]))
     with pytest.raises(ControlError, match="no preset 'missing'"):
         run_settings(build_parser().parse_args(["run", "--preset", "missing"]))
+
+
+def test_the_model_in_use_refuses_what_it_cannot_do_before_the_store_changes(inbox):
+    from bridge.live import LiveSession, LiveSettings
+
+    settings = LiveSettings(model="realnvp-faces", audio_in="silence", outs=["null"], fps=30,
+                            runtime="reference", osc_port=0, osc_reply=f"127.0.0.1:{inbox.port}")
+    with LiveSession(settings) as session:
+        c = SimpleUDPClient("127.0.0.1", session.osc.port)
+        before = session.params.values()
+        c.send_message("/vjbridge/param/walk", "linger")  # a cvae walk: realnvp has none such
+        c.send_message("/vjbridge/trigger/anchor", 99)  # realnvp-faces has 8 anchors
+        c.send_message("/vjbridge/param/walk", "magellan")
+        c.send_message("/vjbridge/trigger/anchor", 3)
+        assert wait_until(lambda: session.params.get("walk") == "magellan")
+        errors = " ".join(a[0] for a in inbox.wait_for("/vjbridge/error"))
+        assert "has no walk 'linger'" in errors and "8 anchors" in errors
+        assert session.params.take_triggers() == [("anchor", 3)]
+        assert {k: v for k, v in session.params.values().items() if k != "walk"} == \
+            {k: v for k, v in before.items() if k != "walk"}
+        line = session.status_line(session.engine.stats)
+        assert "walk" in line and "model realnvp-faces" in line

@@ -12,6 +12,13 @@ Latent families (`latent_dim` set) also write:
   - `encode(x) -> (N, D)` from pictures (N, 3, H, W) in [-1, 1], and `decode(z) -> pictures`;
   - `navigator(mode, seed, **params)`: the audio-driven walk (bridge.morph) whose latent the
     engine passes to `generate` each tick; `navigator_modes` names the walks it accepts.
+Latent families may carry principal directions of their latent (bridge.morph.directions; the
+live direction knobs move along them): their Config has `n_directions`, `__init__` calls
+`register_directions(config.n_directions, self.direction_dim)`, and `direction_latents(pictures)`
+gives the latents PCA is measured on (default: `encode`). A family whose latent is computed inside
+the model (vae_associator) sets `takes_latent_offset = True`: its `generate(cond, latent)` adds
+`latent` to that inner latent. `anchor_latents(seed)` gives the (K, D) latents the knob walk and
+anchor jumps land on (None: no anchors).
 Families that make sound set `makes_sound = True` and write
   `generate_with_sound(cond, latent=None) -> (picture, mel_db)`, mel_db (1, n_mels, frames) in dB,
 which the engine turns into audio (bridge.sinks.voice). `idle_images()` may return training
@@ -76,6 +83,8 @@ class Generator(nn.Module):
     modes: ClassVar[tuple[str, ...]] = ()  # live modes a family offers (vae_associator: camera, ...)
     # False for families whose numbers must stay fp32 live (a flow's exact inverse): no autocast.
     low_precision_ok: ClassVar[bool] = True
+    # True when `generate`'s latent is an offset added to a latent the model computes itself.
+    takes_latent_offset: ClassVar[bool] = False
 
     def __init__(self, config):
         super().__init__()
@@ -114,6 +123,36 @@ class Generator(nn.Module):
 
     def navigator(self, mode: str | None = None, seed: int = 0, **params):
         """The walk that moves this model's latent from the music, or None (no latent)."""
+        return None
+
+    # -- principal directions and anchors (bridge.morph) ---------------------------------------
+    @property
+    def direction_dim(self) -> int | None:
+        """Size of the latent the direction knobs move (None: the family has none)."""
+        return self.latent_dim
+
+    def direction_latents(self, pictures: torch.Tensor) -> torch.Tensor:
+        """Pictures (N, 3, S, S) in [-1, 1] -> the latents (N, direction_dim) PCA is measured on."""
+        return self.encode(pictures)
+
+    def register_directions(self, count: int, dim: int) -> None:
+        """`directions` (count, dim): unit principal directions of the training latents, largest
+        variance first; `direction_stds` (count,): the latents' standard deviation along each.
+        With count 0 the buffers stay out of the weights file, so bundles made before directions
+        existed load unchanged."""
+        saved = count > 0
+        self.register_buffer("directions", torch.zeros(count, dim), persistent=saved)
+        self.register_buffer("direction_stds", torch.zeros(count), persistent=saved)
+
+    def principal_directions(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(directions (K, D), stds (K,)) as float32 on the CPU, or None when there are none."""
+        directions = getattr(self, "directions", None)
+        if directions is None or len(directions) == 0:
+            return None
+        return directions.detach().float().cpu(), self.direction_stds.detach().float().cpu()
+
+    def anchor_latents(self, seed: int = 0) -> torch.Tensor | None:
+        """(K, D) float32 latents that anchor jumps and the knob walk land on, or None."""
         return None
 
     def idle_images(self) -> torch.Tensor | None:

@@ -12,7 +12,8 @@ kernels leave a checkerboard that flickers while the latent moves (Odena et al. 
 
 `latent_stats` (2, D) holds the mean and standard deviation of the training pictures' latents
 (the trainer sets it); walks draw their targets from there, since a weakly regularised VAE's
-pictures live in a small part of N(0, I).
+pictures live in a small part of N(0, I). `directions` (K, D) and `direction_stds` (K,) are the
+principal directions of those latents (bridge.morph.directions): the live knobs' axes.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ SIZES = (32, 64, 128)
 TEST_SIZES = (16,)  # tiny models for tests only
 DEFAULT_WIDTHS = (32, 64, 128, 256)
 NEGATIVE_SLOPE = 0.2  # LeakyReLU, as in DCGAN encoders
+STAND_IN_ANCHORS = 8  # anchor jumps land on this many seeded points where the pictures live
 
 
 @dataclass
@@ -36,6 +38,7 @@ class CVAEConfig:
     latent_dim: int = 32
     widths: tuple[int, ...] = DEFAULT_WIDTHS  # channels after each stride-2 step, outside in
     analysis: dict = field(default_factory=dict)  # AnalysisConfig overrides for the walk's audio
+    n_directions: int = 0  # rows of the `directions` buffer (bridge.morph.directions)
 
     def __post_init__(self):
         if self.size not in SIZES + TEST_SIZES:
@@ -54,6 +57,8 @@ class CVAEConfig:
         self.widths = widths
         if not isinstance(self.analysis, dict):
             raise ValueError(f"analysis must be a dict of AnalysisConfig overrides, got {self.analysis!r}")
+        if not isinstance(self.n_directions, int) or self.n_directions < 0:
+            raise ValueError(f"n_directions must be an integer >= 0, got {self.n_directions!r}")
 
     @property
     def bottom(self) -> int:
@@ -94,6 +99,8 @@ class CVAE(WalkedLatentGenerator):
                                      nn.Conv2d(w[0], 3, 3, 1, 1), nn.Tanh())
         # Row 0 mean, row 1 std of the training latents; N(0, I) until a trainer measures them.
         self.register_buffer("latent_stats", torch.stack([torch.zeros(d), torch.ones(d)]))
+        # Principal directions of the training pictures' latents, for the live knobs.
+        self.register_directions(config.n_directions, d)
 
     # -- the VAE ---------------------------------------------------------------------------
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,6 +132,13 @@ class CVAE(WalkedLatentGenerator):
         if latent is None:  # no walk: the middle of the training pictures
             latent = self.latent_stats[0:1]
         return self.decode(latent.to(self.latent_stats.device, self.latent_stats.dtype))
+
+    def anchor_latents(self, seed: int = 0) -> torch.Tensor:
+        """(8, D) seeded stand-in anchors where the training pictures live (N(mean, std^2) of
+        their latents, as the linger walk draws its targets): what anchor jumps land on."""
+        stats = self.latent_stats.detach().float().cpu()
+        gen = torch.Generator().manual_seed(int(seed))
+        return stats[0] + stats[1] * torch.randn(STAND_IN_ANCHORS, self.latent_dim, generator=gen)
 
     def navigator(self, mode: str | None = None, seed: int = 0, **params):
         from bridge.morph.walks import LingerWalk

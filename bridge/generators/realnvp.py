@@ -29,6 +29,10 @@ batch statistics in training and running ones in eval, so the trained density an
 inverse would be two different functions; ActNorm is one per-channel affine map, initialised from
 the first training batch (`initialize`), the same in train and eval. Nothing in the forward or
 inverse pass reads a value back to the host (no isnan checks, no .item()): a GPU never waits.
+
+Buffers saved with the weights: `anchors` (n_anchors, D), the latents of the user's pictures
+(`with_anchors`), and `directions` (K, D) / `direction_stds` (K,), the principal directions of the
+training pictures' latents (bridge.morph.directions), along which the live knobs move.
 """
 from __future__ import annotations
 
@@ -69,6 +73,7 @@ class RealNVPConfig:
     n_anchors: int = 0  # rows of the `anchors` buffer (latents of the user's pictures)
     anchor_names: list[str] = field(default_factory=list)  # one per anchor (file stems)
     analysis: dict = field(default_factory=dict)  # AnalysisConfig overrides for the live audio
+    n_directions: int = 0  # rows of the `directions` buffer (bridge.morph.directions)
 
     def __post_init__(self):
         if self.channels < 1:
@@ -86,6 +91,8 @@ class RealNVPConfig:
             raise ValueError(f"n_anchors must be >= 0, got {self.n_anchors}")
         if len(self.anchor_names) != self.n_anchors:
             raise ValueError(f"{len(self.anchor_names)} anchor_names for {self.n_anchors} anchors")
+        if self.n_directions < 0:
+            raise ValueError(f"n_directions must be >= 0, got {self.n_directions}")
 
     @property
     def latent_dim(self) -> int:
@@ -314,6 +321,8 @@ class RealNVP(WalkedLatentGenerator):
         self.flow = MultiScaleFlow(config)
         # Latents of the user's pictures, (n_anchors, D): saved with the weights.
         self.register_buffer("anchors", torch.zeros(config.n_anchors, config.latent_dim))
+        # Principal directions of the training pictures' latents, for the live knobs.
+        self.register_directions(config.n_directions, config.latent_dim)
 
     # -- the exact flow ---------------------------------------------------------------------------
     def forward_flow(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

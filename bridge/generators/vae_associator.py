@@ -16,6 +16,9 @@ Live modes (`set_mode`):
     both    the camera's z_img mixed with the sound's z_img (`mix`: 0 camera only, 1 sound only)
             -> picture; the sound comes from the camera, as in camera mode
 Inference uses the posterior means everywhere (no sampling), so a still input gives a still output.
+`generate(cond, latent)`: `latent` (1, image_latent), when given, is an offset added to the image
+latent before it is decoded (the live direction knobs, along the principal directions of the
+training pictures' image latents stored in `directions`); the sound is left as the input made it.
 The mel is the analyser's `AudioFeatures.mel_db`: (n_mels, mel_frames) in dB with ref 1.0, the
 newest 9 hops of 512 samples at 44.1 kHz (about 100 ms).
 """
@@ -58,6 +61,7 @@ class VAEAssociatorConfig:
     mel_db_ceiling: float = MEL_DB_CEILING
     analysis: dict = field(default_factory=dict)  # AnalysisConfig overrides for the live mel
     n_idle: int = 0  # training pictures stored in the bundle for idle mode
+    n_directions: int = 0  # rows of the `directions` buffer (bridge.morph.directions)
 
     def __post_init__(self):
         # JSON turns tuples into lists; store tuples so a reloaded config equals the saved one.
@@ -82,6 +86,8 @@ class VAEAssociatorConfig:
                              f"({self.mel_db_ceiling})")
         if self.n_idle < 0:
             raise ValueError(f"n_idle must be >= 0, got {self.n_idle}")
+        if self.n_directions < 0:
+            raise ValueError(f"n_directions must be >= 0, got {self.n_directions}")
         from bridge.analysis import AnalysisConfig
         try:
             analysis = AnalysisConfig(**(self.analysis or {}))
@@ -234,6 +240,7 @@ class VAEAssociator(Generator):
     Config = VAEAssociatorConfig
     makes_sound = True
     modes = MODES
+    takes_latent_offset = True  # generate's latent moves the image latent made from camera/sound
 
     def __init__(self, config: VAEAssociatorConfig):
         super().__init__(config)
@@ -246,6 +253,8 @@ class VAEAssociator(Generator):
         # Named apart from idle_images(): a buffer and a method cannot share a name on a Module.
         s = config.image_size
         self.register_buffer("idle_pictures", torch.zeros(config.n_idle, 3, s, s, dtype=torch.uint8))
+        # Principal directions of the training pictures' image latents, for the live knobs.
+        self.register_directions(config.n_directions, config.image_latent)
         self.mode = DEFAULT_MODE
         self.mix = float(config.mix)
 
@@ -290,30 +299,45 @@ class VAEAssociator(Generator):
         return image, mel
 
     def generate(self, cond, latent: torch.Tensor | None = None) -> torch.Tensor:
-        return self._picture(cond)[0]
+        """`latent`: None, or an offset (1, image_latent) added to the image latent."""
+        return self._picture(cond, latent)[0]
 
     def generate_with_sound(self, cond, latent: torch.Tensor | None = None):
         """(picture (1, 3, S, S), mel_db (1, n_mels, frames) in dB)."""
-        picture, z_sound = self._picture(cond)
+        picture, z_sound = self._picture(cond, latent)
         return picture, self.unit_to_mel(self.sound_vae.decode(z_sound))[:, 0]
 
-    def _picture(self, cond) -> tuple[torch.Tensor, torch.Tensor]:
-        """The picture of the current mode and the sound latent that goes with it."""
+    def _picture(self, cond, offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The picture of the current mode (its image latent moved by `offset`) and the sound
+        latent that goes with it."""
         image, mel = cond
         if self.mode == "sound":
             z_sound, _ = self.sound_vae.encode(mel)
-            return self.image_vae.decode(self.sound_to_image.map(z_sound)), z_sound
-        z_camera, _ = self.image_vae.encode(image)
-        z_sound = self.image_to_sound.map(z_camera)
-        if self.mode == "camera":
-            return self.image_vae.decode(z_camera), z_sound
-        # both: a straight mix of two posterior means (means are not N(0, 1) samples, so slerp's
-        # norm argument does not apply; a lerp keeps mix=0 and mix=1 exactly the two pictures).
-        z_heard = self.sound_to_image.map(self.sound_vae.encode(mel)[0])
-        return self.image_vae.decode(torch.lerp(z_camera, z_heard, self.mix)), z_sound
+            z_image = self.sound_to_image.map(z_sound)
+        else:
+            z_camera, _ = self.image_vae.encode(image)
+            z_sound = self.image_to_sound.map(z_camera)
+            if self.mode == "camera":
+                z_image = z_camera
+            else:
+                # both: a straight mix of two posterior means (means are not N(0, 1) samples, so
+                # slerp's norm argument does not apply; a lerp keeps mix=0 and mix=1 exactly the
+                # two pictures).
+                z_heard = self.sound_to_image.map(self.sound_vae.encode(mel)[0])
+                z_image = torch.lerp(z_camera, z_heard, self.mix)
+        if offset is not None:
+            z_image = z_image + offset.to(z_image.dtype)
+        return self.image_vae.decode(z_image), z_sound
 
     def idle_images(self) -> torch.Tensor | None:
         return self.idle_pictures if len(self.idle_pictures) else None
+
+    @property
+    def direction_dim(self) -> int:
+        return self.config.image_latent
+
+    def direction_latents(self, pictures: torch.Tensor) -> torch.Tensor:
+        return self.encode_image(pictures)
 
     # -- tools: the two latent spaces, with means -----------------------------------------------------
 

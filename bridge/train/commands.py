@@ -102,7 +102,7 @@ def cmd_train_realnvp(args) -> int:
         args.images, args.out, preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, device=args.device, anchors=args.anchors, progress=not args.quiet,
         threads=args.threads, overrides=parse_key_values(args.set, "--set"), crop_scale=args.crop_scale,
-        limit=args.limit, max_minutes=args.max_minutes), args.out, "training")
+        limit=args.limit, max_minutes=args.max_minutes, directions=args.directions), args.out, "training")
 
 
 def cmd_train_cvae(args) -> int:
@@ -113,7 +113,8 @@ def cmd_train_cvae(args) -> int:
         args.images, args.out, size=args.size, latent_dim=args.latent_dim, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, kld_weight=args.kld_weight, seed=args.seed,
         device=args.device, progress=not args.quiet, threads=args.threads, flip=not args.no_flip,
-        limit=args.limit, save_dtype=_dtype(args.fp32_weights), **extra), args.out, "training")
+        limit=args.limit, save_dtype=_dtype(args.fp32_weights), directions=args.directions, **extra),
+        args.out, "training")
 
 
 def cmd_train_vae_associator(args) -> int:
@@ -125,7 +126,7 @@ def cmd_train_vae_associator(args) -> int:
         vae_kld_weight=args.vae_kld_weight, associator_lr=args.associator_lr,
         associator_kld_weight=args.associator_kld_weight, val_fraction=args.val_fraction,
         flip=not args.no_flip, n_idle=args.n_idle, model=parse_key_values(args.set, "--set"),
-        save_dtype=_dtype(args.fp32_weights)), args.out, "training")
+        save_dtype=_dtype(args.fp32_weights), directions=args.directions), args.out, "training")
 
 
 def cmd_anchors(args) -> int:
@@ -135,6 +136,16 @@ def cmd_anchors(args) -> int:
     except BridgeError as e:
         return _fail(e)
     print(f"wrote anchors from {args.images} into {path}")
+    return 0
+
+
+def cmd_directions(args) -> int:
+    from bridge.morph.directions import add_directions
+    try:
+        path = add_directions(args.bundle, args.images, k=args.k, out=args.out)
+    except BridgeError as e:
+        return _fail(e)
+    print(f"wrote {args.k} principal directions of {args.images}'s latents into {path}")
     return 0
 
 
@@ -161,6 +172,12 @@ def _common_train_options(p, epochs: int, batch_size: int) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _directions_option(p) -> None:
+    p.add_argument("--directions", type=int, default=8, metavar="K",
+                   help="principal directions of the training latents stored for the live direction "
+                        "knobs (default: %(default)s; 0: none)")
+
+
 def _register_latent_trainers(tr_sub) -> None:
     from bridge.train import cvae as cvae_train
     from bridge.train import vae_associator as va_train
@@ -181,6 +198,7 @@ def _register_latent_trainers(tr_sub) -> None:
                    help="load at size*F and crop back at random places (default: %(default)s)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N pictures")
     p.add_argument("--max-minutes", type=float, metavar="M", help="stop after the epoch that passes M minutes")
+    _directions_option(p)
     p.set_defaults(func=cmd_train_realnvp)
 
     p = tr_sub.add_parser(
@@ -197,6 +215,7 @@ def _register_latent_trainers(tr_sub) -> None:
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N pictures")
     p.add_argument("--fp32-weights", action="store_true", help="store fp32 weights (default fp16)")
+    _directions_option(p)
     p.set_defaults(func=cmd_train_cvae)
 
     p = tr_sub.add_parser(
@@ -224,6 +243,7 @@ def _register_latent_trainers(tr_sub) -> None:
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a VAEAssociatorConfig field")
     p.add_argument("--fp32-weights", action="store_true", help="store fp32 weights (default fp16)")
+    _directions_option(p)
     p.set_defaults(func=cmd_train_vae_associator)
 
 
@@ -236,6 +256,17 @@ def register_anchors(subparsers) -> None:
     a.add_argument("--images", required=True, metavar="DIR", help="folder of pictures")
     a.add_argument("--out", metavar="BUNDLE", help="write a new bundle here (default: replace the anchors in place)")
     a.set_defaults(func=cmd_anchors)
+
+    d = subparsers.add_parser(
+        "directions", help="store the principal directions of a latent model's latents (live knobs)",
+        description="Encode a folder of pictures with a latent bundle (realnvp, cvae, vae_associator) "
+                    "and store the principal directions of their latents: the live direction_1.."
+                    "direction_K knobs move along them.")
+    d.add_argument("bundle", help="latent bundle name or folder")
+    d.add_argument("--images", required=True, metavar="DIR", help="folder of pictures (the training pictures)")
+    d.add_argument("--k", type=int, default=8, help="how many directions (default: %(default)s)")
+    d.add_argument("--out", metavar="BUNDLE", help="write a new bundle here (default: in place)")
+    d.set_defaults(func=cmd_directions)
 
 
 def register(subparsers) -> None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from bridge.errors import ConfigError
 from bridge.generators.base import save_bundle
 from bridge.generators.cvae import DEFAULT_WIDTHS, CVAE, CVAEConfig
+from bridge.morph.directions import DEFAULT_K, directions_card_text, directions_summary, with_directions
 from bridge.train import distributed
 from bridge.train.report import loss_figure, machine
 from bridge.train.dataset import write_png
@@ -128,6 +129,7 @@ Live audio: it times the walk; the picture itself comes from the latent alone.
 - final epoch: reconstruction MSE {final['recon']:.4f}, KL {final['kld']:.2f} nats per picture
 - latents of the training pictures: mean norm {summary['latent_stats']['mean_norm']:.2f}, mean std
   {summary['latent_stats']['mean_std']:.3f}
+- {directions_card_text(summary.get('directions'))}
 - weights stored as {summary['weights_dtype']}; loss curves in loss.png; sample grids in samples/
   when trained here (rows: input, reconstruction, random samples, the walk every {WALK_EVERY_S:g} s)
 
@@ -140,7 +142,7 @@ From the repository root:
 
 
 def _train_options(size, latent_dim, widths, epochs, batch_size, lr, kld_weight, seed, flip,
-                   limit, save_dtype) -> list[str]:
+                   limit, save_dtype, directions: int = DEFAULT_K) -> list[str]:
     """The `train cvae` options that reproduce these settings."""
     args = ["--size", str(size), "--latent-dim", str(latent_dim), "--epochs", str(epochs),
             "--batch-size", str(batch_size), "--lr", f"{lr:g}", "--kld-weight", f"{kld_weight:g}"]
@@ -154,6 +156,8 @@ def _train_options(size, latent_dim, widths, epochs, batch_size, lr, kld_weight,
         args += ["--limit", str(limit)]
     if save_dtype != torch.float16:
         args.append("--fp32-weights")
+    if directions != DEFAULT_K:
+        args += ["--directions", str(directions)]
     return args
 
 
@@ -163,20 +167,23 @@ def train_cvae(images: str | Path, out: str | Path, size: int = 64, latent_dim: 
                device: str = "cpu", progress: bool = True, threads: int | None = None,
                flip: bool = True, limit: int | None = None,
                save_dtype: torch.dtype = torch.float16,
-               prepare_commands: list[str] | None = None) -> Path:
+               prepare_commands: list[str] | None = None, directions: int = DEFAULT_K) -> Path:
     """Train a conv-VAE on the pictures in the folder `images` and write its bundle into `out`;
     returns `out`.
 
     `widths`: encoder channels per stride-2 step (the decoder mirrors them); `kld_weight`: weight
     of the KL term against the per-pixel MSE; `limit`: use only the first N pictures (sorted by
     name); `threads`: torch CPU threads (None: torch's default); `prepare_commands`: the commands
-    that made the image folder, written into card.md before the training command."""
+    that made the image folder, written into card.md before the training command; `directions`:
+    principal directions of the training pictures' latents stored for the live knobs (0: none)."""
     from tqdm import tqdm
 
     if epochs < 1 or batch_size < 1 or lr <= 0 or kld_weight < 0:
         raise ConfigError("epochs and batch_size must be at least 1, lr positive, kld_weight >= 0")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
+    if directions < 0:
+        raise ConfigError(f"directions must be >= 0, got {directions}")
     try:
         config = CVAEConfig(size=size, latent_dim=latent_dim, widths=tuple(widths))
     except (TypeError, ValueError) as e:
@@ -249,9 +256,12 @@ def train_cvae(images: str | Path, out: str | Path, size: int = 64, latent_dim: 
         write_png(out / SAMPLES_DIR / "final.png",
                   sample_grid(model, data, sample_idx, model.latent_stats.cpu(), ctx.device, seed))
         stats = model.latent_stats.cpu()
+        model.eval()
+        if directions and n >= 2:  # PCA needs two pictures at least
+            model = with_directions(model, data.images, k=directions).eval()
         q = shlex.quote
         command_args = _train_options(size, latent_dim, config.widths, epochs, batch_size, lr,
-                                      kld_weight, seed, flip, limit, save_dtype)
+                                      kld_weight, seed, flip, limit, save_dtype, directions)
         summary = {
             "data": {"folder": str(images), "pictures": n, "size": size},
             "recipe": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": "adam",
@@ -265,6 +275,7 @@ def train_cvae(images: str | Path, out: str | Path, size: int = 64, latent_dim: 
             "history": history,
             "latent_stats": {"mean_norm": round(float(stats[0].norm()), 4),
                              "mean_std": round(float(stats[1].mean()), 4)},
+            "directions": directions_summary(model),
             "seconds": round(seconds, 1),
             "machine": machine(),
             "weights_dtype": str(save_dtype).replace("torch.", ""),

@@ -31,6 +31,7 @@ from bridge.generators.base import load_model, save_bundle
 from bridge.generators.realnvp import (
     PRESETS, SAMPLE_TEMPERATURE, RealNVP, RealNVPConfig, preset_config, with_anchors,
 )
+from bridge.morph.directions import DEFAULT_K, directions_card_text, directions_summary, with_directions
 from bridge.morph.latent import slerp
 from bridge.train import distributed
 from bridge.train.report import loss_figure, machine
@@ -103,7 +104,7 @@ def plot_losses(history: list[dict], steps: list[list], path: Path) -> None:
 
 def train_command(images: Path, out: Path, preset: str, overrides: dict, epochs: int,
                   batch_size: int, lr: float, seed: int, crop_scale: float,
-                  anchors: Path | None) -> str:
+                  anchors: Path | None, directions: int = DEFAULT_K) -> str:
     q = shlex.quote
     args = ["vjbridge", "train", "realnvp", "--images", q(str(images)), "--out", q(str(out)),
             "--preset", preset, "--epochs", str(epochs), "--batch-size", str(batch_size),
@@ -116,6 +117,8 @@ def train_command(images: Path, out: Path, preset: str, overrides: dict, epochs:
         args += ["--crop-scale", f"{crop_scale:g}"]
     if anchors is not None:
         args += ["--anchors", q(str(anchors))]
+    if directions != DEFAULT_K:
+        args += ["--directions", str(directions)]
     return " ".join(args)
 
 
@@ -139,6 +142,8 @@ block(s), {summary['parameters']:,} parameters) trained on {data['images']} pict
 between anchors from the music.
 
 Anchors: {anchor_text}
+
+{directions_card_text(summary.get('directions'))}
 
 ## Training
 {summary['epochs']} epochs, {summary['steps']} steps, batch {recipe['batch_size']} per process x
@@ -180,7 +185,7 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
                   threads: int | None = None, overrides: dict | None = None,
                   crop_scale: float = 1.25, weight_decay: float = 5e-5,
                   max_grad_norm: float = 100.0, limit: int | None = None,
-                  max_minutes: float | None = None) -> Path:
+                  max_minutes: float | None = None, directions: int = DEFAULT_K) -> Path:
     """Train a RealNVP on the pictures in `images` and write the bundle into `out`; returns `out`.
 
     `preset` names the network (PRESETS); `overrides` replaces RealNVPConfig fields (e.g.
@@ -189,7 +194,8 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
     places (1.0: whole pictures). `batch_size` is per process under torchrun. `threads` sets
     torch's CPU threads (None: torch's default). `limit` reads only the first pictures.
     `max_minutes`: stop after the epoch that crosses this much training time (the card's rebuild
-    command then names the epochs done)."""
+    command then names the epochs done). `directions`: principal directions of the training
+    pictures' latents stored for the live knobs (bridge.morph.directions; 0: none)."""
     from tqdm import tqdm
 
     if epochs < 1 or batch_size < 1 or not lr > 0 or weight_decay < 0 or not max_grad_norm > 0:
@@ -199,6 +205,8 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
         raise ConfigError(f"max_minutes must be positive, got {max_minutes}")
     if not 1.0 <= crop_scale <= 4.0:
         raise ConfigError(f"crop_scale must be in [1, 4], got {crop_scale}")
+    if directions < 0:
+        raise ConfigError(f"directions must be >= 0, got {directions}")
     images, out = Path(images), Path(out)
     overrides = dict(overrides or {})
     config = preset_config(preset, **overrides)
@@ -293,7 +301,9 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
         model.eval()
         if anchors is not None:
             model = with_anchors(model, anchors)
-        
+        if directions and n >= 2:  # the latents of the pictures it learned (centre crops)
+            model = with_directions(model, centre_crops(pictures, size), k=directions).eval()
+
         summary = {
             "preset": preset, "overrides": overrides,
             "dataset": {"path": str(images), "images": n, "load_size": load_size,
@@ -306,8 +316,9 @@ def train_realnvp(images: str | Path, out: str | Path, preset: str = "lite-32", 
             "seconds": round(seconds, 1), "machine": machine(), "weights_dtype": "float32",
             "anchors": ({"folder": str(anchors), "names": list(model.config.anchor_names)}
                         if anchors is not None else None),
+            "directions": directions_summary(model),
             "commands": [train_command(images, out, preset, overrides, len(history), batch_size, lr,
-                                       seed, crop_scale, anchors)],
+                                       seed, crop_scale, anchors, directions)],
         }
         save_bundle(model, out, training=summary, card=make_card(out, model.config, summary),
                     weights_dtype=torch.float32)

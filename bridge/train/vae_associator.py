@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from bridge.errors import ConfigError, SourceError
 from bridge.generators.base import save_bundle
 from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig, kl_divergence
+from bridge.morph.directions import DEFAULT_K, directions_card_text, directions_summary, with_directions
 from bridge.train import distributed
 from bridge.train.report import loss_figure, machine
 from bridge.train.dataset import dataset_commands, read_manifest, read_mels, write_png
@@ -278,13 +279,15 @@ def train_vae_associator(data: str | Path, out: str | Path, epochs: int = SEED_E
                          associator_kld_weight: float = ASSOCIATOR_KLD_WEIGHT,
                          val_fraction: float = VAL_FRACTION, flip: bool = True,
                          n_idle: int = N_IDLE, model: dict | None = None,
-                         save_dtype: torch.dtype = torch.float16, warn=None) -> Path:
+                         save_dtype: torch.dtype = torch.float16, warn=None,
+                         directions: int = DEFAULT_K) -> Path:
     """Train both phases and write the bundle into `out`; returns `out`.
 
     `epochs` caps phase 1 (and phase 2 unless `associator_epochs` is given); early stopping
     usually ends each sooner. `model`: VAEAssociatorConfig overrides (image_size, image_widths,
     image_latent, ...); n_mels, mel_frames and analysis come from the dataset. `threads` sets
-    torch's CPU threads. `warn` receives warnings (default: printed to stderr)."""
+    torch's CPU threads. `warn` receives warnings (default: printed to stderr). `directions`:
+    principal directions of the training frames' image latents stored for the live knobs (0: none)."""
     if epochs < 1 or batch_size < 1 or patience < 1:
         raise ConfigError("epochs, batch_size and patience must be at least 1")
     if min(vae_lr, associator_lr) <= 0 or min(vae_kld_weight, associator_kld_weight) < 0:
@@ -293,6 +296,8 @@ def train_vae_associator(data: str | Path, out: str | Path, epochs: int = SEED_E
         raise ConfigError(f"val_fraction must be within (0, 1), got {val_fraction}")
     if associator_epochs is not None and associator_epochs < 1:
         raise ConfigError("associator_epochs must be at least 1")
+    if directions < 0:
+        raise ConfigError(f"directions must be >= 0, got {directions}")
     assoc_epochs = associator_epochs or epochs
     data, out = Path(data), Path(out)
     manifest = read_manifest(data, mel_pairs=True)
@@ -388,6 +393,8 @@ def train_vae_associator(data: str | Path, out: str | Path, epochs: int = SEED_E
     net.requires_grad_(True)
     net.eval()
     if ctx.is_main:
+        if directions:  # the image latents of the frames (split() leaves at least 2)
+            net = with_directions(net, pairs.images, k=directions).eval()
         plot_losses(history, out / LOSS_PLOT)
         summary = _summary(data, manifest, out, config, history, vae_best, assoc_best,
                            dict(epochs=epochs, associator_epochs=assoc_epochs, batch_size=batch_size,
@@ -395,9 +402,11 @@ def train_vae_associator(data: str | Path, out: str | Path, epochs: int = SEED_E
                                 vae_kld_weight=vae_kld_weight, associator_lr=associator_lr,
                                 associator_kld_weight=associator_kld_weight,
                                 val_fraction=val_fraction, flip=flip, optimizer="RMSprop",
-                                rmsprop_alpha=RMSPROP_ALPHA, device=str(dev), world=ctx.world),
+                                rmsprop_alpha=RMSPROP_ALPHA, device=str(dev), world=ctx.world,
+                                directions=directions),
                            overrides, n_idle, save_dtype, len(train_idx), len(val_idx),
                            vae_seconds, assoc_seconds)
+        summary["directions"] = directions_summary(net)
         save_bundle(net, out, training=summary, card=make_card(out, config, manifest, summary),
                     weights_dtype=save_dtype)
     ctx.close()
@@ -429,6 +438,8 @@ def _train_options(recipe: dict, overrides: dict, n_idle: int, save_dtype) -> li
         args += ["--set", shlex.quote(f"{key}={json.dumps(value)}")]
     if save_dtype != torch.float16:
         args.append("--fp32-weights")
+    if recipe.get("directions", DEFAULT_K) != DEFAULT_K:
+        args += ["--directions", str(recipe["directions"])]
     return args
 
 
@@ -456,6 +467,7 @@ def _summary(data, manifest, out, config, history, vae_best, assoc_best, recipe,
         "machine": machine(),
         "weights_dtype": str(save_dtype).replace("torch.", ""),
         "idle_images": config.n_idle,
+        "directions": None,  # filled in by the caller from the model it saves
         "commands": [*dataset_commands(data, manifest), train_command],
     }
 
@@ -480,6 +492,7 @@ Modes: `camera` (the mirror: camera -> picture, and its sound), `sound` (music -
 sound is the VAE's echo of it), `both` (camera picture mixed with the music's, mix
 {config.mix:g}). Mels come from `bridge.analysis` with the settings in config.json
 (`config.analysis`). {config.n_idle} training pictures are stored for idle mode.
+{directions_card_text(summary.get('directions'))}
 
 ## Training
 Phase 1 (VAEs): RMSprop lr {recipe['vae_lr']:g}, KLD weight {recipe['vae_kld_weight']:g},
