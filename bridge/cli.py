@@ -236,10 +236,14 @@ def cmd_protocol(args) -> int:
     from bridge.control.protocol import PROTOCOL_FILE, render, write
 
     if args.write:
-        print(f"wrote {write()}")
-    else:
-        sys.stdout.write(render())
-    return 0 if args.write or not args.check else int(PROTOCOL_FILE.read_text() != render())
+        print(f"wrote {write()} and the README's OSC tables")
+        return 0
+    if args.check:
+        stale = PROTOCOL_FILE.read_text() != render()
+        print(f"{PROTOCOL_FILE} is {'stale: run vjbridge protocol --write' if stale else 'up to date'}")
+        return int(stale)
+    sys.stdout.write(render())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
