@@ -13,6 +13,7 @@ In, under /vjbridge/:
 Out, to --osc-reply HOST:PORT:
   /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
   /vjbridge/param/<name> VALUE    whenever a parameter changes (from anyone)
+  /vjbridge/trigger/<name> [N]    whenever a trigger fires (from anyone)
   /vjbridge/error "message"       for a refused command or an undecodable packet
 
 Two traps in python-osc are avoided by not using its server: its decoder lets UnicodeDecodeError
@@ -141,6 +142,7 @@ class OscControl:
         if self.reply is not None:
             self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.params.listen(lambda name, value: self.send(f"{PREFIX}/param/{name}", value))
+            self.params.watch(self._echo_trigger)
         for target, name in ((self._listen, "vjbridge-osc-in"), (self._heartbeat, "vjbridge-osc-beat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -243,6 +245,11 @@ class OscControl:
             self._out.sendto(builder.build().dgram, self.reply)
         except Exception as e:  # a full buffer or unreachable peer must not stop anything
             log.debug("OSC reply %s failed: %s", address, e)
+
+    def _echo_trigger(self, event) -> None:
+        """A fired trigger goes back out (a controller can flash the button it belongs to)."""
+        if event.kind == "trigger":
+            self.send(f"{PREFIX}/trigger/{event.name}", *([] if event.value is None else [event.value]))
 
     def _send_status(self) -> None:
         status = self.status() or {}

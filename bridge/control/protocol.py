@@ -44,6 +44,7 @@ def protocol() -> dict:
             "out": {"heartbeat": f"{PREFIX}/heartbeat N", "every_s": HEARTBEAT_S,
                     "fps": f"{PREFIX}/fps F", "latency_ms": f"{PREFIX}/latency_ms F",
                     "model": f"{PREFIX}/model NAME", "param": f"{PREFIX}/param/<name> VALUE",
+                    "trigger": f"{PREFIX}/trigger/<name> [N]",
                     "error": f'{PREFIX}/error "message"'},
         },
         "params": params,
