@@ -232,6 +232,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_midi_ports(args) -> int:
+    from bridge.control.midi import list_ports
+
+    ports = list_ports(args.midi_api)
+    print(f"MIDI backend: {ports['api']}")
+    print("in:  " + (", ".join(ports["in"]) or "none"))
+    print("out: " + (", ".join(ports["out"]) or "none"))
+    return 0
+
+
 def cmd_protocol(args) -> int:
     from bridge.control.protocol import PROTOCOL_FILE, render, write
 
@@ -337,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("midi", help="MIDI tools: list the ports (`vjbridge midi ports`)")
+    midi_sub = p.add_subparsers(dest="midi_command", required=True, metavar="MIDI_COMMAND")
+    q = midi_sub.add_parser("ports", help="MIDI input and output ports this machine has")
+    q.add_argument("--midi-api", help="alsa, jack, coremidi, winmm (default: the system's)")
+    q.set_defaults(func=cmd_midi_ports)
 
     p = sub.add_parser("protocol", help="the OSC/parameter manifest TouchDesigner reads (td/protocol.json)")
     p.add_argument("--write", action="store_true", help="regenerate td/protocol.json and the README's OSC tables")

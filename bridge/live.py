@@ -210,6 +210,8 @@ class LiveSession(Actions):
                                   allow=s.osc_allow, status=self._status, actions=self)
             self.osc.start()
             self._opened.append(self.osc)
+            if self.midi is not None:
+                self.midi.on_learned = lambda note: self.osc.send("/vjbridge/midi/learned", note)
         if s.preset:
             self._watch(s.preset)
 
@@ -304,6 +306,11 @@ class LiveSession(Actions):
         if self.midi is None:
             raise ControlError("MIDI learn needs MIDI: start with --midi-in PATTERN")
         self.midi.arm(name)
+
+    def midi_save(self, name: str) -> None:
+        if self.midi is None:
+            raise ControlError("saving a MIDI mapping needs MIDI: start with --midi-in PATTERN")
+        self.midi.save_mapping(name)
 
     def _watch(self, name: str) -> None:
         """Re-apply the recalled preset whenever its file is saved again (hot reload)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -214,18 +215,21 @@ class BeatClock:
         self.reset()
 
     def reset(self) -> None:
-        with getattr(self, "_lock", threading.Lock()):
+        with self._lock:
             self.ticks = 0
             self.last_tick: float | None = None
             self.bpm = 0.0
+            self._times: deque = deque(maxlen=self.PPQ + 1)  # the last beat's tick times
 
     def tick(self, t: float | None = None) -> None:
         t = self._now() if t is None else t
         with self._lock:
-            if self.last_tick is not None and t > self.last_tick:
-                bpm = 60.0 / ((t - self.last_tick) * self.PPQ)
-                # smooth the jitter of single ticks; a new tempo settles within about a beat
-                self.bpm = bpm if self.bpm <= 0 else self.bpm + (bpm - self.bpm) * 0.1
+            # The tempo from the span of up to a beat of ticks, not from single gaps: two ticks
+            # that arrive in one driver cycle (a few µs apart) would read thousands of bpm.
+            self._times.append(t)
+            span = self._times[-1] - self._times[0]
+            if len(self._times) >= 7 and span > 0:
+                self.bpm = 60.0 * (len(self._times) - 1) / (span * self.PPQ)
             self.last_tick = t
             self.ticks += 1
 

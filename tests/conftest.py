@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from tests.helpers.jack import jack_server  # noqa: F401  (fixture, one JACK server per run)
 from tests.helpers.ndi import ndi_receiver  # noqa: F401  (fixture)
 from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture, one daemon per run)
 

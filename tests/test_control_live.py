@@ -208,3 +208,33 @@ def test_the_model_in_use_refuses_what_it_cannot_do_before_the_store_changes(inb
             {k: v for k, v in before.items() if k != "walk"}
         line = session.status_line(session.engine.stats)
         assert "walk" in line and "model realnvp-faces" in line
+
+
+def test_live_session_learns_a_midi_knob_armed_over_osc(jack_server, tiny_models, inbox):
+    """`run --midi-in PATTERN --osc-port P`: /vjbridge/midi/learn arms, a real knob on a JACK port
+    is bound (and said so over OSC), then plays the parameter; the status names the port."""
+    from bridge.live import LiveSession, LiveSettings
+    from tests.test_midi import Controller, cc
+
+    controller = Controller()
+    try:
+        settings = LiveSettings(model="tiny-a", audio_in="silence", outs=["null"], fps=30,
+                                runtime="reference", osc_port=0, osc_reply=f"127.0.0.1:{inbox.port}",
+                                midi_in=f"{controller.name}:ctl", midi_api="jack")
+        with LiveSession(settings) as session:
+            assert any(f"{controller.name}:ctl" in line for line in session.describe())
+            c = SimpleUDPClient("127.0.0.1", session.osc.port)
+            c.send_message("/vjbridge/midi/learn", "brightness")
+            assert wait_until(lambda: session.midi.armed == "brightness")
+            controller.send(cc(14, 64))
+            learned = inbox.wait_for("/vjbridge/midi/learned")
+            assert learned and "cc 14" in learned[0][0]
+            for value in (66, 90, 127):  # soft takeover: picks up near 1.0 (64/127 of 0..2)
+                controller.send(cc(14, value))
+                time.sleep(0.05)
+            assert wait_until(lambda: session.params.get("brightness") == 2.0)
+            c.send_message("/vjbridge/midi/save", "my-knobs")
+            assert wait_until((tiny_models / "presets" / "midi" / "my-knobs.toml").exists)
+            assert "midi 1 in" in session.status_line(session.engine.stats)
+    finally:
+        controller.close()

@@ -9,12 +9,14 @@ In, under /vjbridge/:
   /vjbridge/preset/save NAME      save the whole state as presets/NAME.toml
   /vjbridge/preset/morph NAME B   glide to presets/NAME.toml over B beats
   /vjbridge/midi/learn NAME       bind the next MIDI control moved to parameter/trigger NAME
+  /vjbridge/midi/save NAME        save the MIDI mapping (learned bindings too) as presets/midi/NAME.toml
   /vjbridge/query                 reply with every parameter's value and the model
 Out, to --osc-reply HOST:PORT:
   /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
   /vjbridge/param/<name> VALUE    whenever a parameter changes (from anyone)
   /vjbridge/trigger/<name> [N]    whenever a trigger fires (from anyone)
   /vjbridge/error "message"       for a refused command or an undecodable packet
+  /vjbridge/midi/learned "note"   when MIDI learn has bound a control
 
 Two traps in python-osc are avoided by not using its server: its decoder lets UnicodeDecodeError
 escape on packets such as b'/\x80\x00\x00', and its dispatcher sleeps until a bundle's timetag
@@ -103,6 +105,9 @@ class Actions:
 
     def midi_learn(self, name: str) -> None:
         raise ControlError("MIDI learn needs MIDI input: start with --midi-in")
+
+    def midi_save(self, name: str) -> None:
+        raise ControlError("saving a MIDI mapping needs MIDI input: start with --midi-in")
 
 
 def _one_name(address: str, args: list) -> str:
@@ -227,6 +232,8 @@ class OscControl:
             self.actions.switch_model(_one_name(address, args))
         elif address == f"{PREFIX}/midi/learn":
             self.actions.midi_learn(_one_name(address, args))
+        elif address == f"{PREFIX}/midi/save":
+            self.actions.midi_save(_one_name(address, args))
         elif address == f"{PREFIX}/query":
             for name, value in self.params.values().items():
                 self.send(f"{PREFIX}/param/{name}", value)
