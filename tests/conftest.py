@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.jack import jack_server  # noqa: F401  (fixture, one JACK server per run)
 from tests.helpers.ndi import ndi_receiver  # noqa: F401  (fixture)
+from tests.helpers.osc import inbox  # noqa: F401  (fixture: a UDP socket collecting OSC replies)
 from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture, one daemon per run)
 
 # Torch on 2 cores: keep test runs from oversubscribing.

@@ -13,14 +13,6 @@ from bridge.control.osc import OscControl
 from bridge.control.presets import PresetMorph, PresetWatcher, apply_preset, read_preset
 from bridge.errors import ConfigError, ControlError
 from bridge.params import CORE_PARAMS, BeatClock, ParamStore, Trigger
-from tests.helpers.osc import Inbox
-
-
-@pytest.fixture
-def inbox():
-    box = Inbox()
-    yield box
-    box.close()
 
 
 @pytest.fixture

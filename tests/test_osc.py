@@ -19,14 +19,6 @@ from pythonosc.udp_client import SimpleUDPClient
 from bridge.control.osc import OscControl, parse_host_port
 from bridge.errors import ConfigError, ControlError, DeviceError
 from bridge.params import ParamStore
-from tests.helpers.osc import Inbox
-
-
-@pytest.fixture
-def inbox():
-    box = Inbox()
-    yield box
-    box.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import queue
 import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bridge.control.osc import decode
+from tests.helpers.osc import Inbox
 from tests.helpers.td_standin import TouchDesigner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,42 +59,23 @@ def tiny_models(tmp_path, monkeypatch):
     return tmp_path / "models"
 
 
-class Feedback:
+class Feedback(Inbox):
     """The OSC In DAT's job, done with a real socket: packets from the bridge, decoded; the test's
     main loop hands them to the core (TouchDesigner calls back on its main thread too)."""
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
         self.queue: queue.Queue = queue.Queue()
         self.paused = False  # True: messages are dropped, as by a blocked network
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                data, _ = self.sock.recvfrom(65535)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            for message in decode(data):
-                self.queue.put(message)
+    def receive(self, message):
+        self.queue.put(message)
 
     def pump(self, bridge):
         while not self.queue.empty():
             message = self.queue.get()
             if not self.paused:
                 bridge.feed(*message)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join(1)
-        self.sock.close()
 
 
 def send(port: int, address: str, args: list) -> None:
@@ -209,9 +190,11 @@ def test_real_bridge_answers_echoes_and_the_watchdog_restarts_it(tiny_models):
     try:
         bridge.start()
         first_pid = bridge.pid
-        assert run_until(lambda: bridge.feedback.heartbeat >= 1, step), bridge.log_text()
-        assert bridge.feedback.model == "tiny-a" and bridge.feedback.fps is not None
-        assert any("vjbridge 0.1.0: model tiny-a" in line for line in bridge.log)
+        # the heartbeat, then fps/latency/model in the packets right behind it
+        assert run_until(lambda: bridge.feedback.heartbeat >= 1 and bridge.feedback.model
+                         and bridge.feedback.fps is not None, step), bridge.log_text()
+        assert bridge.feedback.model == "tiny-a"
+        assert run_until(lambda: any(": model tiny-a" in line for line in bridge.log), step), bridge.log_text()
 
         brightness = protocol.by_par()["Brightness"]
         send(bridge.settings.osc_port, *brightness.message(1.25))

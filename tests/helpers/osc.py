@@ -5,6 +5,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from bridge.control.osc import decode
 
 
@@ -29,7 +31,12 @@ class Inbox:
                 continue
             except OSError:
                 return
-            self.messages += decode(data)
+            for message in decode(data):
+                self.receive(message)
+
+    def receive(self, message: tuple[str, list]) -> None:
+        """One decoded message (runs on the socket's thread)."""
+        self.messages.append(message)
 
     def wait_for(self, address: str, timeout: float = 3.0) -> list:
         end = time.monotonic() + timeout
@@ -44,3 +51,10 @@ class Inbox:
         self._stop.set()
         self._thread.join(1)
         self.sock.close()
+
+
+@pytest.fixture
+def inbox():
+    box = Inbox()
+    yield box
+    box.close()
