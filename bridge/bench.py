@@ -3,12 +3,15 @@ batch 1: "reference") and as we run it ("optimized"), on random weights of the r
 Model-only time: conditioning (and latent) in, picture out (plus the RGBA copy-out for the
 optimized runtime, which is what the engine actually pays). Every family is covered: pix2pix,
 the VAE-associator's image (camera) and sound paths, RealNVP decoding, the conv-VAE; and the
-generated sound's mel-to-audio voice, as a real-time factor."""
+generated sound's mel-to-audio voice, as a real-time factor; and the streaming audio analysis,
+in milliseconds per hop. Each row carries latency p50/p95 and the process's peak memory (RSS
+high-water mark; on CUDA also the peak allocated); `plot()` draws the report as a PNG."""
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 
@@ -19,7 +22,7 @@ from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.runtime import Runner, cpu_has_native_bf16, example_inputs, to_rgba
 
 PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
-FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound")
+FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis")
 
 
 @dataclass
@@ -97,6 +100,42 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def peak_rss_mb() -> float:
+    """The process's resident-memory high-water mark so far, in MB (0 where the OS cannot say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)  # bytes on macOS, KB on Linux
+
+
+def measure_analysis(seconds: float = 10.0, seed: int = 0) -> dict:
+    """The streaming analysis (mel, bands, onsets, tempo) fed one hop at a time, as live: ms per hop."""
+    import numpy as np
+
+    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
+
+    config = AnalysisConfig()
+    rng = np.random.default_rng(seed)
+    n = int(seconds * config.sample_rate)
+    t = np.arange(n) / config.sample_rate
+    # a pulse every half second over noise: onsets, tempo and bands all have work to do
+    audio = (0.05 * rng.standard_normal(n) + 0.5 * np.sin(2 * np.pi * 60 * t) * ((t % 0.5) < 0.08)).astype(np.float32)
+    analyzer = StreamingAnalyzer(config)
+    per_hop = []
+    for at in range(0, n - config.hop, config.hop):
+        t0 = time.perf_counter()
+        analyzer.feed(audio[at:at + config.hop])
+        analyzer.snapshot(at / config.sample_rate)
+        per_hop.append((time.perf_counter() - t0) * 1000.0)
+    per_hop = per_hop[20:]  # the first hops fill the buffers
+    return {"hop": config.hop, "sample_rate": config.sample_rate, "hops": len(per_hop),
+            "ms_per_hop_p50": round(statistics.median(per_hop), 4),
+            "ms_per_hop_p95": round(sorted(per_hop)[int(0.95 * (len(per_hop) - 1))], 4),
+            "hop_ms_budget": round(1000.0 * config.hop / config.sample_rate, 2)}
+
+
 def _timed(fn, cond, latent, sync) -> float:
     t0 = time.perf_counter()
     fn(cond, latent)
@@ -151,14 +190,17 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
             "compiled": runners[runtime].info.compiled, "autocast": runners[runtime].info.autocast,
             "warmup_s": round(warm_s[runtime], 2), "iterations": iterations,
             "timing": "interleaved" if interleave else "sequential",
+            "peak_rss_mb": peak_rss_mb(),
         })
+        if device.startswith("cuda") and torch.cuda.is_available():
+            rows[-1]["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
     ref, opt = rows
     opt["speedup_vs_reference"] = round(ref["ms_p50"] / opt["ms_p50"], 2)
     return rows
 
 
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
-              progress=None, interleave: bool = True, sound: bool = True) -> dict:
+              progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False) -> dict:
     results = []
     for case in cases:
         if progress:
@@ -170,7 +212,40 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
         if progress:
             progress("generated sound: mel -> audio voice")
         report["sound"] = measure_voice()
+    if analysis:
+        if progress:
+            progress("streaming analysis, one hop at a time")
+        report["analysis"] = measure_analysis()
     return report
+
+
+def plot(report: dict, path) -> None:
+    """fps of each model, reference beside optimized, as a PNG (matplotlib, the `train` extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'vjbridge[train]'") from None
+    rows = report["results"]
+    names = [f"{r['model']} {r['size']}²" for r in rows if r["runtime"] == "reference"]
+    ref = [r["fps_p50"] for r in rows if r["runtime"] == "reference"]
+    opt = [r["fps_p50"] for r in rows if r["runtime"] == "optimized"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5))
+    xs = range(len(names))
+    ax.bar([x - 0.2 for x in xs], ref, width=0.4, label="reference (eager fp32)")
+    ax.bar([x + 0.2 for x in xs], opt, width=0.4, label="optimized")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("frames per second (p50, batch 1)")
+    ax.set_yscale("log")
+    machine = report["machine"]
+    ax.set_title(f"{machine.get('gpu') or machine['cpu']} · torch {machine['torch']} · "
+                 f"{machine['torch_threads']} threads", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def format_table(report: dict) -> str:
@@ -184,4 +259,8 @@ def format_table(report: dict) -> str:
         lines.append(f"generated sound (mel -> audio): real-time factor {sound['rtf_median']:.3f} "
                      f"(median per call, {sound['ms_per_call_median']:.2f} ms per call), "
                      f"{sound['rtf_overall']:.3f} overall")
+    analysis = report.get("analysis")
+    if analysis:
+        lines.append(f"streaming analysis: {analysis['ms_per_hop_p50']:.3f} ms per hop p50 "
+                     f"({analysis['ms_per_hop_p95']:.3f} p95; a hop is {analysis['hop_ms_budget']} ms of audio)")
     return "\n".join(lines)

@@ -207,11 +207,15 @@ def cmd_bench(args) -> int:
     families = FAMILIES if args.families == "all" else tuple(f.strip() for f in args.families.split(","))
     report = run_bench(default_cases(sizes, variants, families), device=args.device,
                        iterations=args.iterations, progress=lambda m: print(f"bench: {m}", file=sys.stderr),
-                       interleave=not args.sequential, sound="sound" in families)
+                       interleave=not args.sequential, sound="sound" in families,
+                       analysis="analysis" in families)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
+    if args.plot:
+        from bridge.bench import plot
+        plot(report, args.plot)
     print(text if args.json else format_table(report))
     return 0
 
@@ -342,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="lite,full", help="pix2pix variants: lite (ngf 32), full (ngf 64)")
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
-                        "voice), or all (default)")
+                        "voice), analysis (ms per hop), or all (default)")
+    p.add_argument("--plot", metavar="PNG", help="also draw reference vs optimized fps as a PNG")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")

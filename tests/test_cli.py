@@ -123,6 +123,20 @@ def test_bench_json_shape():
         assert {"family", "model", "params_m", "size", "device", "runtime", "fps_p50", "ms_p50"} <= set(r)
         assert r["fps_p50"] == pytest.approx(1000 / r["ms_p50"], rel=0.01)
     assert rows[1]["speedup_vs_reference"] > 0
+    assert all(r["ms_p95"] >= r["ms_p50"] and r["peak_rss_mb"] > 0 for r in rows)
+
+
+def test_bench_measures_the_analysis_and_plots(tmp_path):
+    from bridge.bench import measure_analysis, plot
+
+    analysis = measure_analysis(seconds=2.0)
+    assert analysis["hops"] > 100 and 0 < analysis["ms_per_hop_p50"] <= analysis["ms_per_hop_p95"]
+    case = BenchCase("pix2pix", "pix2pix-tiny", 32, lambda: Pix2Pix(Pix2PixConfig(size=32, ngf=4)))
+    report = run_bench([case], iterations=2, warmup=1)
+    plot(report, tmp_path / "bench.png")
+    from PIL import Image
+    with Image.open(tmp_path / "bench.png") as picture:
+        assert picture.size[0] > 300 and len(set(picture.convert("L").getdata())) > 10
 
 
 def test_render_an_image_input_model_from_a_video(tmp_path, monkeypatch, capsys):
