@@ -61,7 +61,7 @@ def run_settings(args):
                         osc_host=args.osc_host, osc_reply=args.osc_reply, osc_allow=args.osc_allow or [],
                         preset=args.preset, midi_in=args.midi_in, midi_out=args.midi_out,
                         midi_map=given["midi_map"], midi_api=args.midi_api, record=args.record,
-                        replay=args.replay)
+                        replay=args.replay, degrade=args.degrade)
 
 
 def cmd_run(args) -> int:
@@ -298,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--midi-api", help="MIDI backend: alsa, jack, coremidi, winmm (default: the system's)")
     p.add_argument("--record", metavar="FILE", help="record every control event (OSC, MIDI, presets) to FILE")
     p.add_argument("--replay", metavar="FILE", help="play a recording's control events back")
+    p.add_argument("--degrade", metavar="LEVELS", help="when the model misses the frame rate, play it at a "
+                   "lower internal resolution and upscale, and back up when there is room: 'auto' "
+                   "(full, 3/4, 1/2, 1/4) or scales like 1,0.75,0.5 (default: off; pix2pix only)")
     _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)

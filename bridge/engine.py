@@ -20,6 +20,7 @@ import torch
 
 from bridge import clock
 from bridge.analysis import AnalysisConfig, StreamingAnalyzer
+from bridge.degrade import DegradeController, DegradeSettings, ScaledPix2Pix, levels_for
 from bridge.generators.base import Generator, Snapshot
 from bridge.runtime import Runner, to_rgba
 
@@ -37,14 +38,23 @@ class FramePipeline:
     returns the frame; the sound made for those `dt` seconds is left in `last_sound`.
     With a ParamStore (`params`) the latent comes from a `LatentControl` (`control`: live walk
     choice, anchor jumps on the beat, direction knobs; bridge.morph.control), which also takes
-    the store's queued triggers each frame; without one, straight from the walk."""
+    the store's queued triggers each frame; without one, straight from the walk.
+    With `degrade` (scales, bridge.degrade.parse_degrade) it also holds a Runner per lower
+    internal resolution, all warmed by `warmup`; `level` (0 = full) picks the one used."""
 
     def __init__(self, model: Generator, runner: Runner | None = None, smoothing: float = 0.0,
                  output_size: int | None = None, walk: str | None = None,
                  walk_params: dict | None = None, seed: int = 0, idle=None,
-                 sound_rate: int | None = None, params=None):
+                 sound_rate: int | None = None, params=None, degrade: tuple[float, ...] | None = None):
         self.model = model
         self.runner = runner or Runner(model, runtime="reference")
+        self.levels, self.degrade_note = levels_for(model, degrade)
+        self.level_runners = [self.runner] + [
+            Runner(ScaledPix2Pix(model, level.size), runtime=self.runner.info.runtime,
+                   device=str(self.runner.device)) for level in self.levels[1:]]
+        self.level = 0  # index into levels; the engine's DegradeController sets it
+        if degrade:
+            (log.info if len(self.levels) > 1 else log.warning)("degradation: %s", self.degrade_note)
         overrides = getattr(model.config, "analysis", {}) or {}
         self.analysis_config = AnalysisConfig(**overrides)
         self.analyzer = StreamingAnalyzer(self.analysis_config)
@@ -97,7 +107,9 @@ class FramePipeline:
             latent = self.control.warmup_latent(snapshot.audio)
         else:
             latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
-        self.runner.warmup(self.model.condition(snapshot), latent, runs=runs)
+        cond = self.model.condition(snapshot)
+        for runner in self.level_runners:  # every level compiled now: a switch never stalls
+            runner.warmup(cond, latent, runs=runs)
         if self.navigator is not None:
             self.navigator.reset()
 
@@ -108,7 +120,7 @@ class FramePipeline:
             latent = self.control.step(snapshot.audio, dt)
         else:
             latent = self.navigator.step(snapshot.audio, dt) if self.navigator is not None else None
-        out = self.runner(self.model.condition(snapshot), latent)
+        out = self.level_runners[self.level](self.model.condition(snapshot), latent)
         if self.voice is not None:
             picture, mel_db = out
             # Carry the fraction, so sound and pictures never drift apart over a long set.
@@ -140,6 +152,8 @@ class EngineStats:
     generated: int = 0
     missed: int = 0
     errors: int = 0
+    degrade: str = "off"  # the degradation level in use ("full", "3/4", ...), or off
+    degrade_changes: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=300))
     generate_ms: deque = field(default_factory=lambda: deque(maxlen=300))
     send_times: deque = field(default_factory=lambda: deque(maxlen=300))
@@ -165,14 +179,22 @@ class EngineStats:
             "latency_ms_p50": round(self._pct(self.latencies_ms, 50), 2),
             "latency_ms_p95": round(self._pct(self.latencies_ms, 95), 2),
             "generate_ms_p50": round(self._pct(self.generate_ms, 50), 2),
+            "degrade": self.degrade,
         }
 
 
 class Engine:
+    """With `degrade` (True or DegradeSettings) a DegradeController watches each generation's
+    time against the period and moves the pipeline between its levels (bridge.degrade)."""
+
     def __init__(self, pipeline: FramePipeline, sinks: list, fps: float = 30.0,
-                 audio_source=None, video_source=None, sink_audio_rate: int | None = None):
+                 audio_source=None, video_source=None, sink_audio_rate: int | None = None,
+                 degrade: bool | DegradeSettings = False):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        self._degrade_settings = degrade if isinstance(degrade, DegradeSettings) else (
+            DegradeSettings() if degrade else None)
+        self.degrade: DegradeController | None = None
         self.pipeline = pipeline
         self._next_pipeline: FramePipeline | None = None
         # The rate the audio-carrying sinks were opened with: after a model switch, sound at
@@ -192,6 +214,21 @@ class Engine:
         self._frozen: tuple | None = None  # the frame held while the freeze parameter is on
         self._stop = threading.Event()
         self._last_error = ""
+        self._start_degrade()
+
+    def _start_degrade(self) -> None:
+        """A controller for the pipeline in use (again after a model switch: its own levels)."""
+        if self._degrade_settings is None:
+            return
+        self.pipeline.level = 0
+        self.degrade = DegradeController(self.pipeline.levels, self._degrade_settings)
+        self.stats.degrade = self.degrade.name
+
+    def set_fps(self, fps: float) -> None:
+        """Change the output rate live (the next deadline on); the degradation follows it."""
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.fps, self.period = fps, 1.0 / fps
 
     # --- generation thread --------------------------------------------------------------------
     def _read_inputs(self) -> tuple[Snapshot, np.ndarray]:
@@ -219,6 +256,7 @@ class Engine:
             if self._next_pipeline is not None:  # a model switch lands between two frames
                 self.pipeline, self._next_pipeline = self._next_pipeline, None
                 self.stats.generate_ms.clear()  # the new model's own times set the lead time
+                self._start_degrade()
             started = clock.now()
             # The time this picture stands for: walks move by it, and the sound made with it
             # lasts it (capped, so a stall does not queue seconds of sound).
@@ -235,8 +273,11 @@ class Engine:
                     self._last_error = message
                 continue
             capture = snapshot.capture_time
-            self.stats.generate_ms.append((clock.now() - started) * 1000.0)
+            finished = clock.now()
+            self.stats.generate_ms.append((finished - started) * 1000.0)
             self.stats.generated += 1
+            if self.degrade is not None:
+                self._degrade_step(finished - started, finished)
             made += 1
             # Sinks that carry audio get the generated sound of a sound model, else the music.
             pipeline = self.pipeline
@@ -248,6 +289,15 @@ class Engine:
                 audio = None
             # One tuple, swapped in one assignment, so the output thread never sees half of it.
             self._latest = (made, frame, capture if capture is not None else started, audio)
+
+    def _degrade_step(self, seconds: float, now: float) -> None:
+        level = self.degrade.observe(seconds, now, self.period)
+        if level != self.pipeline.level:
+            self.pipeline.level = level
+            self.stats.degrade = self.degrade.name
+            self.stats.degrade_changes += 1
+            self.stats.generate_ms.clear()  # the lead time is judged on the new level's times
+            log.info("degradation: level %s (%d px)", self.degrade.name, self.degrade.levels[level].size)
 
     # --- output thread ------------------------------------------------------------------------
     def _send(self, frame: np.ndarray, capture_time: float, audio: np.ndarray | None) -> None:

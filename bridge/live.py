@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from bridge.config import check_fps
 from bridge.control.osc import Actions
 from bridge.control.presets import apply_preset
+from bridge.degrade import parse_degrade
 from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError, ControlError, ModelLoadError
 from bridge.generators.base import load_model
@@ -53,6 +54,7 @@ class LiveSettings:
     midi_api: str | None = None  # rtmidi backend (alsa, jack, ...); None: the system's
     record: str | None = None  # write every control event to this file
     replay: str | None = None  # play a recording's control events back
+    degrade: str | None = None  # graceful degradation: 'auto', scales '1,0.75,0.5', or None/off
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -66,6 +68,7 @@ class LiveSettings:
             raise ConfigError(f"--mix must be in [0, 1], got {self.mix:g}")
         if self.osc_port is not None and not 0 <= self.osc_port < 65536:
             raise ConfigError(f"--osc-port must be 0..65535, got {self.osc_port}")
+        parse_degrade(self.degrade)  # a bad --degrade fails here, with its one-line error
 
 
 def default_mode(model, has_audio: bool, has_image: bool) -> str | None:
@@ -149,7 +152,8 @@ class LiveSession(Actions):
                 self._opened.append(sink)
                 self.sinks.append(sink)
             self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps, audio_source=self.audio,
-                                 video_source=self.video, sink_audio_rate=self.sink_audio_rate)
+                                 video_source=self.video, sink_audio_rate=self.sink_audio_rate,
+                                 degrade=parse_degrade(settings.degrade) is not None)
             self._open_control()
         except BaseException:
             self.close()
@@ -175,7 +179,8 @@ class LiveSession(Actions):
                                  walk=s.walk if own_walk else None,
                                  walk_params=s.walk_params if own_walk else None, seed=s.seed,
                                  idle=idle, params=self.params,
-                                 sound_rate=getattr(self, "sink_audio_rate", None))
+                                 sound_rate=getattr(self, "sink_audio_rate", None),
+                                 degrade=parse_degrade(s.degrade))
         if pipeline.control is not None:
             pipeline.control.on_refusal = self.report  # told from the generation thread
         pipeline.warmup()
@@ -326,7 +331,24 @@ class LiveSession(Actions):
     # --- running --------------------------------------------------------------------------------
     def _status(self) -> dict:
         s = self.engine.stats.summary()
-        return {"fps": s["fps"], "latency_ms": s["latency_ms_p50"], "model": self.model_name}
+        return {"fps": s["fps"], "latency_ms": s["latency_ms_p50"], "model": self.model_name,
+                "degrade": s["degrade"], "parts": self.parts()}
+
+    def parts(self) -> dict:
+        """The status of every source and sink, by a short name: audio, camera, out/<kind>
+        (out/<kind>2, ... when a kind is used twice). Sent over OSC as /vjbridge/status/<name>."""
+        parts = {}
+        if self.audio is not None:
+            parts["audio"] = self.audio.status
+        if self.video is not None:
+            parts["camera"] = self.video.status
+        for sink in self.sinks:
+            kind = getattr(getattr(sink, "inner", sink), "kind", "sink")
+            name, n = f"out/{kind}", 2
+            while name in parts:
+                name, n = f"out/{kind}{n}", n + 1
+            parts[name] = sink.status
+        return parts
 
     def _open(self, source) -> None:
         source.open()  # the factories return sources unopened
@@ -338,6 +360,9 @@ class LiveSession(Actions):
         if self.osc is not None:
             lines.append(f"OSC in on {self.osc.host}:{self.osc.port} (/vjbridge/param/<name>, "
                          f"/vjbridge/trigger/<name>), replies to {s.osc_reply or 'nobody (--osc-reply)'}")
+            if self.osc.exposed:  # anyone on the network could drive the show
+                allowed = ", ".join(sorted(self.osc.allow)) or "ANY sender: limit it with --osc-allow IP"
+                lines.append(f"WARNING: OSC is open to the network on {self.osc.host}; accepting {allowed}")
         if self.midi is not None:
             lines.append(f"MIDI {self.midi.status}")
         if self.recorder is not None:
@@ -350,10 +375,9 @@ class LiveSession(Actions):
         s = stats.summary()
         parts = [f"fps {s['fps']:5.1f}", f"latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms",
                  f"model {self.model_name} {s['generate_ms_p50']:.0f} ms", f"missed {s['missed']}"]
-        if self.audio is not None:
-            parts.append(f"audio {self.audio.status}")
-        if self.video is not None:
-            parts.append(f"camera {self.video.status}")
+        if s.get("degrade", "off") != "off":
+            parts.append(f"degrade {s['degrade']}")
+        parts += [f"{name} {state}" for name, state in self.parts().items()]
         control = self.pipeline.control
         if control is not None and control.has_walk:
             c = control.status()

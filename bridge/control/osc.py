@@ -13,25 +13,36 @@ In, under /vjbridge/:
   /vjbridge/query                 reply with every parameter's value and the model
 Out, to --osc-reply HOST:PORT:
   /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
+  /vjbridge/degrade LEVEL         every second: off, or the level run --degrade is at (full, 3/4...)
+  /vjbridge/status/<part> STATE REASON   every second, for each source and sink ("audio",
+                                  "camera", "out/ndi", ...): STATE is ok, starting, lost,
+                                  reconnecting, ended or closed; REASON says why ("" when ok)
   /vjbridge/param/<name> VALUE    whenever a parameter changes (from anyone)
   /vjbridge/trigger/<name> [N]    whenever a trigger fires (from anyone)
-  /vjbridge/error "message"       for a refused command or an undecodable packet
+  /vjbridge/error "message"       for a refused command or an undecodable packet (at most
+                                  ERRORS_PER_S a second; the next one says how many were held back)
   /vjbridge/midi/learned "note"   when MIDI learn has bound a control
 
 Two traps in python-osc are avoided by not using its server: its decoder lets UnicodeDecodeError
 escape on packets such as b'/\x80\x00\x00', and its dispatcher sleeps until a bundle's timetag
 (a bundle stamped next year would stall the handler thread). Here every packet is decoded inside
 a catch-all, and bundles are unpacked and applied at once, whatever their timetag.
+
+A flood of bad packets must not become a flood of log lines or replies (writing them would cost
+the engine its frame rate): refusals are logged at most LOG_PER_S lines a second and replied at
+most ERRORS_PER_S a second; what is held back is counted and said with the next line let through.
 """
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+import time
 from typing import Callable
 
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.parsing import osc_types
 
 from bridge.errors import ConfigError, ControlError, DeviceError
 from bridge.params import ParamStore
@@ -41,6 +52,37 @@ log = logging.getLogger(__name__)
 PREFIX = "/vjbridge"
 MAX_PACKET = 65_507  # the largest UDP payload
 HEARTBEAT_S = 1.0
+LOG_PER_S = 5  # refusal lines written to the log per second, at most
+ERRORS_PER_S = 50  # /vjbridge/error replies per second, at most
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class RateLimit:
+    """At most `per_second` events pass in any one-second window; the rest are counted. `allow()`
+    returns None for an event held back, else how many were held back since the last one passed
+    (so the line let through can say so)."""
+
+    def __init__(self, per_second: int, now: Callable[[], float] = time.monotonic):
+        self.per_second = int(per_second)
+        self.now = now
+        self.held_back = 0  # in all
+        self._window_start = float("-inf")
+        self._passed = 0
+        self._pending = 0  # held back since the last event let through
+        self._lock = threading.Lock()
+
+    def allow(self) -> int | None:
+        with self._lock:
+            t = self.now()
+            if t - self._window_start >= 1.0:
+                self._window_start, self._passed = t, 0
+            if self._passed >= self.per_second:
+                self.held_back += 1
+                self._pending += 1
+                return None
+            self._passed += 1
+            pending, self._pending = self._pending, 0
+            return pending
 
 
 def parse_host_port(text: str, option: str = "--osc-reply") -> tuple[str, int]:
@@ -57,10 +99,25 @@ def parse_host_port(text: str, option: str = "--osc-reply") -> tuple[str, int]:
 BUNDLE_TAG = b"#bundle\x00"
 
 
+KNOWN_TYPE_TAGS = frozenset("ihfdsbrmtTFN[]")  # what python-osc's parser reads
+
+
+def _check_type_tags(data: bytes) -> None:
+    """Refuse a message with a type tag python-osc does not know: its parser would log a warning
+    on the root logger for each such character (a flood of packets, a flood of log lines)."""
+    _, index = osc_types.get_string(data, 0)
+    if index < len(data):
+        tags, _ = osc_types.get_string(data, index)
+        unknown = set(tags[1:]) - KNOWN_TYPE_TAGS
+        if unknown:
+            raise ValueError(f"unknown OSC type tags {''.join(sorted(unknown))!r}")
+
+
 def decode(data: bytes) -> list[tuple[str, list]]:
     """Every message in a packet as (address, args): bundles are unpacked here (timetags read
     past, never waited for), messages decoded by python-osc. Raises on anything malformed."""
     if not data.startswith(BUNDLE_TAG):
+        _check_type_tags(data)
         message = OscMessage(data)
         return [(message.address, list(message.params))]
     out, at = [], len(BUNDLE_TAG) + 8  # tag, then the 8-byte timetag
@@ -132,9 +189,20 @@ class OscControl:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._beats = 0
+        self.log_limit = RateLimit(LOG_PER_S)
+        self.error_limit = RateLimit(ERRORS_PER_S)
 
     # --- life ------------------------------------------------------------------------------
+    @property
+    def exposed(self) -> bool:
+        """True when other machines can reach the listener (not bound to loopback)."""
+        return self.host not in LOOPBACK
+
     def start(self) -> "OscControl":
+        if self.exposed:
+            allowed = ", ".join(sorted(self.allow)) if self.allow else "ANY sender (add --osc-allow IP)"
+            log.warning("OSC listens on %s:%s, open to the network: accepting %s", self.host, self.port,
+                        allowed)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind((self.host, self.port))
@@ -190,7 +258,7 @@ class OscControl:
             messages = decode(data)
         except Exception as e:  # malformed bytes of any kind, incl. python-osc's UnicodeDecodeError
             self.refused += 1
-            self.send(f"{PREFIX}/error", f"undecodable OSC packet ({len(data)} bytes): {type(e).__name__}")
+            self._refuse(f"undecodable OSC packet ({len(data)} bytes): {type(e).__name__}")
             return
         for address, args in messages:
             self.received += 1
@@ -198,11 +266,19 @@ class OscControl:
                 self.handle(address, args)
             except (ControlError, ConfigError) as e:
                 self.refused += 1
-                self.send(f"{PREFIX}/error", str(e))
+                self._refuse(str(e))
             except Exception as e:  # a bug in a handler must not take the OSC thread down
                 self.refused += 1
-                log.error("OSC %s failed: %s", address, e)
-                self.send(f"{PREFIX}/error", f"{address}: {type(e).__name__}")
+                self._refuse(f"{address[:80]!r}: {type(e).__name__}: {e}", level=logging.ERROR)
+
+    def _refuse(self, message: str, level: int = logging.INFO) -> None:
+        """Say why something was refused: in the log and over OSC, each rate-limited."""
+        held = self.log_limit.allow()
+        if held is not None:
+            log.log(level, "OSC: %s%s", message[:200], f" ({held} more held back)" if held else "")
+        held = self.error_limit.allow()
+        if held is not None:
+            self.send(f"{PREFIX}/error", message + (f" ({held} more held back)" if held else ""))
 
     def handle(self, address: str, args: list) -> None:
         """One message: validate and write params. Raises ControlError on a refusal."""
@@ -212,7 +288,7 @@ class OscControl:
                 raise ControlError(f"{address} wants one value, got {len(args)}")
             note = self.params.set(name, args[0], source="osc")
             if note:
-                self.send(f"{PREFIX}/error", note)
+                self._refuse(note)
         elif address.startswith(f"{PREFIX}/trigger/"):
             name = address[len(f"{PREFIX}/trigger/"):]
             if len(args) > 1:
@@ -220,7 +296,7 @@ class OscControl:
             self.params.trigger(name, args[0] if args else None, source="osc")
         elif address == f"{PREFIX}/preset/load":
             for note in self.actions.preset_load(_one_name(address, args)):
-                self.send(f"{PREFIX}/error", note)
+                self._refuse(note)
         elif address == f"{PREFIX}/preset/save":
             self.actions.preset_save(_one_name(address, args))
         elif address == f"{PREFIX}/preset/morph":
@@ -265,6 +341,10 @@ class OscControl:
                 self.send(f"{PREFIX}/{key}", float(status[key]))
         if "model" in status:
             self.send(f"{PREFIX}/model", str(status["model"]))
+        if "degrade" in status:
+            self.send(f"{PREFIX}/degrade", str(status["degrade"]))
+        for part, state in (status.get("parts") or {}).items():  # Status of each source and sink
+            self.send(f"{PREFIX}/status/{part}", state.state.value, state.reason)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
