@@ -148,11 +148,12 @@ def _picture(out):
 
 
 def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
-             interleave: bool = True) -> list[dict]:
-    """Both runtimes are warmed up, then timed. Interleaved (the default), they are called
-    alternately, so a change in the machine's load during the run (another process, turbo, a
-    noisy neighbour) falls on both alike; sequential runs all reference calls, then all
-    optimized ones, as a live run (one model, warm caches) would."""
+             interleave: bool = True, int8: bool = False) -> list[dict]:
+    """Both runtimes (with `int8`, for pix2pix on the CPU, the int8 one too) are warmed up, then
+    timed. Interleaved (the default), they are called alternately, so a change in the machine's
+    load during the run (another process, turbo, a noisy neighbour) falls on all alike;
+    sequential runs all reference calls, then all optimized ones, as a live run (one model,
+    warm caches) would. The int8 row also carries its PSNR against fp32."""
     torch.manual_seed(0)
     model = case.build().eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
@@ -162,7 +163,10 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
         cond, latent = example_inputs(model)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     runners, steps, warm_s = {}, {}, {}
-    for runtime in ("reference", "optimized"):
+    runtimes = ("reference", "optimized")
+    if int8 and case.family == "pix2pix" and device == "cpu":
+        runtimes += ("int8",)
+    for runtime in runtimes:
         runner = runners[runtime] = Runner(model, runtime=runtime, device=device)
         # the optimized path includes the copy-out to uint8 RGBA, as the engine pays it
         steps[runtime] = runner if runtime == "reference" else (
@@ -171,7 +175,7 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
         runner.warmup(cond, latent, runs=warmup)
         sync()
         warm_s[runtime] = time.perf_counter() - t0
-    times = {"reference": [], "optimized": []}
+    times = {runtime: [] for runtime in runtimes}
     if interleave:
         for _ in range(iterations):
             for runtime in times:
@@ -194,18 +198,23 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
         })
         if device.startswith("cuda") and torch.cuda.is_available():
             rows[-1]["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
-    ref, opt = rows
-    opt["speedup_vs_reference"] = round(ref["ms_p50"] / opt["ms_p50"], 2)
+        if runners[runtime].info.psnr_db is not None:
+            rows[-1]["psnr_db_vs_fp32"] = round(runners[runtime].info.psnr_db, 1)
+    for row in rows[1:]:
+        row["speedup_vs_reference"] = round(rows[0]["ms_p50"] / row["ms_p50"], 2)
     return rows
 
 
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
-              progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False) -> dict:
+              progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False,
+              int8: bool = False) -> dict:
+    """`int8` adds, for each pix2pix case on the CPU, the int8 runtime (needs onnxruntime;
+    its calibration adds seconds to a minute per case)."""
     results = []
     for case in cases:
         if progress:
             progress(f"{case.model} {case.size}² on {device}")
-        results += run_case(case, device, iterations, warmup, interleave)
+        results += run_case(case, device, iterations, warmup, interleave, int8)
     report = {"machine": machine_info(device), "results": results}
     if sound:
         from bridge.sinks.voice_measure import measure_voice

@@ -18,8 +18,9 @@ SOURCE_HELP = "audio in: 'default', a device index or name, an audio file, a URL
 
 
 def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", choices=("optimized", "reference"), default="optimized",
-                   help="optimized (BN folded, compiled) or the plain eager fp32 reference")
+    p.add_argument("--runtime", choices=("optimized", "reference", "int8"), default="optimized",
+                   help="optimized (BN folded, compiled), int8 (CPU, pix2pix: ONNX Runtime int8, its PSNR "
+                        "against fp32 measured at start; needs onnxruntime), or the plain eager fp32 reference")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
 
@@ -208,7 +209,7 @@ def cmd_bench(args) -> int:
     report = run_bench(default_cases(sizes, variants, families), device=args.device,
                        iterations=args.iterations, progress=lambda m: print(f"bench: {m}", file=sys.stderr),
                        interleave=not args.sequential, sound="sound" in families,
-                       analysis="analysis" in families)
+                       analysis="analysis" in families, int8=args.int8)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -350,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
                         "voice), analysis (ms per hop), or all (default)")
+    p.add_argument("--int8", action="store_true", help="also time the int8 runtime (pix2pix on the CPU; "
+                   "needs onnxruntime), with its PSNR against fp32")
     p.add_argument("--plot", metavar="PNG", help="also draw reference vs optimized fps as a PNG")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--sequential", action="store_true",

@@ -150,7 +150,9 @@ class EngineStats:
     window: int = 300
     sent: int = 0
     generated: int = 0
-    missed: int = 0
+    missed: int = 0  # ticks without a fresh picture: `repeated` + `stalled`
+    repeated: int = 0  # the picture was late: the last good frame went out again on time
+    stalled: int = 0  # output ticks lost: the machine stalled for more than a frame
     errors: int = 0
     degrade: str = "off"  # the degradation level in use ("full", "3/4", ...), or off
     degrade_changes: int = 0
@@ -175,6 +177,8 @@ class EngineStats:
             "sent": self.sent,
             "generated": self.generated,
             "missed": self.missed,
+            "repeated": self.repeated,
+            "stalled": self.stalled,
             "errors": self.errors,
             "latency_ms_p50": round(self._pct(self.latencies_ms, 50), 2),
             "latency_ms_p95": round(self._pct(self.latencies_ms, 95), 2),
@@ -346,7 +350,9 @@ class Engine:
                 behind = clock.now() - deadline
                 if behind > self.period:
                     # We fell more than a whole frame behind (machine stalled): re-anchor, count it.
-                    self.stats.missed += int(behind / self.period)
+                    lost = int(behind / self.period)
+                    self.stats.missed += lost
+                    self.stats.stalled += lost
                     deadline = clock.now()
                 self._output_tick()
                 deadline += self.period
@@ -384,6 +390,7 @@ class Engine:
         self._frozen = None
         if not fresh:
             self.stats.missed += 1  # the model did not finish in time: repeat the last good frame
+            self.stats.repeated += 1
         self._send(frame, capture, audio)
 
     def swap_pipeline(self, pipeline: FramePipeline) -> None:

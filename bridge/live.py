@@ -374,7 +374,7 @@ class LiveSession(Actions):
     def status_line(self, stats) -> str:
         s = stats.summary()
         parts = [f"fps {s['fps']:5.1f}", f"latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms",
-                 f"model {self.model_name} {s['generate_ms_p50']:.0f} ms", f"missed {s['missed']}"]
+                 f"model {self.model_name} {s['generate_ms_p50']:.0f} ms", f"repeated {s['repeated']} stalled {s['stalled']}"]
         if s.get("degrade", "off") != "off":
             parts.append(f"degrade {s['degrade']}")
         parts += [f"{name} {state}" for name, state in self.parts().items()]

@@ -122,8 +122,8 @@ def fresh_rate(marks, since: float) -> tuple[float, float]:
     return (g1 - g0) / (t1 - t0), (s1 - s0) / (t1 - t0)
 
 
-def run_live(tmp_path, degrade, seconds, at_second=None):
-    settings = LiveSettings(model="slow", audio_in="silence", outs=["null"], fps=30, runtime="reference",
+def run_live(tmp_path, degrade, seconds, at_second=None, fps=30.0):
+    settings = LiveSettings(model="slow", audio_in="silence", outs=["null"], fps=fps, runtime="reference",
                             degrade=degrade)
     marks = []
     with LiveSession(settings) as session:
@@ -145,33 +145,51 @@ def run_live(tmp_path, degrade, seconds, at_second=None):
 
 @pytest.fixture
 def slow_bundle(tmp_path, monkeypatch):
-    # ~45 ms a picture on 2 cores (reference runtime): too slow for 30 fps
     monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
     torch.manual_seed(0)
     save_bundle(Pix2Pix(Pix2PixConfig(size=256, ngf=32, input="bands")), tmp_path / "slow")
     return tmp_path
 
 
+def too_fast_a_rate() -> float:
+    """A target the model cannot keep at full size on this machine, whatever the machine: 1.6x
+    the rate its full-size picture allows (~45 ms a picture here: about 35 fps), but one its
+    half-size level keeps (about 0.4 of the full cost)."""
+    import statistics
+    import time
+
+    from bridge.generators.base import load_model
+    model = load_model("slow").eval()
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    times = []
+    with torch.inference_mode():
+        for _ in range(6):
+            t0 = time.perf_counter()
+            model.generate(x)
+            times.append(time.perf_counter() - t0)
+    return min(120.0, max(10.0, 1.6 / statistics.median(times[1:])))
+
+
 def test_live_run_holds_its_fps_with_a_model_too_slow_for_it(slow_bundle, capsys):
-    summary_off, marks_off, line_off = run_live(slow_bundle, None, 4.0)
+    fps = too_fast_a_rate()
+    summary_off, marks_off, line_off = run_live(slow_bundle, None, 4.0, fps=fps)
     fresh_off, _ = fresh_rate(marks_off, 1.0)
 
     def lower_fps_later(n, engine):
         if n == 9:  # settled and measured: now ask for less, the level must come back up
             engine.set_fps(3)
-    summary_on, marks, line_on = run_live(slow_bundle, "auto", 18.0, lower_fps_later)
+    summary_on, marks, line_on = run_live(slow_bundle, "auto", 18.0, lower_fps_later, fps=fps)
     before = [m for m in marks if m[0] <= 8.05]  # the marks before the fps goes down
     fresh_on, sent_on = fresh_rate(before, 3.0)
     reached = {m[3] for m in before}
     with capsys.disabled():
-        print(f"\n[degrade] threads {torch.get_num_threads()}: fresh fps off {fresh_off:.1f}, "
-              f"on {fresh_on:.1f} (sent {sent_on:.1f}) at levels {sorted(reached)}; "
+        print(f"\n[degrade] threads {torch.get_num_threads()}, target {fps:.1f} fps: fresh fps off "
+              f"{fresh_off:.1f}, on {fresh_on:.1f} (sent {sent_on:.1f}) at levels {sorted(reached)}; "
               f"after fps 3: {marks[-1][3]}; {line_on}")
     assert summary_off["degrade"] == "off" and "degrade" not in line_off
-    assert fresh_off < 0.8 * 30  # the model alone cannot keep up
-    # ~90 % of the target on an idle machine; the margin is for the other jobs sharing 2 cores
-    # fresh pictures near the target (margin for a CI machine's noise), far above the undegraded rate
-    assert fresh_on >= 0.8 * 30 and fresh_on >= 2 * fresh_off and sent_on >= 0.9 * 30
+    assert fresh_off < 0.8 * fps  # the model alone cannot keep up
+    # fresh pictures near the target (margin for a CI machine's noise), well above the undegraded rate
+    assert fresh_on >= 0.8 * fps and fresh_on >= 1.25 * fresh_off and sent_on >= 0.9 * fps
     assert reached - {"full"}  # it stepped down to get there
     names = [lv.name for lv in LEVELS]
     lowest = max(names.index(name) for name in reached)

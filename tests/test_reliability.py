@@ -202,7 +202,7 @@ def test_fifty_model_swaps_at_the_target_rate_drop_no_frame_and_leak_nothing(tin
     alive = sum(ref() is not None for ref in gone)
     growth = (rss[swaps] - rss[10]) / rss[10]
     print(f"\nhot-swap: {swaps} swaps, {swap_s * 1000:.0f} ms each; fps {result['fps']}, sent {result['sent']}, "
-          f"missed {result['missed']}; RSS {rss[10]:.1f} MB after 10, {rss[swaps]:.1f} MB after {swaps} "
+          f"missed {result['missed']} (stalled {result['stalled']}); RSS {rss[10]:.1f} MB after 10, {rss[swaps]:.1f} MB after {swaps} "
           f"({growth * 100:+.2f} %), {alive} old models alive; torch threads {__import__('torch').get_num_threads()}")
     assert_no_dropped_output_frame(session, result, duration)
     assert alive <= 1  # at most the model in use when the run ended (swapped out by no one after)

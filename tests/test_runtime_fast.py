@@ -1,0 +1,97 @@
+"""The int8 runtime (ONNX Runtime, statically quantized pix2pix) on tiny models: the exact
+transposed-conv rewrite it relies on, its pictures against fp32, its errors, and its bench row."""
+import math
+import sys
+
+import pytest
+import torch
+
+from bridge.bench import BenchCase, run_case
+from bridge.errors import ConfigError
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig, fold_batchnorm
+from bridge.runtime import Runner, SubPixelDeconv, demo_conditions, rewrite_deconvs
+
+
+def tiny_pix2pix(seed: int = 0) -> Pix2Pix:
+    torch.manual_seed(seed)
+    model = Pix2Pix(Pix2PixConfig(size=32, ngf=4))
+    # BatchNorm with statistics of its own (as after training), so folding is not a no-op
+    model.train()
+    with torch.no_grad():
+        model.net(torch.rand(4, 3, 32, 32) * 2 - 1)
+    return model.eval()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return 10 * math.log10(4.0 / float((a - b).pow(2).mean()))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_subpixel_deconv_is_the_transposed_conv(bias):
+    torch.manual_seed(1)
+    deconv = torch.nn.ConvTranspose2d(5, 7, 4, 2, 1, bias=bias)
+    x = torch.randn(2, 5, 9, 6)  # odd, non-square: the crops must line up on both axes
+    with torch.no_grad():
+        assert (deconv(x) - SubPixelDeconv(deconv)(x)).abs().max() < 1e-5
+
+
+def test_rewritten_unet_keeps_the_pictures():
+    model = tiny_pix2pix()
+    folded = fold_batchnorm(tiny_pix2pix()).net
+    rewritten = rewrite_deconvs(fold_batchnorm(tiny_pix2pix()).net)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert (folded(x) - rewritten(x)).abs().max() < 1e-5
+        assert (model.generate(x) - rewritten(x)).abs().max() < 1e-4
+
+
+def test_int8_runner_pictures_close_to_fp32():
+    model = tiny_pix2pix()
+    runner = Runner(model, runtime="int8")
+    conds = demo_conditions(model, count=6, every_s=1.0)
+    assert conds.shape == (6, 3, 32, 32)
+    runner.warmup(conds[:1], runs=1)
+    for cond in conds.split(1):
+        out = runner(cond)
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        assert out.shape == (1, 3, 32, 32)
+        assert out.abs().max() <= 1.0
+        with torch.inference_mode():
+            assert psnr(model.generate(cond), out) > 30.0
+    assert runner.info.runtime == "int8" and runner.info.psnr_db > 30.0
+    assert "PSNR" in runner.info.note
+
+
+def test_int8_refuses_what_it_cannot_run(monkeypatch):
+    model = tiny_pix2pix()
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        Runner(model, runtime="int8", device="cuda")
+    from bridge.generators.cvae import CVAE, CVAEConfig
+    with pytest.raises(ConfigError, match="supports the pix2pix family"):
+        Runner(CVAE(CVAEConfig()), runtime="int8")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match="needs onnxruntime: pip install onnxruntime"):
+        Runner(model, runtime="int8")
+
+
+def test_bench_int8_row():
+    case = BenchCase("pix2pix", "pix2pix-tiny", 32, tiny_pix2pix)
+    rows = run_case(case, "cpu", iterations=3, warmup=1, int8=True)
+    assert [r["runtime"] for r in rows] == ["reference", "optimized", "int8"]
+    int8 = rows[2]
+    assert int8["ms_p50"] > 0 and int8["speedup_vs_reference"] > 0
+    assert int8["psnr_db_vs_fp32"] > 30.0
+    assert "psnr_db_vs_fp32" not in rows[1]
+
+
+def test_int8_runs_a_degraded_level():
+    from bridge.degrade import ScaledPix2Pix
+    model = tiny_pix2pix()
+    scaled = ScaledPix2Pix(model, 16)  # the engine's lower internal resolution, same runtime
+    runner = Runner(scaled, runtime="int8")
+    cond = demo_conditions(model, count=2, every_s=1.0)[1:]
+    out = runner(cond)
+    assert out.shape == (1, 3, 32, 32)
+    with torch.inference_mode():
+        assert psnr(scaled.generate(cond), out) > 30.0
