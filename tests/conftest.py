@@ -10,6 +10,7 @@ import os
 import pytest
 
 from tests.helpers.jack import jack_server  # noqa: F401  (fixture, one JACK server per run)
+from tests.helpers.models import tiny_models  # noqa: F401  (fixture: two small pix2pix bundles)
 from tests.helpers.ndi import ndi_receiver  # noqa: F401  (fixture)
 from tests.helpers.osc import inbox  # noqa: F401  (fixture: a UDP socket collecting OSC replies)
 from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture, one daemon per run)

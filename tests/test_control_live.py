@@ -15,22 +15,6 @@ from bridge.errors import ConfigError, ControlError
 from bridge.params import CORE_PARAMS, BeatClock, ParamStore, Trigger
 
 
-@pytest.fixture
-def tiny_models(tmp_path, monkeypatch):
-    """Two small pix2pix bundles (different weights) and a presets folder of their own."""
-    import torch
-
-    from bridge.generators.base import save_bundle
-    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-
-    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("VJBRIDGE_PRESETS", str(tmp_path / "presets"))
-    for i, name in enumerate(("tiny-a", "tiny-b")):
-        torch.manual_seed(i)
-        save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), tmp_path / "models" / name)
-    return tmp_path
-
-
 def wait_until(check, timeout=5.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -43,22 +43,6 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def tiny_models(tmp_path, monkeypatch):
-    """Two small pix2pix bundles, found by name through VJBRIDGE_MODELS in the bridge's environment."""
-    import torch
-
-    from bridge.generators.base import save_bundle
-    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-
-    for seed, name in enumerate(("tiny-a", "tiny-b")):
-        torch.manual_seed(seed)
-        save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), tmp_path / "models" / name)
-    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("VJBRIDGE_PRESETS", str(tmp_path / "presets"))
-    return tmp_path / "models"
-
-
 class Feedback(Inbox):
     """The OSC In DAT's job, done with a real socket: packets from the bridge, decoded; the test's
     main loop hands them to the core (TouchDesigner calls back on its main thread too)."""
