@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from tests.test_reliability import FPS, Running, flood_packets, live, midi_mapping, rss_mb, tiny_models  # noqa: F401
+from tests.test_reliability import FPS, Running, flood_packets, live, midi_mapping, rss_mb
 
 SOAK_S = float(os.environ.get("VJBRIDGE_SOAK_S", "1800"))
 
