@@ -299,13 +299,8 @@ class LiveSession(Actions):
                     {"audio_in": s.audio_in, "camera": s.camera or "", "outs": s.outs,
                      "midi_map": s.midi_map or "", "fps": float(s.fps)})
 
-    def preset_morph(self, name: str, beats: float) -> None:
-        from bridge.control.presets import PresetMorph, check_params, read_preset, tempo_of
-        target, _ = check_params(name, read_preset(name), self.params)
-        bpm = tempo_of(self.params, lambda: self.pipeline.analyzer._tempo_bpm)
-        if self._morph is not None:
-            self._morph.cancel()
-        self._morph = PresetMorph(self.params, target, beats * 60.0 / bpm).begin()
+    def heard_tempo(self) -> float:
+        return self.pipeline.analyzer.tempo_bpm
 
     def midi_learn(self, name: str) -> None:
         if self.midi is None:

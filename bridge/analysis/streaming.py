@@ -217,6 +217,11 @@ class StreamingAnalyzer:
         self._tempo_bpm = bpm
 
     # -- reading ---------------------------------------------------------------------------
+    @property
+    def tempo_bpm(self) -> float:
+        """The current tempo estimate (0.0 until enough audio)."""
+        return self._tempo_bpm
+
     def snapshot(self, capture_time: float = 0.0) -> AudioFeatures:
         """The newest features plus copies of what the pictures need (no drawing here)."""
         c = self.config

@@ -143,6 +143,7 @@ class Actions:
 
     def __init__(self, params: ParamStore):
         self.params = params
+        self._morph = None  # the preset morph running, if any (a new one replaces it)
 
     def switch_model(self, name: str) -> None:
         raise ControlError("switching models needs a live session (vjbridge run)")
@@ -158,7 +159,14 @@ class Actions:
     def preset_morph(self, name: str, beats: float) -> None:
         from bridge.control.presets import PresetMorph, check_params, read_preset, tempo_of
         target, _ = check_params(name, read_preset(name), self.params)
-        PresetMorph(self.params, target, beats * 60.0 / tempo_of(self.params)).begin()
+        bpm = tempo_of(self.params, self.heard_tempo)
+        if self._morph is not None:
+            self._morph.cancel()
+        self._morph = PresetMorph(self.params, target, beats * 60.0 / bpm).begin()
+
+    def heard_tempo(self) -> float:
+        """The beat tracker's tempo in bpm (0: none), used when no MIDI clock runs."""
+        return 0.0
 
     def midi_learn(self, name: str) -> None:
         raise ControlError("MIDI learn needs MIDI input: start with --midi-in")
