@@ -62,7 +62,7 @@ def run_settings(args):
                         osc_host=args.osc_host, osc_reply=args.osc_reply, osc_allow=args.osc_allow or [],
                         preset=args.preset, midi_in=args.midi_in, midi_out=args.midi_out,
                         midi_map=given["midi_map"], midi_api=args.midi_api, record=args.record,
-                        replay=args.replay, degrade=args.degrade)
+                        replay=args.replay, degrade=args.degrade, isolate=args.isolate)
 
 
 def cmd_run(args) -> int:
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degrade", metavar="LEVELS", help="when the model misses the frame rate, play it at a "
                    "lower internal resolution and upscale, and back up when there is room: 'auto' "
                    "(full, 3/4, 1/2, 1/4) or scales like 1,0.75,0.5 (default: off; pix2pix only)")
+    p.add_argument("--isolate", action="store_true", help="run the model's network in a worker process: "
+                   "if it crashes or hangs, the last good frame plays on while a new worker starts")
     _add_generation(p)
     _add_runtime(p)
     p.set_defaults(func=cmd_run)

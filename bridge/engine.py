@@ -21,6 +21,7 @@ import torch
 from bridge import clock
 from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 from bridge.degrade import DegradeController, DegradeSettings, ScaledPix2Pix, levels_for
+from bridge.errors import GeneratorUnavailable
 from bridge.generators.base import Generator, Snapshot
 from bridge.runtime import Runner, to_rgba
 
@@ -49,9 +50,8 @@ class FramePipeline:
         self.model = model
         self.runner = runner or Runner(model, runtime="reference")
         self.levels, self.degrade_note = levels_for(model, degrade)
-        self.level_runners = [self.runner] + [
-            Runner(ScaledPix2Pix(model, level.size), runtime=self.runner.info.runtime,
-                   device=str(self.runner.device)) for level in self.levels[1:]]
+        self.level_runners = [self.runner] + [self._level_runner(i, level.size)
+                                              for i, level in enumerate(self.levels[1:], 1)]
         self.level = 0  # index into levels; the engine's DegradeController sets it
         if degrade:
             (log.info if len(self.levels) > 1 else log.warning)("degradation: %s", self.degrade_note)
@@ -76,6 +76,19 @@ class FramePipeline:
         self.last_sound: np.ndarray | None = None
         self._sound_due = 0.0
         self._previous: torch.Tensor | None = None
+
+    def _level_runner(self, index: int, size: int):
+        at_level = getattr(self.runner, "at_level", None)  # an isolated worker holds its own levels
+        if at_level is not None:
+            return at_level(index, size)
+        return Runner(ScaledPix2Pix(self.model, size), runtime=self.runner.info.runtime,
+                      device=str(self.runner.device))
+
+    def close(self) -> None:
+        """Let go of what outlives the pipeline by itself (an isolated worker process)."""
+        closing = getattr(self.runner, "close", None)
+        if closing is not None:
+            closing()
 
     @property
     def navigator(self):
@@ -183,6 +196,7 @@ class EngineStats:
             "latency_ms_p50": round(self._pct(self.latencies_ms, 50), 2),
             "latency_ms_p95": round(self._pct(self.latencies_ms, 95), 2),
             "generate_ms_p50": round(self._pct(self.generate_ms, 50), 2),
+            "generate_ms_p95": round(self._pct(self.generate_ms, 95), 2),
             "degrade": self.degrade,
         }
 
@@ -269,6 +283,8 @@ class Engine:
             try:
                 snapshot, new_audio = self._read_inputs()
                 frame = self.pipeline.make_frame(snapshot, dt)
+            except GeneratorUnavailable:
+                continue  # an isolated worker restarting: the last good frame goes out, a repeat
             except Exception as e:  # a bad frame must never stop the show: keep the last good one
                 self.stats.errors += 1
                 message = f"generation failed: {type(e).__name__}: {e}"

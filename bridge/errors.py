@@ -32,3 +32,8 @@ class ConfigError(BridgeError, ValueError):
 
 class ControlError(BridgeError, ValueError):
     """A control message (OSC, MIDI, preset) was refused: wrong type, unknown name, bad value."""
+
+
+class GeneratorUnavailable(BridgeError, RuntimeError):
+    """The generator cannot make this frame (an isolated worker restarting): the last good one
+    goes out again. Not an error of the frame: the engine counts it as a repeat."""

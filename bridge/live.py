@@ -2,6 +2,7 @@
 The CLI only parses arguments into `LiveSettings` and calls `LiveSession`."""
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import sys
@@ -55,6 +56,7 @@ class LiveSettings:
     record: str | None = None  # write every control event to this file
     replay: str | None = None  # play a recording's control events back
     degrade: str | None = None  # graceful degradation: 'auto', scales '1,0.75,0.5', or None/off
+    isolate: bool = False  # run the generator's network in a worker process, restarted if it dies
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -172,7 +174,10 @@ class LiveSession(Actions):
             idle = IdleMode(model.idle_images(), IdleSettings(after_s=s.idle_after, detector=s.idle_detector))
         elif s.idle_after is not None and name == s.model:
             raise ConfigError("--idle watches the camera: start with --camera and a model that uses it")
-        runner = Runner(model, runtime=s.runtime, device=s.device)
+        if s.isolate:
+            runner = self._isolated_runner(name, model)
+        else:
+            runner = Runner(model, runtime=s.runtime, device=s.device)
         own_walk = name == s.model
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
                                  output_size=output_size or s.size,
@@ -183,8 +188,25 @@ class LiveSession(Actions):
                                  degrade=parse_degrade(s.degrade))
         if pipeline.control is not None:
             pipeline.control.on_refusal = self.report  # told from the generation thread
-        pipeline.warmup()
+        try:
+            pipeline.warmup()
+        except BaseException:
+            pipeline.close()
+            raise
         return model, pipeline
+
+    def _isolated_runner(self, name: str, model):
+        """The network in a worker process (`--isolate`), with the degradation levels' sizes."""
+        from bridge.degrade import levels_for
+        from bridge.generators.base import find_bundle
+        from bridge.isolate import IsolatedGenerator
+        s = self.settings
+        levels, _ = levels_for(model, parse_degrade(s.degrade))
+        iso = IsolatedGenerator(find_bundle(name), runtime=s.runtime, device=s.device,
+                                sizes=[level.size for level in levels[1:]],
+                                mode=getattr(model, "mode", None) if model.modes else None,
+                                mix=getattr(model, "mix", None) if model.modes else None)
+        return iso.runner(model)
 
     def _open_control(self) -> None:
         s = self.settings
@@ -257,8 +279,10 @@ class LiveSession(Actions):
         def load():
             try:
                 model, pipeline = self._build(name, output_size=self.size)
+                old = self.pipeline
                 self.engine.swap_pipeline(pipeline)
                 self.model, self.pipeline, self.model_name = model, pipeline, name
+                self._let_go(old)
                 if self.osc is not None:
                     self.osc.send("/vjbridge/model", name)
             except Exception as e:
@@ -266,6 +290,15 @@ class LiveSession(Actions):
             finally:
                 self._lock.release()
         threading.Thread(target=load, name="vjbridge-model-load", daemon=True).start()
+
+    def _let_go(self, old) -> None:
+        """Close a swapped-out pipeline (its worker process, if isolated) once the engine uses the
+        new one; not before, or the last frames of the old model would fail."""
+        for _ in range(200):
+            if not self.engine.swapping:
+                break
+            threading.Event().wait(0.01)
+        old.close()
 
     def preset_load(self, name: str) -> list[str]:
         """Recall a whole state: parameters (all or nothing), the model (switched off-thread), and
@@ -337,6 +370,9 @@ class LiveSession(Actions):
             parts["audio"] = self.audio.status
         if self.video is not None:
             parts["camera"] = self.video.status
+        iso = getattr(self.pipeline.runner, "iso", None)
+        if iso is not None:  # --isolate: the worker process is a part that can be lost too
+            parts["generator"] = iso.status
         for sink in self.sinks:
             kind = getattr(getattr(sink, "inner", sink), "kind", "sink")
             name, n = f"out/{kind}", 2
@@ -395,15 +431,24 @@ class LiveSession(Actions):
             self.recorder.start(t0)
         if self.replayer is not None:
             self.replayer.start(t0)
+        # Everything alive now (torch, the model, the program's start-up) moves out of the garbage
+        # collector's sight: a full collection walks every tracked object holding the GIL, and
+        # with a big heap that stalled the output past a frame while a switched model loaded.
+        gc.collect()
+        gc.freeze()
         try:
             return self.engine.run(duration=duration, on_second=report)
         finally:
+            gc.unfreeze()  # what this run leaves behind is collectable again
             if status_stream is not None:
                 status_stream.write("\n")
 
     def close(self) -> None:
         if self._morph is not None:
             self._morph.cancel()
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None:
+            self._opened.append(pipeline)  # closed first: an isolated worker must not outlive us
         while self._opened:
             thing = self._opened.pop()
             try:

@@ -59,6 +59,22 @@ def test_engine_keeps_rate_and_follows_real_audio():
     assert 1.0 * 44100 < sink.audio_samples <= 2.1 * 44100
 
 
+def test_capture_to_sent_latency_is_within_the_model_time_plus_one_frame():
+    # Issue 6: the engine starts each picture just in time for its deadline (the slowest recent
+    # generation plus a margin before it), so the newest audio is in it and the wait after is short.
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(size=128, ngf=16, input="bands")).eval()  # ~10 ms a frame here
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="reference"))
+    sink = RecordingSink(128, 128, 30)
+    with open_audio_source(AMEN, sample_rate=pipeline.sample_rate) as audio:
+        stats = Engine(pipeline, [sink], fps=30, audio_source=audio).run(duration=4.0)
+    frame_ms = 1000.0 / 30
+    print(f"\nlatency capture->sent p50 {stats['latency_ms_p50']} ms, p95 {stats['latency_ms_p95']} ms; "
+          f"model p50 {stats['generate_ms_p50']} ms, p95 {stats['generate_ms_p95']} ms; frame {frame_ms:.1f} ms")
+    assert stats["errors"] == 0 and stats["generated"] > 90
+    assert stats["latency_ms_p95"] <= stats["generate_ms_p95"] + frame_ms
+
+
 def test_slow_model_lowers_picture_rate_not_output_rate():
     model = Pix2Pix(Pix2PixConfig(size=256, ngf=64, input="bands")).eval()  # ~100+ ms a frame on 2 cores
     pipeline = FramePipeline(model, runner=Runner(model, runtime="reference"))

@@ -162,6 +162,10 @@ def test_cli_passes_the_host_and_allow_list():
 # --- 3. hot-swap under load -----------------------------------------------------------------------
 def test_fifty_model_swaps_at_the_target_rate_drop_no_frame_and_leak_nothing(tiny_models, thread_exceptions):
     swaps, duration = 50, 12.0
+    # A big heap, as a long-running show (or this test suite) has: a full garbage collection walks
+    # every object holding the GIL, and 1.5 M of them stalled the output 18 times in this test until
+    # the live session froze its start-up heap out of the collector's sight (LiveSession.run).
+    heap = [{"n": [i, str(i)]} for i in range(1_500_000)]
     with live(osc_port=None) as session:
         run = Running(session, duration)
         time.sleep(0.5)
@@ -188,10 +192,9 @@ def test_fifty_model_swaps_at_the_target_rate_drop_no_frame_and_leak_nothing(tin
     print(f"\nhot-swap: {swaps} swaps, {swap_s * 1000:.0f} ms each; fps {result['fps']}, sent {result['sent']}, "
           f"missed {result['missed']} (stalled {result['stalled']}); RSS {rss[10]:.1f} MB after 10, {rss[swaps]:.1f} MB after {swaps} "
           f"({growth * 100:+.2f} %), {alive} old models alive; torch threads {__import__('torch').get_num_threads()}")
-    # While a swap loads and warms a model on 2 cores, the output thread can stall past a frame
-    # (`stalled`; 0 when this test runs alone, ~20 of 340 after the whole suite): known, open in
-    # issue 7, so the rate is held to 90 % here rather than to every tick.
-    assert_no_dropped_output_frame(session, result, duration, share=0.9)
+    del heap
+    assert result["stalled"] == 0, result  # no output tick lost while 50 models loaded
+    assert_no_dropped_output_frame(session, result, duration)
     assert alive <= 1  # at most the model in use when the run ended (swapped out by no one after)
     assert growth < 0.05
     assert_none_escaped(thread_exceptions)

@@ -39,8 +39,13 @@ def test_stream_receives_reconnects_with_silence_and_recovers(server):
         fed = src.ring.written - before
         assert 0.3 * src.sample_rate < fed < 0.8 * src.sample_rate  # at about the real rate
 
+        time.sleep(3.0)  # down long enough for the back-off to reach its longest wait
         server.start()
+        back = time.monotonic()
         assert wait_for(lambda: src.status.state is State.OK and rms(src) > 0.02, 12.0), src.status
+        took = time.monotonic() - back
+        print(f"\nstream: heard again {took:.2f} s after the server was restarted (ffmpeg's own start included)")
+        assert took < 2.0
         assert src.reconnects >= 1
     assert src.status.state is State.CLOSED
 

@@ -46,7 +46,7 @@ def protocol() -> dict:
                     "fps": f"{PREFIX}/fps F", "latency_ms": f"{PREFIX}/latency_ms F",
                     "model": f"{PREFIX}/model NAME", "param": f"{PREFIX}/param/<name> VALUE",
                     "trigger": f"{PREFIX}/trigger/<name> [N]", "midi_learned": f'{PREFIX}/midi/learned "note"',
-                    "status": f'{PREFIX}/status/<part> STATE "reason"',  # audio, camera, out/<kind>
+                    "status": f'{PREFIX}/status/<part> STATE "reason"',  # audio, camera, generator (--isolate), out/<kind>
                     "degrade": f"{PREFIX}/degrade LEVEL",  # off, full, 3/4, 1/2, 1/4 (run --degrade)
                     "error": f'{PREFIX}/error "message"'},
         },
