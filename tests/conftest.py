@@ -14,6 +14,7 @@ from tests.helpers.models import tiny_models  # noqa: F401  (fixture: two small 
 from tests.helpers.ndi import ndi_receiver  # noqa: F401  (fixture)
 from tests.helpers.osc import inbox  # noqa: F401  (fixture: a UDP socket collecting OSC replies)
 from tests.helpers.pulse import pulse_null_sink  # noqa: F401  (fixture, one daemon per run)
+from tests.helpers.threads import thread_exceptions  # noqa: F401  (fixture: escaped thread exceptions)
 
 # Torch on 2 cores: keep test runs from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

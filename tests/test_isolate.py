@@ -15,7 +15,7 @@ from bridge.errors import ModelLoadError
 from bridge.isolate import IsolatedGenerator, WorkerLost, pack, unpack
 from bridge.runtime import Runner
 from tests.test_control_live import wait_until
-from tests.test_reliability import FPS, Running, assert_none_escaped, live, thread_exceptions  # noqa: F401
+from tests.test_reliability import FPS, Running, assert_none_escaped, live
 
 
 def alive(pid: int) -> bool:

@@ -36,16 +36,6 @@ from tests.test_control_live import wait_until
 FPS = 30.0
 
 
-@pytest.fixture
-def thread_exceptions():
-    """Exceptions that escape any thread during the test (none may)."""
-    caught = []
-    previous = threading.excepthook
-    threading.excepthook = caught.append
-    yield caught
-    threading.excepthook = previous
-
-
 def rss_mb() -> float:
     """This process's resident memory (Linux /proc; no psutil needed)."""
     with open("/proc/self/statm") as f:
