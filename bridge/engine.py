@@ -23,7 +23,7 @@ from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 from bridge.degrade import DegradeController, DegradeSettings, ScaledPix2Pix, levels_for
 from bridge.errors import GeneratorUnavailable
 from bridge.generators.base import Generator, Snapshot
-from bridge.runtime import Runner, to_rgba
+from bridge.runtime import Runner, resolve_frame, to_rgba, to_rgba_async
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,10 @@ class FramePipeline:
         if self.navigator is not None:
             self.navigator.reset()
 
-    def make_frame(self, snapshot: Snapshot, dt: float = 0.0) -> np.ndarray:
+    def make_frame(self, snapshot: Snapshot, dt: float = 0.0, pending: bool = False):
+        """The RGBA frame for `snapshot`, `dt` seconds after the last. `pending`: on CUDA, return a
+        PendingFrame whose copy to the host is still running (the live engine resolves it at the
+        deadline); otherwise an array."""
         if self.idle is not None and snapshot.image is not None:
             snapshot = self.idle.apply(snapshot)
         if self.control is not None:
@@ -155,7 +158,7 @@ class FramePipeline:
         if self.output_size and self.output_size != picture.shape[-1]:
             picture = torch.nn.functional.interpolate(picture, size=(self.output_size,) * 2,
                                                       mode="bicubic", align_corners=False)
-        return to_rgba(picture)
+        return to_rgba_async(picture) if pending else to_rgba(picture)
 
 
 @dataclass
@@ -282,7 +285,7 @@ class Engine:
             previous_start = started
             try:
                 snapshot, new_audio = self._read_inputs()
-                frame = self.pipeline.make_frame(snapshot, dt)
+                frame = self.pipeline.make_frame(snapshot, dt, pending=True)
             except GeneratorUnavailable:
                 continue  # an isolated worker restarting: the last good frame goes out, a repeat
             except Exception as e:  # a bad frame must never stop the show: keep the last good one
@@ -387,6 +390,7 @@ class Engine:
         if latest is None:
             return  # nothing made yet (model warming up): no frame to repeat either
         frame_id, frame, capture, audio = latest
+        frame = resolve_frame(frame)  # a GPU frame's copy to the host ends here, if not already
         # Sound belongs to the newest finished picture: it goes out once, even while the picture
         # is held or blacked out (a recording keeps its music through a freeze).
         fresh = frame_id != self._sent_id

@@ -303,14 +303,56 @@ class Int8Pix2Pix:
         return torch.from_numpy(self.session.run(None, {"cond": x})[0])
 
 
-def to_rgba(picture: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [-1, 1] -> contiguous (H, W, 4) uint8 RGBA, alpha opaque."""
+def _rgba_on_device(picture: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1] -> (H, W, 4) uint8 RGBA on the picture's own device."""
     rgb = picture[0].detach().add(1.0).mul_(127.5).clamp_(0, 255).to(torch.uint8)
     h, w = rgb.shape[1:]
     out = torch.empty((h, w, 4), dtype=torch.uint8, device=rgb.device)
     out[..., :3] = rgb.permute(1, 2, 0)
     out[..., 3] = 255
-    return out.cpu().numpy()
+    return out
+
+
+def to_rgba(picture: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) in [-1, 1] -> contiguous (H, W, 4) uint8 RGBA in host memory, alpha opaque."""
+    return _rgba_on_device(picture).cpu().numpy()
+
+
+class PendingFrame:
+    """An RGBA frame on its way from the GPU: converted to uint8 there (a quarter of the float
+    picture's bytes cross the bus), copied into pinned host memory without waiting, with an event
+    recorded after the copy. The generation thread goes on at once; `result()`, called by the
+    output thread at the deadline, waits for the event (long done, usually) and gives the array.
+    Each frame has its own pinned block from torch's caching host allocator, so a frame still
+    held by a sink is never overwritten by a later one."""
+
+    __slots__ = ("_host", "_event")
+
+    def __init__(self, host: torch.Tensor, event):
+        self._host, self._event = host, event
+
+    def result(self) -> np.ndarray:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        return self._host.numpy()
+
+
+def to_rgba_async(picture: torch.Tensor) -> np.ndarray | PendingFrame:
+    """`to_rgba`, but on CUDA the copy to the host is left running (see PendingFrame)."""
+    if picture.device.type != "cuda":
+        return to_rgba(picture)
+    rgba = _rgba_on_device(picture)
+    host = torch.empty(rgba.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(rgba, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return PendingFrame(host, event)
+
+
+def resolve_frame(frame) -> np.ndarray:
+    """The array of a frame that may still be on its way from the GPU."""
+    return frame.result() if isinstance(frame, PendingFrame) else frame
 
 
 def example_inputs(model: Generator, seed: int = 0) -> tuple:

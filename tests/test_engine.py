@@ -92,11 +92,11 @@ def test_generation_errors_resend_last_good_frame():
     calls = {"n": 0}
     real = pipeline.make_frame
 
-    def flaky(snapshot, dt):
+    def flaky(snapshot, dt, pending=False):
         calls["n"] += 1
         if calls["n"] > 3:
             raise RuntimeError("model exploded")
-        return real(snapshot, dt)
+        return real(snapshot, dt, pending)
     pipeline.make_frame = flaky
     sink = RecordingSink(32, 32, 30)
     with open_audio_source("silence", sample_rate=pipeline.sample_rate) as audio:
@@ -162,3 +162,26 @@ def test_url_down_keeps_the_output_running_on_silence(tmp_path, monkeypatch):
         line = session.status_line(session.engine.stats)
     assert summary["sent"] >= 50 and summary["errors"] == 0
     assert "reconnecting" in line and url in line
+
+
+def test_frames_still_on_their_way_from_the_device_are_resolved_before_any_sink_sees_them():
+    # On CUDA the frame's copy to pinned host memory is left running (PendingFrame) and the output
+    # thread waits for it at the deadline. Here the frame is host memory already (no event); the
+    # engine must still hand sinks the array, re-sends and freezes included.
+    from bridge.runtime import PendingFrame
+
+    model = tiny_model()
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="reference"))
+    real = pipeline.make_frame
+    kinds = []
+
+    def on_its_way(snapshot, dt, pending=False):
+        kinds.append(pending)
+        return PendingFrame(torch.from_numpy(real(snapshot, dt)), None)
+    pipeline.make_frame = on_its_way
+    sink = RecordingSink(32, 32, 30)
+    with open_audio_source("silence", sample_rate=pipeline.sample_rate) as audio:
+        stats = Engine(pipeline, [sink], fps=30, audio_source=audio).run(duration=1.0)
+    assert stats["errors"] == 0 and stats["sent"] >= 25
+    assert kinds and all(kinds)  # the live engine asks for the asynchronous copy
+    assert all(isinstance(f, np.ndarray) and f.shape == (32, 32, 4) for f in sink.frames)
