@@ -6,17 +6,21 @@ Also the PortAudio helpers that bridge.sinks.sound's `SoundOut` (a sound card ou
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import threading
 
 import numpy as np
 import pyaudio
 
 from bridge import clock
 from bridge.errors import DeviceError
-from bridge.sources.audio_base import DEFAULT_BLOCK, DEFAULT_SAMPLE_RATE, AudioSource
+from bridge.sources.audio_base import DEFAULT_BLOCK, DEFAULT_SAMPLE_RATE, AudioSource, Pacer
 from bridge.sources.base import State
 from bridge.sources.resample import LinearResampler
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -150,12 +154,29 @@ def close_portaudio(stream, pa: pyaudio.PyAudio | None) -> None:
             pa.terminate()
 
 
+# PortAudio says nothing when a device is unplugged or its server dies: the callbacks just stop.
+# So a watchdog looks at when the last one came. Silence for this long (or a stream PortAudio
+# itself reports inactive) means the device is gone.
+STALL_AFTER_S = 0.5
+RETRY_EVERY_S = 0.5  # a device that comes back is found within this (plus its own start-up)
+FIRST_CALLBACK_WAIT_S = 3.0  # a reopened stream that stays silent this long is tried again
+WATCH_EVERY_S = 0.05
+
+
 class LineIn(AudioSource):
     """Live input. The PortAudio callback only copies (one channel, or the mean of the first
     two) into the ring and returns: nothing in it may block, or the driver drops audio.
 
     `device`: index, case-insensitive name substring, or None/"default".
     `channel`: 0-based channel to keep; None downmixes the first two channels.
+
+    A watchdog thread notices a device that went away (no callback for `STALL_AFTER_S`, or the
+    stream inactive): the status turns RECONNECTING with the reason, silence is written at the
+    real rate (the analysis sees time pass: the picture calms down instead of freezing on the
+    last loud moment), and every `RETRY_EVERY_S` PortAudio is restarted (it only finds devices
+    when it starts) and the same device opened again, by the name it had. `reopens` counts the
+    times it came back, `lost_for_s` how long the last outage was. All PortAudio calls after the
+    first open happen on the watchdog thread, never in the callback.
     """
 
     kind = "line-in"
@@ -176,15 +197,24 @@ class LineIn(AudioSource):
         self._stream = None
         self._latency = 0.0
         self._channels = 1
+        self.reopens = 0
+        self.lost_for_s = 0.0
+        self.opened_at: float | None = None  # clock time the stream was last (re)opened
+        self._last_callback: float | None = None
+        self._stream_lock = threading.Lock()  # the watchdog and close() both release streams
 
     def describe(self) -> str:
         return f"audio input {self.device_name or self.device or 'default'}"
 
     def _start(self) -> None:
+        self._open_device(self.device)  # the first open fails loudly: a wrong device stops the start
+        self._spawn(self._watch, "line-in-watchdog")
+
+    def _open_device(self, device) -> None:
         self._pa = portaudio()
-        what = f"audio input {self.device!r} at {self.sample_rate} Hz"
+        what = f"audio input {device!r} at {self.sample_rate} Hz"
         with open_or_release(what, self._release):
-            info = find_device(self._pa, self.device, "input")
+            info = find_device(self._pa, device, "input")
             self.device_name = info["name"]
             available = max(1, info["max_input_channels"])
             if self.channel is not None and not 0 <= self.channel < available:
@@ -216,6 +246,7 @@ class LineIn(AudioSource):
         if self._resample is not None:
             mono = self._resample(mono)
         self._write(mono, now - self._latency)
+        self._last_callback = now
         if self._status.state is State.STARTING:
             self._set(State.OK)
         if status_flags & pyaudio.paInputOverflow:
@@ -223,8 +254,94 @@ class LineIn(AudioSource):
         return None, pyaudio.paContinue
 
     def _stop(self) -> None:
-        self._release()
+        with self._stream_lock:
+            self._release()
 
     def _release(self) -> None:
         close_portaudio(self._stream, self._pa)
         self._stream = self._pa = None
+
+    # --- the watchdog: loss, silence, return ------------------------------------------------------
+    def _stalled_for(self, now: float, since: float) -> float | None:
+        """Seconds the stream has been silent past the stall limit, or None while it is fine."""
+        stream = self._stream
+        last = self._last_callback if self._last_callback is not None else since
+        quiet = now - max(last, since)
+        limit = max(STALL_AFTER_S, 8 * self.block / self.sample_rate)
+        try:
+            inactive = stream is None or not stream.is_active()
+        except Exception:  # a stream whose device vanished may refuse even to say so
+            inactive = True
+        if inactive or quiet > limit:
+            return quiet
+        return None
+
+    def _watch(self) -> None:
+        opened_at = clock.now()
+        first_wait = FIRST_CALLBACK_WAIT_S  # the first callback may take a while after an open
+        while not self._stopping.wait(WATCH_EVERY_S):
+            now = clock.now()
+            waiting_first = self._last_callback is None or self._last_callback < opened_at
+            quiet = self._stalled_for(now, opened_at)
+            if quiet is None or (waiting_first and now - opened_at < first_wait and self._stream_ok()):
+                continue
+            why = ("the stream stopped" if not self._stream_ok()
+                   else f"no audio callbacks for {quiet:.1f} s")
+            opened_at = self._recover(why)
+            if opened_at is None:
+                return
+
+    def _stream_ok(self) -> bool:
+        try:
+            return self._stream is not None and self._stream.is_active()
+        except Exception:
+            return False
+
+    def _recover(self, why: str) -> float | None:
+        """The device is gone: play silence and reopen it until it is back. Returns when a new
+        stream is open (its open time) or None when the source is closing."""
+        lost_at = clock.now()
+        name = self.device_name or self.device
+        log.warning("audio input %r lost (%s); playing silence and reopening every %g s",
+                    name, why, RETRY_EVERY_S)
+        self._set(State.RECONNECTING, f"audio input {name!r}: {why}; reopening, playing silence")
+        with self._stream_lock:
+            if self._stopping.is_set():
+                return None
+            self._release()
+        pacer = Pacer(self.sample_rate, self._stopping)
+        silence = np.zeros(self.block, dtype=np.float32)
+        next_try = lost_at + RETRY_EVERY_S
+        while pacer.wait(self.block):
+            self._write(silence)
+            now = clock.now()
+            if now < next_try:
+                continue
+            next_try = now + RETRY_EVERY_S
+            try:
+                with self._stream_lock:
+                    if self._stopping.is_set():
+                        return None
+                    # By the name it had (indices move when devices come and go), else as asked.
+                    self._open_device(name)
+            except DeviceError as e:
+                self._set(State.RECONNECTING, f"audio input {name!r}: {why}; {e}; retrying")
+                continue
+            opened = self.opened_at = clock.now()
+            # Silence goes on until the first callback, so the ring never stands still.
+            while not self._stopping.is_set() and (self._last_callback is None or self._last_callback < opened):
+                if clock.now() - opened > FIRST_CALLBACK_WAIT_S or not self._stream_ok():
+                    break
+                if pacer.wait(self.block):
+                    self._write(silence)
+            if self._stopping.is_set():
+                return None
+            if self._last_callback is not None and self._last_callback >= opened:
+                self.reopens += 1
+                self.lost_for_s = clock.now() - lost_at
+                self._set(State.OK)
+                log.warning("audio input %r is back after %.1f s", self.device_name, self.lost_for_s)
+                return opened
+            with self._stream_lock:  # opened but silent: not really back, try again
+                self._release()
+        return None

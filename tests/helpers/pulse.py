@@ -135,3 +135,48 @@ def pulse_null_sink():
         if started:
             stop_pulse()
         shutil.rmtree(sink.workdir, ignore_errors=True)
+
+
+class PrivatePulse:
+    """A PulseAudio daemon of one test's own (its own runtime folder), with a null sink whose
+    monitor is the default source: a sound device that can be pulled out (`stop()`: the daemon
+    dies, every stream on it with it, as when a USB interface is unplugged) and plugged back in
+    (`start()`). Point this process's PortAudio at it with `env` (PULSE_SERVER) before opening."""
+
+    def __init__(self, workdir: Path):
+        self.runtime = Path(tempfile.mkdtemp(prefix="vjb-pa-"))
+        self.workdir = workdir
+        self.env = dict(os.environ, PULSE_RUNTIME_PATH=str(self.runtime), PULSE_STATE_PATH=str(self.runtime))
+        self.server = f"unix:{self.runtime}/native"
+        self.player: subprocess.Popen | None = None
+
+    def answers(self) -> bool:
+        return subprocess.run(["pactl", "info"], env=self.env, capture_output=True, timeout=3).returncode == 0
+
+    def start(self) -> "PrivatePulse":
+        subprocess.run(["pulseaudio", "--daemonize=yes", "--exit-idle-time=-1", "-n",
+                        "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=dev"],
+                       env=self.env, capture_output=True, timeout=START_WAIT_S)
+        if not _wait_until(self.answers, START_WAIT_S):
+            raise RuntimeError("the private pulseaudio did not start")
+        subprocess.run(["pactl", "set-default-source", "dev.monitor"], env=self.env, capture_output=True, timeout=5)
+        return self
+
+    def play(self, path: str | os.PathLike, loops: int = 20) -> None:
+        wav = self.workdir / f"{Path(path).stem}-x{loops}.wav"
+        if not wav.exists():
+            subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", str(loops - 1),
+                            "-i", os.fspath(path), os.fspath(wav)], check=True, timeout=60)
+        self.player = subprocess.Popen(["paplay", "-d", "dev", os.fspath(wav)], env=self.env,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.player is not None and self.player.poll() is None:
+            self.player.kill()
+            self.player.wait(3)
+        subprocess.run(["pulseaudio", "--kill"], env=self.env, capture_output=True, timeout=5)
+        _wait_until(lambda: not self.answers(), 5.0)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.runtime, ignore_errors=True)
