@@ -14,7 +14,7 @@ from bridge.sources.decode import av_reason, open_input
 from bridge.sources.video_base import VideoSource
 
 BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 8.0
+BACKOFF_MAX_S = 1.0  # as for audio streams: a feed that comes back plays again within 2 s
 MAX_LAG_S = 0.25  # further behind than this, re-anchor the schedule instead of rushing
 
 
@@ -87,7 +87,7 @@ class VideoFile(VideoSource):
 
 class VideoStream(VideoFile):
     """A video URL (rtsp, http, udp, srt...): socket reads time out after `timeout_s`, and
-    the reader reconnects with back-off (0.5 s doubling to 8 s) while RECONNECTING."""
+    the reader reconnects with back-off (0.5 s, then every 1 s) while RECONNECTING."""
 
     kind = "video stream"
     detect_freeze = True
