@@ -22,7 +22,9 @@ from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.runtime import Runner, cpu_has_native_bf16, example_inputs, to_rgba
 
 PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
-FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis")
+FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis", "mix", "upscale")
+MIX_MODELS = 4  # seed 001 played four pix2pix models at once
+UPSCALE_TARGETS = ((1920, 1080), (3840, 2160))
 
 
 @dataclass
@@ -205,17 +207,105 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
     return rows
 
 
+def measure_mix(device: str = "cpu", size: int = 512, variant: str = "full", models: int = MIX_MODELS,
+                iterations: int = 5, warmup: int = 2) -> list[dict]:
+    """`models` pix2pix U-Nets of one shape making one tick's pictures: in sequence with the
+    reference runtime, in sequence optimized (the frames' RGBA copy-out included, as for one
+    model), and batched into one vmap call (bridge.mix.BatchedPix2Pix, fp32). Interleaved."""
+    from bridge.mix import BatchedPix2Pix
+    ngf = PIX2PIX_VARIANTS[variant]
+    nets = []
+    for seed in range(models):
+        torch.manual_seed(seed)
+        nets.append(Pix2Pix(Pix2PixConfig(size=size, ngf=ngf)).eval())
+    cond = torch.rand(1, 3, size, size) * 2 - 1
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    reference = [Runner(m, runtime="reference", device=device) for m in nets]
+    optimized = [Runner(m, runtime="optimized", device=device) for m in nets]
+    batched = BatchedPix2Pix(nets).to(device)
+    device_cond = cond.to(device)
+    steps = {
+        "reference, in sequence": lambda c, z: [r(c) for r in reference],
+        "optimized, in sequence": lambda c, z: [to_rgba(r(c)) for r in optimized],
+        "batched (vmap), fp32": lambda c, z: batched(device_cond),
+    }
+    for r in reference + optimized:
+        r.warmup(cond, None, runs=warmup)
+    for _ in range(warmup):
+        batched(device_cond)
+    sync()
+    times = {name: [] for name in steps}
+    for _ in range(iterations):
+        for name, step in steps.items():
+            times[name].append(_timed(step, cond, None, sync))
+    rows = []
+    for name, ms in times.items():
+        ms_p50 = statistics.median(ms)
+        rows.append({"family": "mix", "model": f"{models} x pix2pix-{variant}-ngf{ngf}", "size": size,
+                     "device": device, "runtime": name, "ms_p50": round(ms_p50, 2),
+                     "ms_p95": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 2),
+                     "ticks_per_s_p50": round(1000.0 / ms_p50, 2), "iterations": iterations,
+                     "peak_rss_mb": peak_rss_mb()})
+    for row in rows[1:]:
+        row["speedup_vs_reference"] = round(rows[0]["ms_p50"] / row["ms_p50"], 2)
+    return rows
+
+
+def measure_upscale(device: str = "cpu", source: int = 256, targets=UPSCALE_TARGETS,
+                    iterations: int = 20) -> list[dict]:
+    """The cost of the last step at projector sizes: a model's square picture to a `targets`
+    frame (cover) as RGBA in host memory, per mode (bridge.upscale), beside torch's float bicubic
+    followed by the RGBA copy-out (the plain way)."""
+    import torch.nn.functional as F
+
+    from bridge.upscale import MODES, Upscaler
+    picture = (torch.rand(1, 3, source, source) * 2 - 1).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    rows = []
+    for width, height in targets:
+        side = max(width, height)
+        top, left = (side - height) // 2, (side - width) // 2
+
+        def plain(c, z):
+            big = F.interpolate(c, size=(side, side), mode="bicubic", align_corners=False)
+            return to_rgba(big[..., top:top + height, left:left + width])
+        steps = {f"upscale {mode}": (lambda c, z, u=Upscaler(width, height, mode=mode): u.rgba(c)) for mode in MODES}
+        steps["torch float bicubic (plain)"] = plain
+        for step in steps.values():
+            step(picture, None)
+        sync()
+        for name, step in steps.items():
+            ms = [_timed(step, picture, None, sync) for _ in range(iterations)]
+            ms_p50 = statistics.median(ms)
+            rows.append({"family": "upscale", "model": name, "size": source, "target": f"{width}x{height}",
+                         "device": device, "ms_p50": round(ms_p50, 2),
+                         "ms_p95": round(sorted(ms)[int(0.95 * (len(ms) - 1))], 2),
+                         "iterations": iterations})
+    return rows
+
+
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
               progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False,
-              int8: bool = False) -> dict:
+              int8: bool = False, mix: tuple = (), upscale: bool = False) -> dict:
     """`int8` adds, for each pix2pix case on the CPU, the int8 runtime (needs onnxruntime;
-    its calibration adds seconds to a minute per case)."""
+    its calibration adds seconds to a minute per case). `mix`: (size, variant) pairs to time
+    four models at once (measure_mix); `upscale`: the upscaling rows (measure_upscale)."""
     results = []
     for case in cases:
         if progress:
             progress(f"{case.model} {case.size}² on {device}")
         results += run_case(case, device, iterations, warmup, interleave, int8)
     report = {"machine": machine_info(device), "results": results}
+    if mix:
+        report["mix"] = []
+        for size, variant in mix:
+            if progress:
+                progress(f"{MIX_MODELS} x pix2pix-{variant} {size}² at once on {device}")
+            report["mix"] += measure_mix(device, size, variant, iterations=max(3, iterations // 4))
+    if upscale:
+        if progress:
+            progress(f"upscaling to {', '.join(f'{w}x{h}' for w, h in UPSCALE_TARGETS)} on {device}")
+        report["upscale"] = measure_upscale(device, iterations=iterations)
     if sound:
         from bridge.sinks.voice_measure import measure_voice
         if progress:
@@ -268,6 +358,13 @@ def format_table(report: dict) -> str:
         lines.append(f"generated sound (mel -> audio): real-time factor {sound['rtf_median']:.3f} "
                      f"(median per call, {sound['ms_per_call_median']:.2f} ms per call), "
                      f"{sound['rtf_overall']:.3f} overall")
+    for row in report.get("mix", []):
+        speed = f" ({row['speedup_vs_reference']:.2f}x)" if "speedup_vs_reference" in row else ""
+        lines.append(f"{row['model']} {row['size']}² {row['runtime']}: {row['ms_p50']:.1f} ms a tick "
+                     f"p50, {row['ms_p95']:.1f} p95{speed}")
+    for row in report.get("upscale", []):
+        lines.append(f"{row['size']}² -> {row['target']} {row['model']}: {row['ms_p50']:.2f} ms p50, "
+                     f"{row['ms_p95']:.2f} p95")
     analysis = report.get("analysis")
     if analysis:
         lines.append(f"streaming analysis: {analysis['ms_per_hop_p50']:.3f} ms per hop p50 "

@@ -41,7 +41,8 @@ def run_settings(args):
     from bridge.config import parse_key_values
     from bridge.live import LiveSettings
 
-    given = dict(model=args.model, audio_in=args.audio_in, camera=args.camera, outs=args.out,
+    models = args.model or []
+    given = dict(model=models[0] if models else None, audio_in=args.audio_in, camera=args.camera, outs=args.out,
                  fps=args.fps, midi_map=args.midi_map)
     if args.preset:
         from bridge.control.presets import read_preset
@@ -62,7 +63,9 @@ def run_settings(args):
                         osc_host=args.osc_host, osc_reply=args.osc_reply, osc_allow=args.osc_allow or [],
                         preset=args.preset, midi_in=args.midi_in, midi_out=args.midi_out,
                         midi_map=given["midi_map"], midi_api=args.midi_api, record=args.record,
-                        replay=args.replay, degrade=args.degrade, isolate=args.isolate)
+                        replay=args.replay, degrade=args.degrade, isolate=args.isolate,
+                        mix_models=models[1:], mix_mode=args.mix_mode, out_size=args.out_size,
+                        upscale=args.upscale, fit=args.fit)
 
 
 def cmd_run(args) -> int:
@@ -209,7 +212,9 @@ def cmd_bench(args) -> int:
     report = run_bench(default_cases(sizes, variants, families), device=args.device,
                        iterations=args.iterations, progress=lambda m: print(f"bench: {m}", file=sys.stderr),
                        interleave=not args.sequential, sound="sound" in families,
-                       analysis="analysis" in families, int8=args.int8)
+                       analysis="analysis" in families, int8=args.int8,
+                       mix=tuple((size, variant) for size in sizes for variant in variants) if "mix" in families else (),
+                       upscale="upscale" in families)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="play live: audio/camera in, frames out")
-    p.add_argument("--model", help=f"bundle name (see `vjbridge models`) or folder (default {DEFAULT_MODEL})")
+    p.add_argument("--model", action="append", help=f"bundle name (see `vjbridge models`) or folder (default "
+                   f"{DEFAULT_MODEL}); up to 4 times to play several models at once, mixed (the first "
+                   "follows the knobs and walks; weights /vjbridge/param/mix_1..4, blend mix_mode)")
+    p.add_argument("--mix-mode", choices=("mix", "add", "screen", "lighten"),
+                   help="how several --model blend (default mix: a weighted average)")
+    p.add_argument("--out-size", metavar="WxH", help="output resolution, e.g. 1920x1080 or 3840x2160: "
+                   "the picture is upscaled to it (default: the model's square)")
+    p.add_argument("--upscale", choices=("bilinear", "bicubic", "lanczos"), default="bicubic",
+                   help="how --out-size upscales (lanczos: sharper, slower on the CPU)")
+    p.add_argument("--fit", choices=("cover", "contain", "stretch"), default="cover",
+                   help="a square picture in a wide frame: cover crops, contain adds black bars")
     p.add_argument("--audio-in", metavar="SRC", help=SOURCE_HELP + "; 'none' for no audio (default: default)")
     p.add_argument("--camera", metavar="SRC", help="camera index or name, a video file, or a URL")
     p.add_argument("--out", action="append", metavar="SINK", help=SINK_HELP + " (default: window)")

@@ -46,8 +46,10 @@ class FramePipeline:
     def __init__(self, model: Generator, runner: Runner | None = None, smoothing: float = 0.0,
                  output_size: int | None = None, walk: str | None = None,
                  walk_params: dict | None = None, seed: int = 0, idle=None,
-                 sound_rate: int | None = None, params=None, degrade: tuple[float, ...] | None = None):
+                 sound_rate: int | None = None, params=None, degrade: tuple[float, ...] | None = None,
+                 upscaler=None):
         self.model = model
+        self.upscaler = upscaler  # bridge.upscale.Upscaler: the output's size and fit, or None
         self.runner = runner or Runner(model, runtime="reference")
         self.levels, self.degrade_note = levels_for(model, degrade)
         self.level_runners = [self.runner] + [self._level_runner(i, level.size)
@@ -130,6 +132,22 @@ class FramePipeline:
         """The RGBA frame for `snapshot`, `dt` seconds after the last. `pending`: on CUDA, return a
         PendingFrame whose copy to the host is still running (the live engine resolves it at the
         deadline); otherwise an array."""
+        return self.finish(self.picture(snapshot, dt), pending)
+
+    def finish(self, picture: torch.Tensor, pending: bool = False):
+        """A finished picture -> the output's RGBA frame: upscaled to the output size (`upscaler`,
+        bridge.upscale, any aspect) or resized square (`output_size`), then uint8 RGBA."""
+        if self.upscaler is not None:
+            return self.upscaler.rgba(picture, pending)
+        if self.output_size and self.output_size != picture.shape[-1]:
+            picture = torch.nn.functional.interpolate(picture, size=(self.output_size,) * 2,
+                                                      mode="bicubic", align_corners=False)
+        return to_rgba_async(picture) if pending else to_rgba(picture)
+
+    def picture(self, snapshot: Snapshot, dt: float = 0.0, post: bool = True) -> torch.Tensor:
+        """The picture (1, 3, H, W) in [-1, 1] at the model's size: walk, network and voice, then
+        (`post`) temporal smoothing and brightness. A mix blends its models' pictures without
+        `post` and applies it once to the blend."""
         if self.idle is not None and snapshot.image is not None:
             snapshot = self.idle.apply(snapshot)
         if self.control is not None:
@@ -146,6 +164,10 @@ class FramePipeline:
             self.last_sound = self.voice.render(mel_db[0].float().cpu().numpy(), samples)
         else:
             picture = out
+        return self.post(picture, dt) if post else picture
+
+    def post(self, picture: torch.Tensor, dt: float) -> torch.Tensor:
+        """Temporal smoothing and brightness (live parameters with a ParamStore)."""
         smoothing = self.params.smoothed("smoothing", dt) if self.params is not None else self.smoothing
         if smoothing > 0.0 and self._previous is not None and self._previous.shape == picture.shape:
             # Temporal smoothing: an exponential moving average of the pictures.
@@ -155,10 +177,7 @@ class FramePipeline:
             gain = self.params.smoothed("brightness", dt)
             if gain != 1.0:  # scale light, not the [-1, 1] code: black stays black
                 picture = (picture + 1.0) * gain - 1.0
-        if self.output_size and self.output_size != picture.shape[-1]:
-            picture = torch.nn.functional.interpolate(picture, size=(self.output_size,) * 2,
-                                                      mode="bicubic", align_corners=False)
-        return to_rgba_async(picture) if pending else to_rgba(picture)
+        return picture
 
 
 @dataclass

@@ -57,6 +57,11 @@ class LiveSettings:
     replay: str | None = None  # play a recording's control events back
     degrade: str | None = None  # graceful degradation: 'auto', scales '1,0.75,0.5', or None/off
     isolate: bool = False  # run the generator's network in a worker process, restarted if it dies
+    mix_models: list[str] = field(default_factory=list)  # more models played at once (bridge.mix)
+    mix_mode: str | None = None  # how they blend: mix, add, screen, lighten (None: the parameter's default)
+    out_size: str | None = None  # output resolution WxH, the picture upscaled to it (bridge.upscale)
+    upscale: str = "bicubic"  # bilinear, bicubic, lanczos
+    fit: str = "cover"  # cover (crop), contain (black bars), stretch
 
     def __post_init__(self):
         check_fps(self.fps)
@@ -71,6 +76,11 @@ class LiveSettings:
         if self.osc_port is not None and not 0 <= self.osc_port < 65536:
             raise ConfigError(f"--osc-port must be 0..65535, got {self.osc_port}")
         parse_degrade(self.degrade)  # a bad --degrade fails here, with its one-line error
+        if len(self.mix_models) > 3:
+            raise ConfigError(f"at most 4 --model at once, got {1 + len(self.mix_models)}")
+        if self.out_size is not None:
+            from bridge.upscale import Upscaler, parse_size
+            Upscaler(*parse_size(self.out_size), mode=self.upscale, fit=self.fit)  # checks all three
 
 
 def default_mode(model, has_audio: bool, has_image: bool) -> str | None:
@@ -137,6 +147,10 @@ class LiveSession(Actions):
                 self.video = open_video_source(settings.camera)
                 self._open(self.video)
             self.size = settings.size or self.model.output_size
+            self.width = self.height = self.size
+            if settings.out_size is not None:
+                from bridge.upscale import parse_size
+                self.width, self.height = parse_size(settings.out_size)
             self.sinks = []
             self.sink_audio_rate = None
             sound_rate = self.pipeline.sound_rate
@@ -150,7 +164,7 @@ class LiveSession(Actions):
                 else:  # `sound` then plays the music through, like a monitor
                     audio_rate = self.pipeline.sample_rate if kind in ("file", "sound") else None
                 self.sink_audio_rate = self.sink_audio_rate or audio_rate
-                sink = open_sink(spec, self.size, self.size, settings.fps, audio_rate=audio_rate)
+                sink = open_sink(spec, self.width, self.height, settings.fps, audio_rate=audio_rate)
                 self._opened.append(sink)
                 self.sinks.append(sink)
             self.engine = Engine(self.pipeline, self.sinks, fps=settings.fps, audio_source=self.audio,
@@ -163,7 +177,30 @@ class LiveSession(Actions):
 
     # --- building -------------------------------------------------------------------------------
     def _build(self, name: str, output_size: int | None = None):
-        """Load, prepare and warm a model and its pipeline (used at start and by a switch)."""
+        """Load, prepare and warm a model and its pipeline (used at start and by a switch); with
+        --model given more than once, the others join it in a MixPipeline (a switch replaces the
+        first, the others play on)."""
+        model, pipeline = self._build_one(name, output_size)
+        others = (self.settings.mix_models if not hasattr(self, "pipeline")
+                  else [p for p in getattr(self.pipeline, "pipelines", [])[1:]])
+        if not others:
+            return model, pipeline
+        from bridge.mix import MixPipeline
+        try:
+            extra = [o if not isinstance(o, str) else self._build_one(o, output_size, lead=False)[1]
+                     for o in others]
+            mix = MixPipeline([pipeline] + extra, params=self.params)
+            mix.warm_batch()
+        except BaseException:
+            pipeline.close()
+            raise
+        if self.settings.mix_mode is not None:
+            self.params.set("mix_mode", self.settings.mix_mode, source="cli")
+        return model, mix
+
+    def _build_one(self, name: str, output_size: int | None = None, lead: bool = True):
+        """One model's pipeline. Only the lead model of a mix follows the live parameters (walk,
+        knobs, anchors, smoothing, brightness); the others walk on their own with the music."""
         s = self.settings
         model = load_model(name, device=s.device)
         prepare_model(model, s.mode if name == s.model else None, s.mix if name == s.model else None,
@@ -179,13 +216,17 @@ class LiveSession(Actions):
         else:
             runner = Runner(model, runtime=s.runtime, device=s.device)
         own_walk = name == s.model
+        upscaler = None
+        if s.out_size is not None:
+            from bridge.upscale import Upscaler, parse_size
+            upscaler = Upscaler(*parse_size(s.out_size), mode=s.upscale, fit=s.fit)
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
                                  output_size=output_size or s.size,
                                  walk=s.walk if own_walk else None,
                                  walk_params=s.walk_params if own_walk else None, seed=s.seed,
-                                 idle=idle, params=self.params,
+                                 idle=idle, params=self.params if lead else None,
                                  sound_rate=getattr(self, "sink_audio_rate", None),
-                                 degrade=parse_degrade(s.degrade))
+                                 degrade=parse_degrade(s.degrade) if lead else None, upscaler=upscaler)
         if pipeline.control is not None:
             pipeline.control.on_refusal = self.report  # told from the generation thread
         try:
@@ -293,12 +334,13 @@ class LiveSession(Actions):
 
     def _let_go(self, old) -> None:
         """Close a swapped-out pipeline (its worker process, if isolated) once the engine uses the
-        new one; not before, or the last frames of the old model would fail."""
+        new one; not before, or the last frames of the old model would fail. In a mix only the
+        replaced lead goes: the others play on in the new mix."""
         for _ in range(200):
             if not self.engine.swapping:
                 break
             threading.Event().wait(0.01)
-        old.close()
+        (old.pipelines[0] if hasattr(old, "pipelines") else old).close()
 
     def preset_load(self, name: str) -> list[str]:
         """Recall a whole state: parameters (all or nothing), the model (switched off-thread), and

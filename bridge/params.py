@@ -73,6 +73,13 @@ CORE_PARAMS: tuple[Param, ...] = (
     Param("brightness", "float", 1.0, 0.0, 2.0, smoothing_s=0.05, doc="output gain of the picture"),
     Param("freeze", "bool", False, doc="hold the current picture (the output keeps its rate)"),
     Param("blackout", "bool", False, doc="send black frames (the model keeps running)"),
+) + tuple(
+    Param(f"mix_{i}", "float", 1.0, 0.0, 1.0, smoothing_s=0.05,
+          doc=f"with several --model: the weight of model {i} in the mix") for i in range(1, 5)
+) + (
+    Param("mix_mode", "choice", "mix", choices=("mix", "add", "screen", "lighten"),
+          doc="with several --model: how they blend (mix: weighted average; add, screen, lighten: as "
+              "layers of light)"),
 )
 
 

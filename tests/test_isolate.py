@@ -81,12 +81,12 @@ def test_a_worker_that_cannot_load_its_model_is_one_clear_error(tmp_path):
 @pytest.mark.parametrize("how", ["kill", "hang"])
 def test_a_killed_or_hung_worker_is_replaced_while_the_output_keeps_its_rate(tiny_models, inbox, how,
                                                                              thread_exceptions):
-    duration = 9.0
+    duration = 12.0
     with live(inbox, isolate=True) as session:
         iso = session.pipeline.runner.iso
         first = iso.pid
         run = Running(session, duration)
-        assert wait_until(lambda: ["ok", f"worker pid {first}"] in inbox.wait_for("/vjbridge/status/generator", 0.1), 3.0)
+        assert wait_until(lambda: ["ok", f"worker pid {first}"] in inbox.wait_for("/vjbridge/status/generator", 0.1), 5.0)
         time.sleep(1.0)
         before = session.engine.stats.generated
         os.kill(first, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
@@ -96,8 +96,9 @@ def test_a_killed_or_hung_worker_is_replaced_while_the_output_keeps_its_rate(tin
         back = time.monotonic() - hit
         second = iso.pid
         made_at_restart = session.engine.stats.generated
-        assert wait_until(lambda: session.engine.stats.generated > made_at_restart + 30, 3.0)  # fresh pictures again
+        assert wait_until(lambda: session.engine.stats.generated > made_at_restart, 3.0)  # fresh pictures again
         fresh_again = time.monotonic() - hit
+        assert wait_until(lambda: session.engine.stats.generated > made_at_restart + 10, 5.0)  # and they go on
         assert "generator ok (worker pid" in session.status_line(session.engine.stats)
         result = run.join()
     print(f"\nisolate/{how}: worker {first} -> {second}, restarted {back:.2f} s after the signal, fresh "

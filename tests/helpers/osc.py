@@ -13,7 +13,9 @@ from bridge.control.osc import decode
 class Inbox:
     """A real UDP socket collecting OSC replies."""
 
-    def __init__(self):
+    def __init__(self, keep: int | None = None):
+        self.keep = keep  # keep only the newest this many messages (a long soak), or all
+        self.count = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
@@ -37,6 +39,9 @@ class Inbox:
     def receive(self, message: tuple[str, list]) -> None:
         """One decoded message (runs on the socket's thread)."""
         self.messages.append(message)
+        self.count += 1
+        if self.keep is not None and len(self.messages) > 2 * self.keep:
+            del self.messages[:-self.keep]
 
     def wait_for(self, address: str, timeout: float = 3.0) -> list:
         end = time.monotonic() + timeout

@@ -1,0 +1,140 @@
+"""Several models at once (issue 6, seed 001): blended by live weights, analysed once, driven by a
+real engine and a real live session; the batched call equals the sequential one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bridge.engine import Engine, FramePipeline
+from bridge.errors import ConfigError
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.mix import BatchedPix2Pix, MixPipeline, blend
+from bridge.params import ParamStore
+from bridge.runtime import Runner
+from bridge.sinks import open_sink
+from tests.test_control_live import wait_until
+from tests.test_reliability import FPS, Running, live
+
+
+def pix2pix(seed: int, size: int = 32, ngf: int = 4):
+    torch.manual_seed(seed)
+    return Pix2Pix(Pix2PixConfig(size=size, ngf=ngf, input="bands")).eval()
+
+
+def pipelines(n: int, params=None):
+    out = []
+    for i in range(n):
+        model = pix2pix(i)
+        out.append(FramePipeline(model, runner=Runner(model, runtime="reference"),
+                                 params=params if i == 0 else None))
+    return out
+
+
+def test_blend_modes():
+    a, b = torch.full((1, 3, 4, 4), -1.0), torch.full((1, 3, 4, 4), 1.0)  # black, white
+    assert torch.equal(blend([a, b], [1, 0]), a) and torch.equal(blend([a, b], [0, 1]), b)
+    assert torch.allclose(blend([a, b], [0.5, 0.5]), torch.zeros_like(a))  # crossfade: mid grey
+    assert torch.allclose(blend([a, b], [1, 3]), torch.full_like(a, 0.5))
+    assert torch.equal(blend([a, b], [0, 0]), a)  # every fader down: black
+    grey = torch.zeros_like(a)  # light 0.5
+    assert torch.allclose(blend([grey, grey], [1, 1], "add"), b)  # 0.5 + 0.5 light = white
+    assert torch.allclose(blend([grey, grey], [1, 1], "screen"), torch.full_like(a, 0.5))  # 1-.25 = .75 light
+    assert torch.allclose(blend([grey, b], [1, 0.5], "lighten"), torch.zeros_like(a))  # max(.5, .5)
+    for mode in ("mix", "add", "screen", "lighten"):
+        out = blend([torch.rand(1, 3, 8, 8) * 4 - 2 for _ in range(3)], [1.0, 0.7, 0.2], mode)
+        assert out.min() >= -1.0 and out.max() <= 1.0
+    with pytest.raises(ConfigError, match="mix mode"):
+        blend([a], [1], "multiply")
+
+
+def test_batched_models_give_the_sequential_pictures():
+    models = [pix2pix(i, size=64, ngf=8) for i in range(4)]
+    cond = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        sequential = torch.cat([m.generate(cond) for m in models])
+    batched = BatchedPix2Pix(models)(cond)
+    assert batched.shape == (4, 3, 64, 64)
+    assert (batched - sequential).abs().max() < 1e-5
+    with pytest.raises(ConfigError, match="same architecture"):
+        BatchedPix2Pix([pix2pix(0), pix2pix(1, ngf=8)])
+
+
+def test_the_weights_pick_crossfade_and_follow_the_parameters():
+    store = ParamStore()
+    parts = pipelines(2, store)
+    mix = MixPipeline(parts, params=store)
+    assert parts[1].analyzer is parts[0].analyzer  # the audio is analysed once, for both
+    mix.feed_audio(np.random.default_rng(0).standard_normal(44100).astype(np.float32) * 0.3)
+    snapshot = mix.snapshot(1.0)
+    alone = [p.make_frame(snapshot) for p in parts]
+    assert not np.array_equal(alone[0], alone[1])
+    store.set("mix_2", 0.0)
+    assert np.array_equal(mix.make_frame(snapshot), alone[0])
+    store.set("mix_1", 0.0)
+    store.set("mix_2", 1.0)
+    assert np.array_equal(mix.make_frame(snapshot), alone[1])
+    store.set("mix_1", 1.0)
+    both = mix.make_frame(snapshot).astype(int)
+    middle = (alone[0].astype(int) + alone[1].astype(int)) / 2
+    assert np.abs(both - middle).max() <= 1  # a crossfade, to the rounding
+    store.set("mix_mode", "lighten")
+    lighter = mix.make_frame(snapshot).astype(int)
+    assert (lighter[..., :3] >= np.maximum(alone[0], alone[1])[..., :3].astype(int) - 1).all()
+
+
+def test_four_models_mixed_by_a_real_engine_keep_the_rate():
+    from bridge.sources.audio import open_audio_source
+    mix = MixPipeline(pipelines(4), weights=[1, 1, 1, 1])
+    mix.warmup(1)
+    sink = open_sink("null", 32, 32, 30)
+    with open_audio_source("/usr/share/sonic-pi/samples/loop_amen.flac", sample_rate=mix.sample_rate) as audio:
+        stats = Engine(mix, [sink], fps=30, audio_source=audio).run(duration=2.0)
+    assert stats["errors"] == 0 and stats["generated"] > 40
+    assert stats["fps"] == pytest.approx(30, rel=0.1)
+
+
+def test_a_live_session_plays_two_models_mixed_at_1080p_and_switches_the_lead(tiny_models, inbox):
+    with live(inbox, model="tiny-a", mix_models=["tiny-b"], out_size="1920x1080", upscale="bicubic") as session:
+        assert isinstance(session.pipeline, MixPipeline)
+        assert (session.width, session.height) == (1920, 1080)
+        frame = session.pipeline.make_frame(session.pipeline.snapshot(None))
+        assert frame.shape == (1080, 1920, 4)
+        run = Running(session, 4.0)
+        from pythonosc.udp_client import SimpleUDPClient
+        SimpleUDPClient("127.0.0.1", session.osc.port).send_message("/vjbridge/param/mix_2", 0.25)
+        assert wait_until(lambda: session.params.get("mix_2") == 0.25)
+        second = session.pipeline.pipelines[1]
+        session.switch_model("tiny-b")  # the lead changes; the second model plays on
+        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 10.0)
+        assert session.pipeline.pipelines[1] is second
+        result = run.join()
+    assert result["errors"] == 0 and result["fps"] >= FPS * 0.9, result
+
+
+def test_cli_takes_several_models_and_an_output_size():
+    from bridge.cli import build_parser, run_settings
+    args = build_parser().parse_args(["run", "--model", "a", "--model", "b", "--model", "c", "--mix-mode", "screen",
+                                      "--out-size", "3840x2160", "--upscale", "lanczos", "--fit", "contain",
+                                      "--out", "null"])
+    s = run_settings(args)
+    assert (s.model, s.mix_models, s.mix_mode) == ("a", ["b", "c"], "screen")
+    assert (s.out_size, s.upscale, s.fit) == ("3840x2160", "lanczos", "contain")
+    with pytest.raises(ConfigError, match="at most 4"):
+        run_settings(build_parser().parse_args(["run"] + ["--model", "x"] * 5 + ["--out", "null"]))
+    with pytest.raises(ConfigError, match="output size"):
+        run_settings(build_parser().parse_args(["run", "--out-size", "huge", "--out", "null"]))
+
+
+def test_bench_times_four_models_at_once_and_the_upscaling():
+    from bridge.bench import format_table, measure_mix, measure_upscale
+    rows = measure_mix("cpu", size=32, variant="lite", iterations=3, warmup=1)
+    assert [r["runtime"] for r in rows] == ["reference, in sequence", "optimized, in sequence", "batched (vmap), fp32"]
+    assert all(r["ms_p50"] > 0 and r["model"] == "4 x pix2pix-lite-ngf32" for r in rows)
+    assert "speedup_vs_reference" in rows[1] and "speedup_vs_reference" in rows[2]
+    up = measure_upscale("cpu", source=32, targets=((64, 48),), iterations=3)
+    assert {r["model"] for r in up} == {"upscale bilinear", "upscale bicubic", "upscale lanczos",
+                                        "torch float bicubic (plain)"}
+    assert all(r["target"] == "64x48" and r["ms_p50"] > 0 for r in up)
+    text = format_table({"results": [], "mix": rows, "upscale": up})
+    assert "a tick p50" in text and "64x48" in text
