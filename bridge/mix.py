@@ -13,10 +13,14 @@ Blend modes, on light in [0, 1] (a picture p in [-1, 1] is (p + 1) / 2):
   screen   1 - prod(1 - w * light): adds light without clipping as hard
   lighten  the brightest weighted light per pixel
 
-Running N networks each tick: in sequence. Batching same-shaped pix2pix models into one call
-(`BatchedPix2Pix`, torch.func.vmap over stacked weights, equal to the sequential outputs) measured
-slower on the CPU (4 lite 256² U-Nets: 203 ms batched vs 135 ms in sequence, 2 cores: vmap turns
-each conv into a grouped conv), so it is used on CUDA only, where one call of 4 beats 4 launches.
+Running N networks each tick: in sequence, each through its own Runner (the optimized runtime:
+folded, compiled, on CUDA bf16 and CUDA graphs; its degradation levels). Batching same-shaped
+pix2pix models into one call (`BatchedPix2Pix`, torch.func.vmap over stacked weights, equal to the
+sequential outputs) measured slower on both devices, so it is only used when asked (`batched=True`):
+CPU, 4 lite 256² U-Nets, 1 thread: 347 ms vmap, 346 ms grouped convolutions, 250 ms in sequence;
+H100, 4 full 512²: 8.0 ms vmap fp32 against 2.3 ms for the four optimized runners in sequence
+(4 x 256²: 4.8 against 1.5 ms). One compiled grouped-convolution U-Net in bf16 came to 1.1 ms at
+256² and 2.4 ms at 512²: not worth a second path (benchmarks/README.md, "Several models at once").
 """
 from __future__ import annotations
 
@@ -112,14 +116,32 @@ class MixPipeline:
             p.analyzer, p.analysis_config = first.analyzer, first.analysis_config
         self._batch = self._batchable(batched)
 
+    @classmethod
+    def from_models(cls, models: list, weights: list[float] | None = None, mode: str = "mix",
+                    params=None, batched: bool | None = None, **pipeline_options) -> "MixPipeline":
+        """A mix of `models`, each a Generator or a (Generator, Runner or None) pair (None: the
+        reference runtime). Each gets a FramePipeline with `pipeline_options` (smoothing, walk,
+        seed, upscaler, ...); only the first follows `params` (its knobs, walk control, smoothing
+        and brightness, applied to the blend), as the live session builds it."""
+        from bridge.engine import FramePipeline
+        pipelines = []
+        for i, entry in enumerate(models):
+            model, runner = entry if isinstance(entry, (tuple, list)) else (entry, None)
+            pipelines.append(FramePipeline(model, runner=runner, params=params if i == 0 else None,
+                                           **pipeline_options))
+        return cls(pipelines, weights=weights, mode=mode, params=params, batched=batched)
+
     def _batchable(self, batched: bool | None):
-        """A BatchedPix2Pix when every model is a same-shaped pix2pix on CUDA (or asked for)."""
+        """A BatchedPix2Pix when asked for and every model is a same-shaped pix2pix that sees the
+        same conditioning picture (one input representation, no idle camera swap): one call then
+        stands for all. Off by default: slower than the runners in sequence (module docstring)."""
         models = [p.model for p in self.pipelines]
-        same = all(m.family == "pix2pix" for m in models) and all(p.control is None or not p.control.has_walk
-                                                                  for p in self.pipelines)
+        same = (all(m.family == "pix2pix" for m in models)
+                and len({(m.config.input, repr(m.config.analysis)) for m in models}) == 1
+                and all(p.idle is None for p in self.pipelines)
+                and all(p.control is None or not p.control.has_walk for p in self.pipelines))
         device = self.pipelines[0].runner.device
-        wanted = batched if batched is not None else device.type == "cuda"
-        if not (wanted and same):
+        if not (batched and same):
             return None
         try:
             return BatchedPix2Pix(models).to(device)

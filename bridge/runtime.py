@@ -114,8 +114,14 @@ class Runner:
 
     def _try_compile(self) -> None:
         try:
+            import torch._dynamo.config as dynamo_config
             import torch._inductor.config as inductor_config
             inductor_config.freezing = True
+            # Every model compiled in this process (a switch, a mix of four) is another entry for
+            # the same `generate`: past dynamo's default of 8 the 9th would silently run eager.
+            for name in ("recompile_limit", "cache_size_limit"):
+                if hasattr(dynamo_config, name):
+                    setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._compiled = torch.compile(getattr(self.net, self._entry), mode=mode, dynamic=False)
             self._fn = self._compiled

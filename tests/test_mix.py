@@ -138,3 +138,31 @@ def test_bench_times_four_models_at_once_and_the_upscaling():
     assert all(r["target"] == "64x48" and r["ms_p50"] > 0 for r in up)
     text = format_table({"results": [], "mix": rows, "upscale": up})
     assert "a tick p50" in text and "64x48" in text
+
+
+def test_batching_is_asked_for_and_only_joins_models_that_see_the_same_picture():
+    parts = pipelines(3)
+    assert MixPipeline(parts)._batch is None  # default: each model through its own runner
+    batched = MixPipeline(pipelines(3), batched=True)
+    assert batched._batch is not None
+    snapshot = batched.snapshot(None)
+    plain = MixPipeline(pipelines(3))
+    assert np.abs(batched.make_frame(snapshot).astype(int) - plain.make_frame(snapshot).astype(int)).max() <= 1
+    torch.manual_seed(9)
+    other_input = Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="waveform")).eval()  # same weight shapes
+    mixed_inputs = pipelines(2) + [FramePipeline(other_input, runner=Runner(other_input, runtime="reference"))]
+    assert MixPipeline(mixed_inputs, batched=True)._batch is None
+
+
+def test_a_mix_is_built_from_plain_models_and_runners():
+    from bridge.upscale import Upscaler
+    a, b = pix2pix(0), pix2pix(1)
+    mix = MixPipeline.from_models([(a, Runner(a, runtime="reference")), b], weights=[0.0, 1.0],
+                                  upscaler=Upscaler(64, 36, fit="contain"))
+    assert [p.model for p in mix.pipelines] == [a, b]
+    frame = mix.make_frame(mix.snapshot(None))
+    assert frame.shape == (36, 64, 4)
+    alone = FramePipeline(b, upscaler=Upscaler(64, 36, fit="contain")).make_frame(mix.snapshot(None))
+    assert np.array_equal(frame, alone)  # weight 1/0: model b alone, through the same upscaler
+    with pytest.raises(ConfigError, match="2 to 4"):
+        MixPipeline.from_models([a])

@@ -79,3 +79,38 @@ def test_bad_sizes_and_names_are_one_line_errors():
         Upscaler(100, 100, mode="nearest")
     with pytest.raises(ConfigError, match="fit"):
         Upscaler(100, 100, fit="zoom")
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "lanczos"])
+@pytest.mark.parametrize("source, size", [(256, (1920, 1080)), (512, (3840, 2160)), (200, (600, 1000)), (96, (1000, 999))])
+def test_cover_on_the_cpu_resizes_only_the_strip_it_shows_and_equals_the_full_resize(mode, source, size):
+    import cv2
+
+    from bridge.upscale import CV2_MODES
+    picture = torch.rand(1, 3, source, source) * 2 - 1
+    up = Upscaler(*size, mode=mode, fit="cover")
+    sw, sh, x, y = up.plan(source, source)
+    assert x < 0 or y < 0  # a real crop
+    full = cv2.resize(to_rgba(picture), (sw, sh), interpolation=CV2_MODES[mode])[-y:-y + size[1], -x:-x + size[0]]
+    assert np.abs(up.rgba(picture).astype(int) - full.astype(int)).max() <= 1  # OpenCV's fixed-point rounding
+
+
+def test_the_device_path_is_torch_bicubic_and_opencv_lanczos_on_the_visible_window(astronaut):
+    """`resize` (the CUDA path, run here on the CPU): the same kernels as the CPU path, only the
+    window the frame shows, bars black; lanczos is real Lanczos, not bicubic under another name."""
+    import cv2
+    small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
+    picture = picture_of(small)
+    covered = Upscaler(960, 540, mode="bicubic", fit="cover").resize(picture)
+    torch_bicubic = F.interpolate(picture, size=(960, 960), mode="bicubic", align_corners=False)[..., 210:750, :]
+    assert covered.shape == (1, 3, 540, 960)
+    assert (covered - torch_bicubic.clamp(-1, 1)).abs().max() < 1e-4
+    lanczos = Upscaler(512, 512, mode="lanczos", fit="stretch").resize(picture)
+    opencv = cv2.resize(small.astype(np.float32), (512, 512), interpolation=cv2.INTER_LANCZOS4)
+    ours = ((lanczos[0].permute(1, 2, 0) + 1) * 127.5).numpy()
+    assert np.abs(ours - opencv.clip(0, 255)).max() < 0.05
+    bicubic = Upscaler(512, 512, mode="bicubic", fit="stretch").resize(picture)
+    assert (lanczos - bicubic).abs().max() > 0.01
+    boxed = Upscaler(960, 540, mode="lanczos", fit="contain").resize(picture)
+    assert (boxed[..., :, :210] == -1).all() and (boxed[..., :, 750:] == -1).all()
+    assert (boxed[..., :, 210:750] > -1).any(dim=-1).all()  # every row of the picture has light
