@@ -38,16 +38,17 @@ def test_line_in_survives_its_device_going_away_and_coming_back_while_the_output
         device, tiny_models, thread_exceptions):
     duration = 14.0
     threads_before = {t.name for t in threading.enumerate()}
-    with live(None, osc_port=None, audio_in="default", isolate=False) as session:
+    with live(None, osc_port=None, audio_in="pulse", isolate=False) as session:
         audio = session.audio
         run = Running(session, duration)
+        assert audio.device_name == "pulse"  # ALSA's pulse plugin, on this test's own daemon
         assert wait_for(lambda: audio.status.state is State.OK and loud(audio) > 0.02, 5.0), audio.status
 
         device.stop()  # pulled out
         pulled = time.monotonic()
         assert wait_for(lambda: audio.status.state is State.RECONNECTING, 3.0), audio.status
         noticed = time.monotonic() - pulled
-        assert "default" in audio.status.reason and "silence" in audio.status.reason
+        assert "pulse" in audio.status.reason and "silence" in audio.status.reason
         assert "audio reconnecting" in session.status_line(session.engine.stats)
         assert wait_for(lambda: loud(audio) == 0.0, 1.0)  # silence, not the last loud moment frozen
         before, t0 = audio.ring.written, time.monotonic()
@@ -68,7 +69,7 @@ def test_line_in_survives_its_device_going_away_and_coming_back_while_the_output
           f"{result['sent']}, repeated {result['repeated']}, stalled {result['stalled']}, errors {result['errors']}")
     assert noticed < 1.5
     assert 0.8 * audio.sample_rate < rate < 1.2 * audio.sample_rate  # the analysis sees time pass
-    assert audio.reopens == 1
+    assert audio.reopens == 1 and audio.device_name == "pulse"
     assert reopened < 1.0  # found within a retry interval of its return
     # The music itself follows once the device streams: a freshly started PulseAudio takes ~1.9 s
     # before its first capture callback to any client (measured alone, outside the bridge).
@@ -84,7 +85,7 @@ def test_line_in_survives_its_device_going_away_and_coming_back_while_the_output
 
 def test_a_device_that_never_comes_back_keeps_the_silence_going_and_close_is_prompt(device):
     from bridge.sources.line_in import LineIn
-    source = LineIn("default").open()
+    source = LineIn("pulse").open()
     try:
         assert wait_for(lambda: source.status.state is State.OK, 5.0), source.status
         device.stop()

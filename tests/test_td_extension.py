@@ -103,7 +103,7 @@ def test_command_line_routes_and_settings_checks():
     from bridge.cli import build_parser
     args = build_parser().parse_args(core.command_line(s)[3:])
     assert (args.model, args.out, args.osc_port, args.osc_reply, args.walk) == (
-        "vae-mirror", ["syphon:vjbridge", "file:set.mp4"], 9000, "127.0.0.1:9001", "magellan")
+        ["vae-mirror"], ["syphon:vjbridge", "file:set.mp4"], 9000, "127.0.0.1:9001", "magellan")
 
     remote = core.LaunchSettings(python="", bridge_host="10.0.0.5", td_host="10.0.0.2", outs=("ndi:vjbridge",))
     assert remote.remote and "--osc-host 0.0.0.0" in core.remote_command_line(remote)
