@@ -4,19 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-# Before numpy loads OpenBLAS: numpy's small matrix products (drawing the conditioning pictures,
-# resizes) spread over every core otherwise, fighting torch's threads: on a 16-core host four
-# audio pictures took 164 ms to draw, 68 ms with one BLAS thread (no change on 2 cores). A value
-# the user set wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-from bridge import __version__  # noqa: E402
-from bridge.errors import BridgeError  # noqa: E402
-from bridge.sinks.factory import SINK_FORMS  # noqa: E402
+from bridge import __version__
+from bridge.errors import BridgeError
+from bridge.sinks.factory import SINK_FORMS
 
 DEFAULT_MODEL = "pix2pix-pulse"
 DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
