@@ -276,19 +276,24 @@ class IsolatedGenerator:
                 timeout_s = max(MIN_CALL_TIMEOUT_S, 10.0 * recent)
             started = time.monotonic()
             try:
-                self._channel.send({"op": "run", "level": level}, (cond, latent),
-                                   deadline=started + timeout_s)
-                header, out = self._channel.receive(started + timeout_s)
+                out = self._exchange(level, cond, latent, started + timeout_s)
             except WorkerLost as e:
                 self._lost(str(e))
                 raise WorkerLost(f"{e}{self.last_exit}; restarting it, the last good frame plays") from None
-            if header.get("op") == "error":  # the network raised: the worker itself is fine
-                raise RuntimeError(header.get("message", "the generator failed"))
             if not warm:
                 self._times.append(time.monotonic() - started)
             return out
         finally:
             self._lock.release()
+
+    def _exchange(self, level: int, cond, latent, deadline: float):
+        """One picture from the worker (held lock). WorkerLost when it is gone or late; the
+        network's own error (the worker itself is fine) as a RuntimeError."""
+        self._channel.send({"op": "run", "level": level}, (cond, latent), deadline=deadline)
+        header, out = self._channel.receive(deadline)
+        if header.get("op") == "error":
+            raise RuntimeError(header.get("message", "the generator failed"))
+        return out
 
     def warmup(self, level: int, cond, latent, runs: int) -> None:
         """Warm (compile) a level on these inputs, and remember them to warm a restarted worker."""
@@ -321,7 +326,9 @@ class IsolatedGenerator:
             try:
                 self._start()
                 with self._lock:  # calls fail fast meanwhile: the lock is taken without waiting
-                    self._lock_free_warm()
+                    for level, (cond, latent, runs) in sorted(self._warm.items()):  # as before
+                        for _ in range(runs):
+                            self._exchange(level, cond, latent, time.monotonic() + self.start_timeout_s)
                     self._restarting = False
                 self.restarts += 1
                 self._times.clear()
@@ -336,17 +343,6 @@ class IsolatedGenerator:
                 self._restarting = True
                 self._status = Status(State.RECONNECTING, f"worker restart failed: {e}")
                 log.error("generator worker restart failed: %s", e)
-
-    def _lock_free_warm(self) -> None:
-        deadline_s = self.start_timeout_s
-        for level, (cond, latent, runs) in sorted(self._warm.items()):
-            for _ in range(runs):
-                started = time.monotonic()
-                self._channel.send({"op": "run", "level": level}, (cond, latent),
-                                   deadline=started + deadline_s)
-                header, _ = self._channel.receive(started + deadline_s)
-                if header.get("op") == "error":
-                    raise RuntimeError(header.get("message"))
 
     def runner(self, model=None) -> "IsolatedRunner":
         return IsolatedRunner(self, 0, model)

@@ -181,18 +181,22 @@ class LiveSession(Actions):
         --model given more than once, the others join it in a MixPipeline (a switch replaces the
         first, the others play on)."""
         model, pipeline = self._build_one(name, output_size)
-        others = (self.settings.mix_models if not hasattr(self, "pipeline")
-                  else [p for p in getattr(self.pipeline, "pipelines", [])[1:]])
-        if not others:
-            return model, pipeline
-        from bridge.mix import MixPipeline
+        built = []  # pipelines made here: closed again (isolated workers) if the mix cannot be made
         try:
-            extra = [o if not isinstance(o, str) else self._build_one(o, output_size, lead=False)[1]
-                     for o in others]
-            mix = MixPipeline([pipeline] + extra, params=self.params)
+            if hasattr(self, "pipeline"):  # a switch: the new lead joins the others playing now
+                others = getattr(self.pipeline, "pipelines", [])[1:]
+            else:
+                for other in self.settings.mix_models:
+                    built.append(self._build_one(other, output_size, lead=False)[1])
+                others = built
+            if not others:
+                return model, pipeline
+            from bridge.mix import MixPipeline
+            mix = MixPipeline([pipeline] + others, params=self.params)
             mix.warm_batch()
         except BaseException:
-            pipeline.close()
+            for part in [pipeline] + built:
+                part.close()
             raise
         if self.settings.mix_mode is not None:
             self.params.set("mix_mode", self.settings.mix_mode, source="cli")
@@ -217,7 +221,7 @@ class LiveSession(Actions):
             runner = Runner(model, runtime=s.runtime, device=s.device)
         own_walk = name == s.model
         upscaler = None
-        if s.out_size is not None:
+        if s.out_size is not None and lead:  # a mix's frame is finished by its lead
             from bridge.upscale import Upscaler, parse_size
             upscaler = Upscaler(*parse_size(s.out_size), mode=s.upscale, fit=s.fit)
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,

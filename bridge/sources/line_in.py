@@ -262,36 +262,24 @@ class LineIn(AudioSource):
         self._stream = self._pa = None
 
     # --- the watchdog: loss, silence, return ------------------------------------------------------
-    def _stalled_for(self, now: float, since: float) -> float | None:
-        """Seconds the stream has been silent past the stall limit, or None while it is fine."""
-        stream = self._stream
-        last = self._last_callback if self._last_callback is not None else since
-        quiet = now - max(last, since)
-        limit = max(STALL_AFTER_S, 8 * self.block / self.sample_rate)
-        try:
-            inactive = stream is None or not stream.is_active()
-        except Exception:  # a stream whose device vanished may refuse even to say so
-            inactive = True
-        if inactive or quiet > limit:
-            return quiet
-        return None
-
     def _watch(self) -> None:
         opened_at = clock.now()
-        first_wait = FIRST_CALLBACK_WAIT_S  # the first callback may take a while after an open
+        limit = max(STALL_AFTER_S, 8 * self.block / self.sample_rate)
         while not self._stopping.wait(WATCH_EVERY_S):
-            now = clock.now()
-            waiting_first = self._last_callback is None or self._last_callback < opened_at
-            quiet = self._stalled_for(now, opened_at)
-            if quiet is None or (waiting_first and now - opened_at < first_wait and self._stream_ok()):
+            last = self._last_callback
+            heard = last is not None and last >= opened_at  # from the stream open now
+            quiet = clock.now() - (last if heard else opened_at)
+            active = self._stream_ok()
+            # The first callback after an open may take a while (FIRST_CALLBACK_WAIT_S).
+            if active and (quiet <= limit if heard else quiet < FIRST_CALLBACK_WAIT_S):
                 continue
-            why = ("the stream stopped" if not self._stream_ok()
-                   else f"no audio callbacks for {quiet:.1f} s")
+            why = "the stream stopped" if not active else f"no audio callbacks for {quiet:.1f} s"
             opened_at = self._recover(why)
             if opened_at is None:
                 return
 
     def _stream_ok(self) -> bool:
+        """The stream is open and PortAudio says it runs (a vanished device may refuse even that)."""
         try:
             return self._stream is not None and self._stream.is_active()
         except Exception:
