@@ -2,6 +2,7 @@
 PulseAudio null sink through PyAudio, sending NDI, received by a separate NDI receiver process."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,20 +23,25 @@ def test_line_in_to_ndi(pulse_null_sink, tmp_path):
     name = f"vjb-e2e-{uuid.uuid4().hex[:6]}"
     pulse_null_sink.play(AMEN, loops=20)
     env = dict(os.environ, VJBRIDGE_MODELS=str(tmp_path / "models"))
+    # The bridge plays until the receiver has its frames, then gets Ctrl-C (it prints its summary
+    # and exits 0): on a loaded 2-core CI machine, start-up plus NDI discovery can take most of a
+    # fixed duration, so the run's length must not be what decides whether frames arrive.
     bridge = subprocess.Popen(
         [sys.executable, "-m", "bridge", "run", "--model", "e2e", "--audio-in", "default",
-         "--out", f"ndi:{name}", "--fps", "25", "--duration", "14", "--runtime", "reference"],
+         "--out", f"ndi:{name}", "--fps", "25", "--duration", "90", "--runtime", "reference"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        with NdiReceiverProcess(name, n_frames=40, timeout_s=25) as rx:
+        with NdiReceiverProcess(name, n_frames=40, timeout_s=60) as rx:
             capture = rx.result()
+        assert bridge.poll() is None, "the bridge stopped before the receiver was done"
+        bridge.send_signal(signal.SIGINT)
         out, err = bridge.communicate(timeout=30)
     finally:
         if bridge.poll() is None:
             bridge.kill()
     assert bridge.returncode == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["sent"] > 100 and summary["errors"] == 0
+    assert summary["sent"] >= 40 and summary["errors"] == 0
     assert "audio ok" in err  # the status line saw real line-in
     assert name in capture.source_name
     frames = capture.frames

@@ -168,7 +168,8 @@ def test_a_wrong_size_picture_is_resized_with_a_warning():
         model.encode_image(torch.rand(3, 16, 16))
 
 
-def test_folded_optimized_runner_matches_the_model(features):
+def test_folded_optimized_runner_matches_the_model(features, monkeypatch):
+    from bridge import runtime
     from bridge.runtime import Runner
 
     model = tiny()
@@ -176,9 +177,18 @@ def test_folded_optimized_runner_matches_the_model(features):
     cond = model.condition(Snapshot(audio=features[0], image=camera_frame(5)))
     with torch.inference_mode():
         picture, mel_db = model.generate_with_sound(cond)
+    # fp32 (as on CPUs without native bf16): folding the BatchNorms changes nothing
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     runner = Runner(copy.deepcopy(model), runtime="optimized", compile=False)
     fast_picture, fast_mel = runner(cond)
+    assert runner.info.autocast is None
     assert (fast_picture - picture).abs().max() < 1e-4 and (fast_mel - mel_db).abs().max() < 1e-3
+    # bf16 autocast (as on CPUs with native bf16): close, to bf16's 8 bits
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    runner = Runner(copy.deepcopy(model), runtime="optimized", compile=False)
+    fast_picture, fast_mel = runner(cond)
+    assert runner.info.autocast == "bfloat16"
+    assert (fast_picture - picture).abs().max() < 0.02 and (fast_mel - mel_db).abs().max() < 1.0
 
 
 def test_bundle_keeps_idle_pictures_and_tuple_settings(tmp_path):
