@@ -4,12 +4,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from bridge import __version__
-from bridge.errors import BridgeError
-from bridge.sinks.factory import SINK_FORMS
+# Before numpy loads OpenBLAS: numpy's small matrix products (drawing the conditioning pictures,
+# resizes) spread over every core otherwise, fighting torch's threads: on a 16-core host four
+# audio pictures took 164 ms to draw, 68 ms with one BLAS thread (no change on 2 cores). A value
+# the user set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from bridge import __version__  # noqa: E402
+from bridge.errors import BridgeError  # noqa: E402
+from bridge.sinks.factory import SINK_FORMS  # noqa: E402
 
 DEFAULT_MODEL = "pix2pix-pulse"
 DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
@@ -209,10 +216,14 @@ def cmd_bench(args) -> int:
     sizes = tuple(int(s) for s in args.sizes.split(","))
     variants = tuple(args.variants.split(","))
     families = FAMILIES if args.families == "all" else tuple(f.strip() for f in args.families.split(","))
+    int8 = args.int8
+    if int8 is None:  # the int8 row by default wherever it can run: it is the CPU's fastest
+        import importlib.util
+        int8 = args.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None
     report = run_bench(default_cases(sizes, variants, families), device=args.device,
                        iterations=args.iterations, progress=lambda m: print(f"bench: {m}", file=sys.stderr),
                        interleave=not args.sequential, sound="sound" in families,
-                       analysis="analysis" in families, int8=args.int8,
+                       analysis="analysis" in families, int8=int8,
                        mix=tuple((size, variant) for size in sizes for variant in variants) if "mix" in families else (),
                        upscale="upscale" in families)
     text = json.dumps(report, indent=2)
@@ -368,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
                         "voice), analysis (ms per hop), or all (default)")
-    p.add_argument("--int8", action="store_true", help="also time the int8 runtime (pix2pix on the CPU; "
-                   "needs onnxruntime), with its PSNR against fp32")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time the int8 runtime (pix2pix on the CPU), with its PSNR against fp32; "
+                        "default: yes on the CPU when onnxruntime is installed")
     p.add_argument("--plot", metavar="PNG", help="also draw reference vs optimized fps as a PNG")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--sequential", action="store_true",

@@ -164,3 +164,17 @@ def test_render_an_image_input_model_from_a_video(tmp_path, monkeypatch, capsys)
     # without a video it says what the model needs
     assert main(["render", AMEN, "--model", "cam", "--out", str(out)]) == 2
     assert "--video" in capsys.readouterr().err
+
+
+def test_vjbridge_command_keeps_numpy_to_one_blas_thread():
+    """numpy's small products (the audio pictures' resizes) must not spread over every core and
+    fight torch's threads; a value the user sets still wins."""
+    probe = ("import bridge.cli, threadpoolctl; "
+             "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['user_api'] == 'blas'))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    ours = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 0, ours.stderr
+    assert ours.stdout.split() == ["1"]
+    theirs = subprocess.run([sys.executable, "-c", probe], env=dict(env, OPENBLAS_NUM_THREADS="2"),
+                            capture_output=True, text=True, timeout=60)
+    assert theirs.stdout.split() == ["2"], theirs.stderr
