@@ -9,8 +9,9 @@ to the folded eager model and says so once.
 
 int8 (CPU, pix2pix): the folded U-Net with each stride-2 transposed convolution rewritten as an
 ordinary 2x2 convolution (exact, see SubPixelDeconv), so every layer quantizes; statically
-quantized by ONNX Runtime (QDQ, per-channel weights, reduce_range: 7-bit weights keep AVX2's
-u8*s8 pair sums inside int16, which plain 8-bit overflows on CPUs without VNNI), calibrated on
+quantized by ONNX Runtime (QDQ, per-channel weights; on x86 CPUs without VNNI, reduce_range:
+7-bit weights keep AVX2's u8*s8 pair sums inside int16, which plain 8-bit overflows; with VNNI
+the products sum straight into int32 and full 8-bit weights are kept), calibrated on
 the pictures the model sees live (the bundled demo audio through the streaming analysis). Its
 PSNR against fp32 on held-out ticks is measured at start and kept in `info.psnr_db`.
 """
@@ -33,12 +34,25 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("reference", "optimized", "int8")
 
 
-def cpu_has_native_bf16() -> bool:
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere: then nothing is assumed)."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+        pass
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+def cpu_has_vnni() -> bool:
+    """x86 int8 dot products into int32 (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
 
 
 @dataclass
@@ -89,7 +103,8 @@ class Runner:
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
             self.info.psnr_db = self._fn.psnr_db
-            self.info.note = (f"int8 (onnxruntime): PSNR against fp32 {self._fn.psnr_db:.1f} dB mean, "
+            self.info.note = (f"int8 (onnxruntime, {7 if self._fn.reduce_range else 8}-bit weights): PSNR "
+                              f"against fp32 {self._fn.psnr_db:.1f} dB mean, "
                               f"{self._fn.psnr_min_db:.1f} dB worst, on held-out demo ticks")
             return
         if runtime == "reference":
@@ -232,7 +247,8 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
     return torch.cat(pictures)
 
 
-def _psnr(reference: np.ndarray, other: np.ndarray) -> float:
+def picture_psnr(reference: np.ndarray, other: np.ndarray) -> float:
+    """PSNR in dB of `other` against `reference`, pictures in [-1, 1] (inf when equal)."""
     mse = float(np.mean((reference.astype(np.float64) - other) ** 2))
     return 10 * np.log10(4.0 / mse) if mse > 0 else float("inf")  # pictures span 2.0
 
@@ -244,6 +260,18 @@ class _GenerateEntry(torch.nn.Module):
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return self.model.generate(cond)
+
+
+def _int8_weight_peak(path: str) -> int:
+    """The largest |value| among an ONNX model's int8 weights: 127 for full 8-bit per-channel
+    weights, 63 or 64 when they were reduced to 7 bits."""
+    import onnx
+    from onnx import numpy_helper
+
+    peaks = [int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max())
+             for t in onnx.load(path).graph.initializer
+             if t.data_type == onnx.TensorProto.INT8 and np.prod(t.dims) > 1]
+    return max(peaks, default=0)
 
 
 class Int8Pix2Pix:
@@ -268,6 +296,7 @@ class Int8Pix2Pix:
         import warnings
         from pathlib import Path
 
+        self.reduce_range = not cpu_has_vnni()  # 7-bit weights only where 8-bit could overflow
         # the whole live entry point (a degraded ScaledPix2Pix's resizes too), folded, rewritten
         net = _GenerateEntry(rewrite_deconvs(fold_batchnorm(copy.deepcopy(model))).eval())
         conditions = demo_conditions(model) if calibration is None else calibration
@@ -287,9 +316,10 @@ class Int8Pix2Pix:
                               output_names=["picture"], opset_version=17)
             q.quant_pre_process(fp32, prepared, skip_symbolic_shape=True)
             q.quantize_static(prepared, int8, Reader(), quant_format=q.QuantFormat.QDQ,
-                              per_channel=True, reduce_range=True,
+                              per_channel=True, reduce_range=self.reduce_range,
                               activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                               calibrate_method=q.CalibrationMethod.MinMax)
+            self.weight_peak = _int8_weight_peak(int8)
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
             options.inter_op_num_threads = 1
@@ -301,7 +331,7 @@ class Int8Pix2Pix:
             reference = model.eval().generate(held_out).numpy()
         got = np.concatenate([self.session.run(None, {"cond": held_out[i:i + 1].numpy()})[0]
                               for i in range(len(held_out))])
-        per_tick = [_psnr(reference[i], got[i]) for i in range(len(held_out))]
+        per_tick = [picture_psnr(reference[i], got[i]) for i in range(len(held_out))]
         self.psnr_db, self.psnr_min_db = float(np.mean(per_tick)), float(min(per_tick))
 
     def __call__(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
