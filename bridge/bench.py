@@ -343,7 +343,8 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
 
 
 def plot(report: dict, path) -> None:
-    """fps of each model, reference beside optimized, as a PNG (matplotlib, the `train` extra)."""
+    """fps of each model, a bar per runtime it was timed with (reference, optimized, int8), as a
+    PNG (matplotlib, the `train` extra)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -351,13 +352,18 @@ def plot(report: dict, path) -> None:
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install 'vjbridge[train]'") from None
     rows = report["results"]
-    names = [f"{r['model']} {r['size']}²" for r in rows if r["runtime"] == "reference"]
-    ref = [r["fps_p50"] for r in rows if r["runtime"] == "reference"]
-    opt = [r["fps_p50"] for r in rows if r["runtime"] == "optimized"]
+    cases = list(dict.fromkeys((r["model"], r["size"]) for r in rows))
+    names = [f"{model} {size}²" for model, size in cases]
+    labels = {"reference": "reference (eager fp32)", "optimized": "optimized", "int8": "int8 (ONNX Runtime)"}
+    runtimes = [name for name in labels if any(r["runtime"] == name for r in rows)]
+    fps = {(r["model"], r["size"], r["runtime"]): r["fps_p50"] for r in rows}
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 2), 4.5))
     xs = range(len(names))
-    ax.bar([x - 0.2 for x in xs], ref, width=0.4, label="reference (eager fp32)")
-    ax.bar([x + 0.2 for x in xs], opt, width=0.4, label="optimized")
+    width = 0.8 / len(runtimes)
+    for i, runtime in enumerate(runtimes):
+        offset = (i - (len(runtimes) - 1) / 2) * width
+        ax.bar([x + offset for x in xs], [fps.get((*case, runtime), 0.0) for case in cases],
+               width=width, label=labels[runtime])
     ax.set_xticks(list(xs))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("frames per second (p50, batch 1)")

@@ -3,10 +3,12 @@ transposed-conv rewrite it relies on, its pictures against fp32, its errors, and
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from bridge.bench import BenchCase, run_case
+from bridge.bench import BenchCase, machine_info, plot, run_case
 from bridge.errors import ConfigError
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig, fold_batchnorm
 from bridge.runtime import Runner, SubPixelDeconv, demo_conditions, rewrite_deconvs
@@ -75,9 +77,13 @@ def test_int8_refuses_what_it_cannot_run(monkeypatch):
         Runner(model, runtime="int8")
 
 
-def test_bench_int8_row():
+def test_bench_int8_row(tmp_path):
     case = BenchCase("pix2pix", "pix2pix-tiny", 32, tiny_pix2pix)
     rows = run_case(case, "cpu", iterations=3, warmup=1, int8=True)
+    plot({"machine": machine_info("cpu"), "results": rows}, tmp_path / "bench.png")
+    with Image.open(tmp_path / "bench.png") as picture:  # the int8 bar is drawn (matplotlib's green)
+        rgb = np.asarray(picture.convert("RGB")).reshape(-1, 3).astype(int)
+        assert (np.abs(rgb - (44, 160, 44)).sum(axis=1) < 30).sum() > 200
     assert [r["runtime"] for r in rows] == ["reference", "optimized", "int8"]
     int8 = rows[2]
     assert int8["ms_p50"] > 0 and int8["speedup_vs_reference"] > 0
