@@ -217,7 +217,7 @@ def cmd_bench(args) -> int:
     variants = tuple(args.variants.split(","))
     families = FAMILIES if args.families == "all" else tuple(f.strip() for f in args.families.split(","))
     int8 = args.int8
-    if int8 is None:  # the int8 row by default wherever it can run: it is the CPU's fastest
+    if int8 is None:  # the int8 row by default wherever it can run
         import importlib.util
         int8 = args.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None
     report = run_bench(default_cases(sizes, variants, families), device=args.device,
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the int8 runtime (pix2pix on the CPU), with its PSNR against fp32; "
                         "default: yes on the CPU when onnxruntime is installed")
-    p.add_argument("--plot", metavar="PNG", help="also draw reference vs optimized fps as a PNG")
+    p.add_argument("--plot", metavar="PNG", help="also draw each runtime's fps as a PNG")
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")

@@ -18,6 +18,7 @@ PSNR against fp32 on held-out ticks is measured at start and kept in `info.psnr_
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -34,16 +35,17 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("reference", "optimized", "int8")
 
 
-def _cpu_flags() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as Linux reports them (empty elsewhere: then nothing is assumed)."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def cpu_has_native_bf16() -> bool:
