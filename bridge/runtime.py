@@ -3,9 +3,12 @@
 Optimized, on the CPU: BatchNorm folded into the convolutions, then torch.compile with Inductor's
 freezing (weights become constants, so oneDNN can pre-pack them and fuse bias/activation);
 bf16 autocast only where the CPU has native bf16 (AMX / AVX512-BF16), since elsewhere it is
-emulated and slower. On CUDA: channels_last, fp16/bf16 autocast and CUDA graphs
-(`reduce-overhead`). If compiling fails (no C++ compiler, an unsupported op), it falls back
-to the folded eager model and says so once.
+emulated and slower. On CUDA: channels_last, fp16/bf16 autocast, torch.compile (Inductor's fused
+kernels) and one CUDA graph per input shape that we capture ourselves (CudaGraphStep): a call is a
+copy into pinned memory, one asynchronous copy to the device and one graph replay, a few tens of
+microseconds of host work, where `reduce-overhead`'s graph trees spent about a hundred checking
+their inputs. If compiling fails (no C++ compiler, an unsupported op), it falls back to the folded
+eager model and says so once; if capturing fails, it runs without the graph and says so once.
 
 int8 (CPU, pix2pix): the folded U-Net with each stride-2 transposed convolution rewritten as an
 ordinary 2x2 convolution (exact, see SubPixelDeconv), so every layer quantizes; statically
@@ -63,6 +66,7 @@ class RunnerInfo:
     device: str
     compiled: bool = False
     autocast: str | None = None
+    cuda_graph: bool = False  # CUDA: the network replays a graph we captured (CudaGraphStep)
     note: str = ""
     psnr_db: float | None = None  # lossy runtimes: mean PSNR of the picture against fp32, held-out inputs
 
@@ -101,6 +105,7 @@ class Runner:
         self.info = RunnerInfo(runtime=runtime, device=str(self.device))
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
+        self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
         if runtime == "int8":
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
@@ -126,6 +131,7 @@ class Runner:
         self.info.autocast = str(self._autocast).replace("torch.", "") if self._autocast else None
         self.net = net
         self._fn = getattr(net, self._entry)
+        self._graphs = {} if self.device.type == "cuda" and CUDA_GRAPHS else None
         if compile:
             self._try_compile()
 
@@ -139,8 +145,9 @@ class Runner:
             for name in ("recompile_limit", "cache_size_limit"):
                 if hasattr(dynamo_config, name):
                     setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._compiled = torch.compile(getattr(self.net, self._entry), mode=mode, dynamic=False)
+            # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
+            self._compiled = torch.compile(getattr(self.net, self._entry), mode=CUDA_COMPILE_MODE
+                                           if self.device.type == "cuda" else None, dynamic=False)
             self._fn = self._compiled
             self.info.compiled = True
         except Exception as e:  # compile is an optimisation: never a reason not to play
@@ -151,6 +158,43 @@ class Runner:
         self.info.compiled = False
         self.info.note = f"torch.compile unavailable ({type(error).__name__}); running eager"
         log.warning(self.info.note)
+        if self._graphs:  # captured around the compiled function: capture again around the eager one
+            self._graphs.clear()
+
+    def _autocast_context(self, cache: bool = True):
+        return torch.autocast(self.device.type, dtype=self._autocast, cache_enabled=cache)
+
+    def _network(self, cond, latent):
+        """The network in its precision, its outputs float32 (what a graph captures)."""
+        if self._autocast is None:
+            return self._fn(cond, latent)
+        # no autocast weight cache inside a captured graph: a cached cast would be made once, at
+        # capture, by a kernel that later replays would skip (torch.cuda.graph's advice)
+        with self._autocast_context(cache=self._graphs is None):
+            out = self._fn(cond, latent)
+        return _to_float(out)
+
+    def _graph_for(self, cond, latent):
+        """The captured graph for these inputs' shapes, captured now if new (None: run without)."""
+        key = CudaGraphStep.signature(cond, latent)
+        step = self._graphs.get(key)
+        if step is None:
+            if len(self._graphs) >= MAX_GRAPHS:  # shapes that keep changing: not a live model's
+                return None
+            # warm-up first, its errors (a failed compile) left to `warmup`'s fallback to eager
+            step = CudaGraphStep(self._network, cond, latent, self.device)
+            try:
+                step.capture()
+            except Exception as e:  # the graph is an optimisation: never a reason not to play
+                self._graphs = None
+                self.info.cuda_graph = False
+                self.info.note = (self.info.note + "; " if self.info.note else "") + \
+                    f"CUDA graph capture failed ({type(e).__name__}: {e}); running without"
+                log.warning(self.info.note)
+                return None
+            self._graphs[key] = step
+            self.info.cuda_graph = True
+        return step
 
     def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
         """First calls compile; a failure there still falls back to eager."""
@@ -168,14 +212,110 @@ class Runner:
 
     @torch.inference_mode()
     def __call__(self, cond, latent: torch.Tensor | None = None):
+        if self._graphs is not None:
+            step = self._graph_for(cond, latent)
+            if step is not None:
+                return step(cond, latent)
         cuda = self.device.type == "cuda"
         cond = _to_device(cond, self.device, channels_last=cuda)  # in inference mode: see there
         latent = _to_device(latent, self.device)
         if self._autocast is not None:
-            with torch.autocast(self.device.type, dtype=self._autocast):
+            with self._autocast_context():
                 out = self._fn(cond, latent)
             return _to_float(out)
         return self._fn(cond, latent)
+
+
+CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)
+CUDA_COMPILE_MODE = None  # Inductor's default: fused Triton kernels, no graphs of its own
+MAX_GRAPHS = 8  # per runner: one per input shape; a live model has one (a degraded level is its own runner)
+
+
+def _flatten(cond, latent) -> list:
+    """The input tensors of a call, in order: cond (one, or a tuple's), then the latent if any."""
+    tensors = list(cond) if isinstance(cond, (tuple, list)) else [cond]
+    return tensors + ([latent] if latent is not None else [])
+
+
+def _numpy_or_none(t: torch.Tensor):
+    """A CPU tensor's numpy view, or None where numpy lacks its dtype (bf16) or it needs grad."""
+    try:
+        return t.detach().numpy()
+    except (TypeError, RuntimeError):
+        return None
+
+
+class CudaGraphStep:
+    """One network call captured as a CUDA graph, with the copy-in outside it.
+
+    The inputs live in fixed device buffers (channels_last for pictures, as the optimized model
+    wants them); a call copies host inputs into pinned staging buffers (a memcpy), starts one
+    asynchronous copy of each to the device, replays the graph and returns fresh copies of the
+    outputs (device tensors the caller may keep: the next replay rewrites the graph's own). The
+    staging buffers are written again only once the last call's copy to the device has finished
+    (an event), so a caller that does not wait for its frame never races its own next input."""
+
+    def __init__(self, network: Callable, cond, latent, device: torch.device, warmup: int = 2):
+        """Fixed buffers made and the network warmed up on them (compiled, autotuned, cuDNN's
+        kernels chosen) on a side stream, as capturing asks; `capture()` then records it."""
+        self.network, self.device = network, device
+        self.cond_is_tuple = isinstance(cond, (tuple, list))
+        self.has_latent = latent is not None
+        host = _flatten(cond, latent)
+        # our own buffers (never a caller's tensor, which a later call would overwrite), in the
+        # plain layout: a pinned memcpy in, and one layout for the graph whatever the caller sends
+        self.inputs = [torch.empty(t.shape, dtype=t.dtype, device=device) for t in host]
+        self.staging = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in host]
+        # numpy views of them, for a one-thread memcpy in (see __call__), where numpy has the dtype
+        self.staging_np = [_numpy_or_none(t) for t in self.staging]
+        for src, dst in zip(host, self.inputs):
+            dst.copy_(src)
+        self.copied = torch.cuda.Event()
+        self.copied.record()
+        self.graph, self.outputs = None, None
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                network(*self._args())
+        torch.cuda.current_stream(device).wait_stream(stream)
+
+    def capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self.network(*self._args())
+        self.graph, self.outputs = graph, outputs
+
+    def _args(self):
+        n = len(self.inputs) - self.has_latent
+        cond = tuple(self.inputs[:n]) if self.cond_is_tuple else self.inputs[0]
+        return cond, (self.inputs[-1] if self.has_latent else None)
+
+    @staticmethod
+    def signature(cond, latent) -> tuple:
+        return (isinstance(cond, (tuple, list)), latent is not None,
+                tuple((tuple(t.shape), t.dtype) for t in _flatten(cond, latent)))
+
+    def __call__(self, cond, latent=None):
+        self.copied.synchronize()  # the last call's inputs are on the device: staging is free
+        for src, stage, stage_np, dst in zip(_flatten(cond, latent), self.staging, self.staging_np, self.inputs):
+            if src.device.type == "cuda":
+                dst.copy_(src, non_blocking=True)
+                continue
+            # A single memcpy: torch's own CPU copy splits a picture over its thread pool, and
+            # when the cores are busy (the analysis, the sinks, Inductor's compile workers just
+            # after start) waiting for those threads cost up to 7 ms a frame on a 16-core host.
+            src_np = _numpy_or_none(src) if stage_np is not None else None
+            if src_np is not None:
+                np.copyto(stage_np, src_np)
+            else:
+                stage.copy_(src)
+            dst.copy_(stage, non_blocking=True)
+        self.copied.record()
+        self.graph.replay()
+        if isinstance(self.outputs, tuple):
+            return tuple(t.clone() for t in self.outputs)
+        return self.outputs.clone()
 
 
 class SubPixelDeconv(torch.nn.Module):

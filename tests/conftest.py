@@ -3,7 +3,8 @@
 `bash setup.sh test` installs every component the tests drive (PulseAudio, JACK, ffmpeg, NDI,
 CC0 samples) and sets VJBRIDGE_STRICT_TESTS=1: there, a test that skips because something is
 missing fails instead, so a core path can never be skipped silently in CI. Only tests marked
-`other_os` (behaviour that exists on another operating system) may skip.
+`other_os` (behaviour that exists on another operating system) and `gpu` (needs a CUDA device;
+run them on a GPU machine: `pytest --noconftest tests/test_runtime_cuda.py`) may skip.
 """
 import os
 
@@ -30,7 +31,7 @@ def pytest_configure(config):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if STRICT and report.skipped and item.get_closest_marker("other_os") is None:
+    if STRICT and report.skipped and not any(item.get_closest_marker(m) for m in ("other_os", "gpu")):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped in strict mode (setup.sh test installs everything): {reason}"

@@ -93,3 +93,20 @@ def test_camera_frames_and_inference_tensors_never_recompile_the_model():
         out = runner(frame)
         out = runner(torch.rand(1, 3, 32, 32))
     assert out.shape == (1, 3, 32, 32)
+
+
+def test_cpu_runner_captures_no_graph_and_bench_pipelines_on_cpu():
+    """The CUDA graph path stays off the CPU (its tests run on a GPU: test_runtime_cuda.py), and
+    the bench's pipelined measure runs wherever the engine runs: frames from `to_rgba_async`
+    (plain arrays on the CPU) taken one frame late, each a real RGBA picture."""
+    from bridge.bench import pipelined_fps
+
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(size=64, ngf=8)).eval()
+    runner = Runner(model, runtime="optimized", device="cpu", compile=False)
+    cond = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert runner._graphs is None and not runner.info.cuda_graph
+    frame = to_rgba(runner(cond))
+    assert frame.shape == (64, 64, 4) and frame.dtype.name == "uint8" and (frame[..., 3] == 255).all()
+    fps = pipelined_fps(runner, cond, None, frames=5)
+    assert 0 < fps < 1e6

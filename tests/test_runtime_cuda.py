@@ -1,0 +1,100 @@
+"""The optimized runtime on CUDA: our captured graphs (bridge.runtime.CudaGraphStep) give the
+network's pictures for each new input, hand out pictures the caller may keep, take inputs from
+host or device memory, carry latents and two-output families, and fall back when capture fails.
+These need a CUDA GPU (marked `gpu`: they skip on machines without one, CI's included); on a GPU
+machine: `python3 -m pytest --noconftest -q tests/test_runtime_cuda.py`."""
+import numpy as np
+import pytest
+import torch
+
+import bridge.runtime as runtime
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.runtime import Runner, example_inputs, picture_psnr, resolve_frame, to_rgba, to_rgba_async
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def _pix2pix(size=64):
+    torch.manual_seed(0)
+    return Pix2Pix(Pix2PixConfig(size=size, ngf=16)).eval()
+
+
+def _conds(n, size=64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 3, size, size, generator=g) * 2 - 1 for _ in range(n)]
+
+
+def test_graph_runner_follows_each_new_input_and_keeps_handed_out_pictures():
+    model = _pix2pix()
+    reference = Runner(model, runtime="reference", device="cuda")
+    runner = Runner(model, runtime="optimized", device="cuda")
+    conds = _conds(4)
+    runner.warmup(conds[0], None)
+    assert runner.info.cuda_graph and runner.info.compiled
+    outs = [runner(c) for c in conds]  # not waited for: the inputs' staging must not race
+    kept = [o.cpu().numpy() for o in outs]
+    for c, out in zip(conds, kept):
+        gold = reference(c).cpu().numpy()
+        assert picture_psnr(gold, out) > 35.0  # bf16 autocast, not a stale or other input's picture
+    assert picture_psnr(kept[0], kept[1]) < 60.0  # different inputs, different pictures
+    np.testing.assert_array_equal(outs[0].cpu().numpy(), kept[0])  # later replays left it alone
+
+
+def test_graph_runner_takes_device_inputs_and_any_layout():
+    model = _pix2pix()
+    runner = Runner(model, runtime="optimized", device="cuda")
+    cond = _conds(1)[0]
+    runner.warmup(cond, None)
+    host = runner(cond).cpu()
+    on_device = runner(cond.cuda()).cpu()
+    channels_last = runner(cond.contiguous(memory_format=torch.channels_last)).cpu()
+    torch.testing.assert_close(on_device, host)
+    torch.testing.assert_close(channels_last, host)
+    assert len(runner._graphs) == 1  # one shape, one graph, whatever memory the input came from
+
+
+@pytest.mark.parametrize("family", ["realnvp", "vae_associator"])
+def test_graph_runner_with_latents_and_two_outputs(family):
+    if family == "realnvp":
+        from bridge.generators.realnvp import RealNVP, preset_config
+        torch.manual_seed(0)
+        model = RealNVP(preset_config("lite-32")).eval()
+    else:
+        from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig
+        torch.manual_seed(0)
+        model = VAEAssociator(VAEAssociatorConfig()).eval()
+        model.set_mode("camera")
+    reference = Runner(model, runtime="reference", device="cuda")
+    runner = Runner(model, runtime="optimized", device="cuda")
+    inputs = [example_inputs(model, seed=s) for s in (0, 1)]
+    runner.warmup(*inputs[0])
+    assert runner.info.cuda_graph
+    for cond, latent in inputs:
+        got, gold = runner(cond, latent), reference(cond, latent)
+        got, gold = (got, gold) if isinstance(got, tuple) else ((got,), (gold,))
+        assert len(got) == len(gold)
+        for g, r in zip(got, gold):
+            assert g.dtype == torch.float32 and g.shape == r.shape
+            span = float(r.max() - r.min()) or 1.0
+            # RealNVP runs in fp32 (TF32 convolutions), the associator in bf16
+            assert float((g - r).abs().max()) / span < (0.02 if family == "realnvp" else 0.1)
+
+
+def test_failed_capture_runs_without_graph_and_says_so(monkeypatch):
+    def broken(self):
+        raise RuntimeError("capture refused")
+    monkeypatch.setattr(runtime.CudaGraphStep, "capture", broken)
+    model = _pix2pix()
+    runner = Runner(model, runtime="optimized", device="cuda")
+    cond = _conds(1)[0]
+    runner.warmup(cond, None)
+    assert not runner.info.cuda_graph and "capture failed" in runner.info.note
+    gold = Runner(model, runtime="reference", device="cuda")(cond).cpu().numpy()
+    assert picture_psnr(gold, runner(cond).cpu().numpy()) > 35.0
+
+
+def test_pending_frame_is_the_synchronous_frame():
+    picture = torch.rand(1, 3, 64, 48, device="cuda") * 2 - 1
+    pending = to_rgba_async(picture)
+    np.testing.assert_array_equal(resolve_frame(pending), to_rgba(picture))
