@@ -26,7 +26,7 @@ from bridge.runtime import (Runner, cpu_has_native_bf16, cpu_has_vnni, example_i
                             to_rgba, to_rgba_async)
 
 PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
-FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis", "mix", "upscale")
+FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis", "pictures", "mix", "upscale")
 MIX_MODELS = 4  # seed 001 played four pix2pix models at once
 UPSCALE_TARGETS = ((1920, 1080), (3840, 2160))
 PSNR_CAP_DB = 120.0  # fp32 reordering alone lands about here; bf16 and int8 at 40-60 dB
@@ -142,6 +142,35 @@ def measure_analysis(seconds: float = 10.0, seed: int = 0) -> dict:
             "ms_per_hop_p50": round(statistics.median(per_hop), 4),
             "ms_per_hop_p95": round(sorted(per_hop)[int(0.95 * (len(per_hop) - 1))], 4),
             "hop_ms_budget": round(1000.0 * config.hop / config.sample_rate, 2)}
+
+
+def measure_pictures(sizes=(256, 512), iterations: int = 20, seed: int = 0) -> list[dict]:
+    """The conditioning an audio model sees each frame: each audio picture drawn from a live
+    snapshot and made the network's input tensor (`image_to_tensor`), ms p50/p95 per size."""
+    import numpy as np
+
+    from bridge.analysis import REPRESENTATIONS, AnalysisConfig, StreamingAnalyzer
+    from bridge.generators.pix2pix import image_to_tensor
+
+    config = AnalysisConfig()
+    rng = np.random.default_rng(seed)
+    analyzer = StreamingAnalyzer(config)
+    analyzer.feed((rng.standard_normal(2 * config.sample_rate) * 0.3).astype(np.float32))
+    features = analyzer.snapshot(2.0)
+    rows = []
+    for size in sizes:
+        for name in REPRESENTATIONS:
+            step = (lambda n=name, s=size: image_to_tensor(features.representation(n, s), s))
+            step()
+            ms = []
+            for _ in range(iterations):
+                t0 = time.perf_counter()
+                step()
+                ms.append((time.perf_counter() - t0) * 1000.0)
+            rows.append({"family": "pictures", "model": name, "size": size,
+                         "ms_p50": round(statistics.median(ms), 3), "ms_p95": round(_p95(ms), 3),
+                         "iterations": iterations})
+    return rows
 
 
 def _timed(fn, cond, latent, sync) -> float:
@@ -364,10 +393,11 @@ def measure_upscale(device: str = "cpu", source: int = 256, targets=UPSCALE_TARG
 
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
               progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False,
-              int8: bool = False, mix: tuple = (), upscale: bool = False) -> dict:
+              int8: bool = False, mix: tuple = (), upscale: bool = False, pictures: tuple = ()) -> dict:
     """`int8` adds, for each pix2pix case on the CPU, the int8 runtime (needs onnxruntime;
     its calibration adds seconds to a minute per case). `mix`: (size, variant) pairs to time
-    four models at once (measure_mix); `upscale`: the upscaling rows (measure_upscale)."""
+    four models at once (measure_mix); `upscale`: the upscaling rows (measure_upscale);
+    `pictures`: sizes to time drawing the audio pictures at (measure_pictures)."""
     results = []
     for case in cases:
         if progress:
@@ -384,6 +414,10 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
         if progress:
             progress(f"upscaling to {', '.join(f'{w}x{h}' for w, h in UPSCALE_TARGETS)} on {device}")
         report["upscale"] = measure_upscale(device, iterations=iterations)
+    if pictures:
+        if progress:
+            progress(f"audio pictures at {', '.join(f'{s}²' for s in pictures)}")
+        report["pictures"] = measure_pictures(pictures, iterations=iterations)
     if sound:
         from bridge.sinks.voice_measure import measure_voice
         if progress:
@@ -433,7 +467,7 @@ def plot(report: dict, path) -> None:
 
 def format_table(report: dict) -> str:
     lines = [f"{'model':<24}{'size':>6}{'runtime':>11}{'ms p50':>10}{'fps p50':>10}{'speedup':>9}"
-             f"{'PSNR dB':>9}  precision"]
+             f"{'PSNR dB':>9}  precision"] if report["results"] else []
     for r in report["results"]:
         speed = f"{r['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in r else ""
         psnr = f"{r['psnr_db_vs_fp32']:.1f}" if "psnr_db_vs_fp32" in r else ""
@@ -456,6 +490,9 @@ def format_table(report: dict) -> str:
     for row in report.get("upscale", []):
         lines.append(f"{row['size']}² -> {row['target']} {row['model']}: {row['ms_p50']:.2f} ms p50, "
                      f"{row['ms_p95']:.2f} p95")
+    for row in report.get("pictures", []):
+        lines.append(f"audio picture {row['model']} {row['size']}² (draw + input tensor): "
+                     f"{row['ms_p50']:.2f} ms p50, {row['ms_p95']:.2f} p95")
     analysis = report.get("analysis")
     if analysis:
         lines.append(f"streaming analysis: {analysis['ms_per_hop_p50']:.3f} ms per hop p50 "

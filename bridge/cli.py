@@ -16,7 +16,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from bridge import __version__  # noqa: E402
 from bridge.errors import BridgeError  # noqa: E402
+from bridge.memory import keep_freed_memory  # noqa: E402
 from bridge.sinks.factory import SINK_FORMS  # noqa: E402
+
+keep_freed_memory()  # big per-frame arrays reused, not faulted in afresh (bridge.memory)
 
 DEFAULT_MODEL = "pix2pix-pulse"
 DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
@@ -225,7 +228,7 @@ def cmd_bench(args) -> int:
                        interleave=not args.sequential, sound="sound" in families,
                        analysis="analysis" in families, int8=int8,
                        mix=tuple((size, variant) for size in sizes for variant in variants) if "mix" in families else (),
-                       upscale="upscale" in families)
+                       upscale="upscale" in families, pictures=sizes if "pictures" in families else ())
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -378,7 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="lite,full", help="pix2pix variants: lite (ngf 32), full (ngf 64)")
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
-                        "voice), analysis (ms per hop), or all (default)")
+                        "voice), analysis (ms per hop), pictures (drawing the audio pictures), mix (four "
+                        "models at once), upscale (to 1080p and 4K), or all (default)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the int8 runtime (pix2pix on the CPU), with its PSNR against fp32; "
                         "default: yes on the CPU when onnxruntime is installed")

@@ -444,4 +444,6 @@ def worker_main() -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the live process; it closes us
+    from bridge.memory import keep_freed_memory
+    keep_freed_memory()  # as the live process does: its per-frame tensors reused (bridge.memory)
     sys.exit(worker_main())

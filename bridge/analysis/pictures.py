@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bridge.analysis.drawing import (
-    HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, colour_map, column_extremes, column_max,
+    HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, colour_map, colour_map_u8, column_extremes, column_max,
     connect_columns, resize, to_uint8, trace_intensity,
 )
 
@@ -29,12 +29,12 @@ def draw_mel(features: AudioFeatures, size: int) -> np.ndarray:
     render = features._render
     ceiling = render.mel_ceiling_db if render else float(features.mel_db.max())
     unit = _db_to_unit(np.asarray(features.mel_db, dtype=np.float32)[::-1], ceiling)
-    return to_uint8(colour_map(resize(unit, size, size)))
+    return colour_map_u8(resize(unit, size, size))
 
 
 def draw_spectrogram(render: RenderData, size: int) -> np.ndarray:
     unit = _db_to_unit(render.spectrogram_db.T[::-1], render.spectrogram_ceiling_db)
-    return to_uint8(colour_map(resize(unit, size, size)))
+    return colour_map_u8(resize(unit, size, size))
 
 
 def draw_waveform(render: RenderData, size: int) -> np.ndarray:
@@ -45,8 +45,7 @@ def draw_waveform(render: RenderData, size: int) -> np.ndarray:
     rows = np.geomspace(1.0, bins - 1.0, size)[::-1]  # row 0 (top) = highest frequency
     row_db = np.interp(rows, np.arange(bins), spectrum_db)
     row_unit = _db_to_unit(row_db, render.spectrogram_ceiling_db)
-    background = colour_map(row_unit[:, None])  # (size, 1, 3)
-    background = np.broadcast_to(background * 0.55, (size, size, 3))
+    background = colour_map(row_unit[:, None]) * np.float32(0.55)  # (size, 1, 3): one colour a row
 
     low, high = column_extremes(np.tanh(render.samples * render.waveform_gain), size)
     centre, half = (size - 1) / 2.0, size * 0.45
@@ -54,14 +53,20 @@ def draw_waveform(render: RenderData, size: int) -> np.ndarray:
     y_top, y_bottom = centre - high * half, centre - low * half
     span_low, _ = connect_columns(y_top)
     _, span_high = connect_columns(y_bottom)
-    glow = trace_intensity(span_low, span_high, size, width=max(1.0, size / 160.0))[..., None]
+    glow = trace_intensity(span_low, span_high, size, width=max(1.0, size / 160.0))
     line_rgb = np.array([0.85, 1.0, 1.0], dtype=np.float32)
-    return to_uint8(background * (1.0 - glow) + line_rgb * glow)
+    # background * (1 - glow) + line * glow, row by row as [glow, 1] @ [line - bg; bg]: one
+    # batched product writes the (size, size, 3) picture (numpy broadcasts over 3 slowly)
+    weights = np.empty((size, size, 2), dtype=np.float32)
+    weights[..., 0] = glow
+    weights[..., 1] = 1.0
+    colours = np.concatenate((line_rgb - background, background), axis=1)  # (size, 2, 3)
+    return to_uint8(np.matmul(weights, colours))
 
 
 def _band_colour(history: np.ndarray) -> np.ndarray:
     """(N, 3) colour per frame: the band mix (low warm, mid green, high cold), full saturation."""
-    weights = history[:, 1:4] + 1e-6
+    weights = history[:, 1:4] + np.float32(1e-6)
     weights = weights / weights.sum(axis=1, keepdims=True)
     return weights @ np.stack([LOW_RGB, MID_RGB, HIGH_RGB])
 
@@ -75,25 +80,42 @@ def draw_history(render: RenderData, size: int) -> np.ndarray:
     distance = np.abs(rows - centre) / half_height[None, :]  # 0 at centre, 1 at the envelope edge
     inside = np.clip((1.0 - distance) * 3.0, 0.0, 1.0)  # soft edge, a few pixels wide
     shade = inside * (0.45 + 0.55 * (1.0 - distance).clip(0, 1))  # brighter towards the centre
-    picture = shade[..., None] * _band_colour(columns)[None, :, :]
+    picture = np.einsum("rc,ck->rck", shade, _band_colour(columns))
     # Kicks light the bottom strip, onsets tick the top strip: rhythm visible at a glance.
     strip = max(2, size // 32)
-    picture[-strip:] += kick[None, :, None] * KICK_RGB * 0.8
-    picture[:strip] += onset[None, :, None] * np.array([0.9, 0.9, 1.0]) * 0.8
+    picture[-strip:] += kick[None, :, None] * (KICK_RGB * np.float32(0.8))
+    picture[:strip] += onset[None, :, None] * np.array([0.72, 0.72, 0.8], dtype=np.float32)
     return to_uint8(picture)
 
 
 @functools.lru_cache(maxsize=4)
-def _polar_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distance from the centre (0 centre, 1 at the edge midpoints) and the 24-spoke mask, for
-    every pixel; the same every frame, so made once per size."""
+def _polar_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance from the centre (0 centre, 1 at the edge midpoints), the 24-spoke mask and the
+    bass disk's fall-off (1 - r / 2), for every pixel; the same every frame, so made once per size."""
     axis = (np.arange(size, dtype=np.float32) + 0.5) / size * 2.0 - 1.0
     radius = np.sqrt(axis[None, :] ** 2 + axis[:, None] ** 2)
     angle = np.arctan2(axis[:, None], axis[None, :])
     spokes = np.clip(np.cos(angle * 24.0) * 4.0 - 2.0, 0, 1)
-    radius.flags.writeable = False
-    spokes.flags.writeable = False
-    return radius, spokes
+    falloff = 1.0 - 0.5 * radius
+    for grid in (radius, spokes, falloff):
+        grid.flags.writeable = False
+    return radius, spokes, falloff
+
+
+def _ring(radius: np.ndarray, at: float, width: float) -> np.ndarray:
+    """exp(-((r - at) / width)^2), float32, in one scratch array."""
+    ring = np.subtract(radius, np.float32(at), dtype=np.float32)
+    ring *= np.float32(1.0 / width)
+    np.square(ring, out=ring)
+    np.negative(ring, out=ring)
+    return np.exp(ring, out=ring)
+
+
+def _ramp(edge: float, radius: np.ndarray, slope: float) -> np.ndarray:
+    """clip((edge - r) * slope, 0, 1), float32, in one scratch array."""
+    ramp = np.subtract(np.float32(edge), radius, dtype=np.float32)
+    ramp *= np.float32(slope)
+    return np.clip(ramp, 0, 1, out=ramp)
 
 
 def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
@@ -105,24 +127,30 @@ def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
     low, mid, high = features.bands
     onset = features._render.onset_norm if features._render else 0.0
     kick = features.kick
-    radius, spokes = _polar_grid(size)
-
-    picture = np.empty((size, size, 3), dtype=np.float32)
+    radius, spokes, falloff = _polar_grid(size)
+    # Each layer is a brightness field times one colour: (size, size, 4) fields @ (4, 3) colours.
+    fields = np.empty((size, size, 4), dtype=np.float32)
+    colours = np.stack([LOW_RGB, MID_RGB, HIGH_RGB, np.ones(3, dtype=np.float32)])
+    # Bass: a disk whose radius and brightness follow the low band, dimmer towards its edge.
+    low_disk = _ramp(0.12 + 0.8 * low, radius, 12.0)
+    low_disk *= np.float32(0.35 + 0.65 * low)
+    fields[..., 0] = low_disk * falloff
+    # Mids: a ring whose radius, width and brightness follow the mid band.
+    fields[..., 1] = _ring(radius, 0.2 + 0.85 * mid, 0.03 + 0.08 * mid) * np.float32(0.2 + 0.8 * mid)
+    # Treble: 24 spokes whose length and brightness follow the high band.
+    reach = _ramp(0.15 + 1.1 * high, radius, 6.0)
+    reach *= spokes
+    reach *= np.float32(high)
+    fields[..., 2] = reach
+    # Onset burst: a white core and shock ring whose size and brightness follow onset strength.
+    burst = _ramp(0.1 + 0.6 * onset, radius, 8.0)
+    burst += _ring(radius, 0.2 + 0.9 * onset, 0.05 + 0.15 * onset)
+    burst *= np.float32(onset)
+    fields[..., 3] = burst
+    picture = fields @ colours
     # The whole frame flashes on a kick; squared so the flash fades twice as fast as `kick`
     # and the picture settles between hits.
-    picture[:] = np.array([0.03, 0.02, 0.06]) + (kick * kick * 0.35) * KICK_RGB
-    low_radius = 0.12 + 0.8 * low
-    low_disk = np.clip((low_radius - radius) * 12.0, 0, 1) * (0.35 + 0.65 * low)
-    picture += low_disk[..., None] * LOW_RGB * (1.0 - 0.5 * radius[..., None])
-    mid_ring = np.exp(-np.square((radius - (0.2 + 0.85 * mid)) / (0.03 + 0.08 * mid)))
-    picture += (mid_ring * (0.2 + 0.8 * mid))[..., None] * MID_RGB
-    # Treble: 24 spokes whose length and brightness follow the high band.
-    spoke_reach = np.clip((0.15 + 1.1 * high - radius) * 6.0, 0, 1)
-    picture += (spokes * spoke_reach * high)[..., None] * HIGH_RGB
-    # Onset burst: a white core and shock ring whose size and brightness follow onset strength.
-    core = np.clip((0.1 + 0.6 * onset - radius) * 8.0, 0, 1) * onset
-    shock = np.exp(-np.square((radius - (0.2 + 0.9 * onset)) / (0.05 + 0.15 * onset))) * onset
-    picture += (core + shock)[..., None] * np.array([1.0, 1.0, 1.0])
+    picture += np.array([0.03, 0.02, 0.06], dtype=np.float32) + np.float32(kick * kick * 0.35) * KICK_RGB
     return to_uint8(picture)
 
 
@@ -133,18 +161,19 @@ def draw_bands_history(render: RenderData, size: int) -> np.ndarray:
     lanes = [(columns[:, 3], HIGH_RGB), (columns[:, 2], MID_RGB),
              (columns[:, 1], LOW_RGB), (columns[:, 4], KICK_RGB)]
     lane_height = size / len(lanes)
-    rows = np.arange(size, dtype=np.float32)[:, None]
-    picture = np.zeros((size, size, 3), dtype=np.float32)
-    picture[:] = np.array([0.02, 0.02, 0.04])
+    picture = np.empty((size, size, 3), dtype=np.float32)
+    picture[:] = np.array([0.02, 0.02, 0.04], dtype=np.float32)
     for lane, (values, rgb) in enumerate(lanes):
         bottom = (lane + 1) * lane_height - 1.0
+        # the lane's rows, bottom - lane_height < row <= bottom: nothing of it falls outside
+        first, last = max(0, int(np.floor(bottom - lane_height)) + 1), min(size - 1, int(np.floor(bottom)))
+        rows = np.arange(first, last + 1, dtype=np.float32)[:, None]
         y = bottom - values * (lane_height * 0.9)
-        in_lane = (rows <= bottom) & (rows > bottom - lane_height)
-        fill = ((rows >= y[None, :]) & in_lane) * 0.35
         span_low, span_high = connect_columns(y)
-        line = trace_intensity(span_low, span_high, size, width=max(1.0, size / 200.0)) * in_lane
+        line = trace_intensity(span_low, span_high, size, width=max(1.0, size / 200.0), rows=rows)
         line *= 0.25 + 0.75 * values[None, :]  # a silent lane is a dim baseline, not a bright rule
-        picture += np.maximum(fill, line)[..., None] * rgb
+        np.maximum(line, (rows >= y[None, :]) * np.float32(0.35), out=line)  # the filled area below
+        picture[first:last + 1] += line[..., None] * rgb
     return to_uint8(picture)
 
 
