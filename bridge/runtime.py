@@ -282,7 +282,10 @@ class CudaGraphStep:
 
     def capture(self) -> None:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: a model switched in mid-set is captured on the loading thread while the
+        # live thread goes on replaying the old one, allocating pinned frames and waiting on
+        # events; "global" would forbid those calls in every thread for the capture's length
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = self.network(*self._args())
         self.graph, self.outputs = graph, outputs
 

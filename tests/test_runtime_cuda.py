@@ -98,3 +98,34 @@ def test_pending_frame_is_the_synchronous_frame():
     picture = torch.rand(1, 3, 64, 48, device="cuda") * 2 - 1
     pending = to_rgba_async(picture)
     np.testing.assert_array_equal(resolve_frame(pending), to_rgba(picture))
+
+
+def test_capture_on_a_loading_thread_leaves_the_live_thread_playing():
+    """A model switched in mid-set is compiled and captured on the loading thread while the live
+    thread keeps making frames with the old one (bridge.live's hot swap)."""
+    import threading
+
+    old = Runner(_pix2pix(), runtime="optimized", device="cuda")
+    cond = _conds(1)[0]
+    old.warmup(cond, None)
+    gold = resolve_frame(to_rgba_async(old(cond)))
+    stop, errors, frames = threading.Event(), [], []
+
+    def live():
+        try:
+            while not stop.is_set():
+                frames.append(resolve_frame(to_rgba_async(old(cond))))
+        except Exception as e:  # noqa: BLE001 - the test reports whatever broke
+            errors.append(e)
+
+    thread = threading.Thread(target=live)
+    thread.start()
+    try:
+        torch.manual_seed(1)
+        new = Runner(Pix2Pix(Pix2PixConfig(size=64, ngf=16)).eval(), runtime="optimized", device="cuda")
+        new.warmup(cond, None)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not errors and new.info.cuda_graph and len(frames) > 10
+    assert all(np.array_equal(frame, gold) for frame in frames)
