@@ -30,8 +30,9 @@ VARIANTS = {  # name: (our graphs, compile mode, cudnn.benchmark)
 }
 PLAN = [  # (case model name, size, variants): the new default's rows come from the bench part
     ("pix2pix-full-ngf64", 256, ["reduce-overhead (before)", "own graph + cudnn.benchmark"]),
-    ("realnvp-full-32", 32, ["reduce-overhead (before)", "own graph + cudnn.benchmark",
-                             "own graph + max-autotune"]),
+    # "own graph + max-autotune" was measured on the H200 (2026-12-04): 7.0 ms a call against
+    # 1.3, after 136 s of tuning; left out of the plan, still in VARIANTS to run by hand
+    ("realnvp-full-32", 32, ["reduce-overhead (before)", "own graph + cudnn.benchmark"]),
     ("vae-associator-camera", 112, ["reduce-overhead (before)"]),
     ("pix2pix-full-ngf64", 512, ["reduce-overhead (before)"]),
 ]
