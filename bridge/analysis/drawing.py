@@ -42,21 +42,14 @@ def _colour_table_u8() -> np.ndarray:
     return table
 
 
-def _colour_index(values: np.ndarray) -> np.ndarray:
-    index = np.multiply(values, 255.0, dtype=np.float32)
-    index += 0.5
-    np.clip(index, 0, 255, out=index)
-    return index.astype(np.uint8)
-
-
 def colour_map(values: np.ndarray) -> np.ndarray:
     """(H, W) values in 0..1 -> (H, W, 3) float32 RGB in 0..1."""
-    return np.take(_colour_table(), _colour_index(values), axis=0)  # take: 4x a fancy index's speed
+    return np.take(_colour_table(), to_uint8(values), axis=0)  # take: 4x a fancy index's speed
 
 
 def colour_map_u8(values: np.ndarray) -> np.ndarray:
     """`to_uint8(colour_map(values))`, looked up in a uint8 table: one gather, no float picture."""
-    return np.take(_colour_table_u8(), _colour_index(values), axis=0)
+    return np.take(_colour_table_u8(), to_uint8(values), axis=0)
 
 
 @functools.lru_cache(maxsize=32)
@@ -123,6 +116,11 @@ def trace_intensity(y_low: np.ndarray, y_high: np.ndarray, size: int, width: flo
     distance = np.subtract(y_low[None, :], rows, dtype=np.float32)
     np.maximum(distance, rows - y_high[None, :], out=distance)
     np.maximum(distance, 0.0, out=distance)
+    return gaussian_falloff(distance, width)
+
+
+def gaussian_falloff(distance: np.ndarray, width: float) -> np.ndarray:
+    """exp(-(distance / width)^2), computed in place in `distance` (a float32 scratch array)."""
     distance *= np.float32(1.0 / width)
     np.square(distance, out=distance)
     np.negative(distance, out=distance)

@@ -12,7 +12,7 @@ import numpy as np
 
 from bridge.analysis.drawing import (
     HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, colour_map, colour_map_u8, column_extremes, column_max,
-    connect_columns, resize, to_uint8, trace_intensity,
+    connect_columns, gaussian_falloff, resize, to_uint8, trace_intensity,
 )
 
 if TYPE_CHECKING:
@@ -104,11 +104,7 @@ def _polar_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _ring(radius: np.ndarray, at: float, width: float) -> np.ndarray:
     """exp(-((r - at) / width)^2), float32, in one scratch array."""
-    ring = np.subtract(radius, np.float32(at), dtype=np.float32)
-    ring *= np.float32(1.0 / width)
-    np.square(ring, out=ring)
-    np.negative(ring, out=ring)
-    return np.exp(ring, out=ring)
+    return gaussian_falloff(np.subtract(radius, np.float32(at), dtype=np.float32), width)
 
 
 def _ramp(edge: float, radius: np.ndarray, slope: float) -> np.ndarray:
