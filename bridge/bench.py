@@ -22,8 +22,8 @@ import torch
 
 from bridge.errors import ConfigError
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-from bridge.runtime import (Runner, cpu_has_native_bf16, cpu_has_vnni, example_inputs, picture_psnr, resolve_frame,
-                            to_rgba, to_rgba_async)
+from bridge.runtime import (Runner, _to_device, cpu_has_native_bf16, cpu_has_vnni, example_inputs, picture_psnr,
+                            resolve_frame, to_rgba, to_rgba_async)
 
 PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
 FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis", "pictures", "mix", "upscale")
@@ -224,7 +224,7 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
         times["optimized:model"] = []
         steps["optimized:model"] = runners["optimized"]
         # and with its inputs already on the GPU (conditioning drawn there): no copy in
-        on_device = _on_device(cond, device), _on_device(latent, device)
+        on_device = _to_device(cond, torch.device(device)), _to_device(latent, torch.device(device))
         times["optimized:on-device"] = []
         steps["optimized:on-device"] = lambda c, z, r=runners["optimized"]: r(*on_device)
     if interleave:
@@ -276,14 +276,6 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
     for row in rows[1:]:
         row["speedup_vs_reference"] = round(rows[0]["ms_p50"] / row["ms_p50"], 2)
     return rows
-
-
-def _on_device(x, device: str):
-    if x is None:
-        return None
-    if isinstance(x, (tuple, list)):
-        return tuple(t.to(device) for t in x)
-    return x.to(device)
 
 
 def gpu_ms_per_call(runner, cond, latent, calls: int = 100) -> float:

@@ -248,8 +248,8 @@ def _numpy_or_none(t: torch.Tensor):
 class CudaGraphStep:
     """One network call captured as a CUDA graph, with the copy-in outside it.
 
-    The inputs live in fixed device buffers (channels_last for pictures, as the optimized model
-    wants them); a call copies host inputs into pinned staging buffers (a memcpy), starts one
+    The inputs live in fixed device buffers (plain layout, whatever the caller's); a call copies
+    host inputs into pinned staging buffers (a memcpy), starts one
     asynchronous copy of each to the device, replays the graph and returns fresh copies of the
     outputs (device tensors the caller may keep: the next replay rewrites the graph's own). The
     staging buffers are written again only once the last call's copy to the device has finished
