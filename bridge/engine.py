@@ -253,6 +253,7 @@ class Engine:
         self._sent_id = 0
         self._frozen: tuple | None = None  # the frame held while the freeze parameter is on
         self._stop = threading.Event()
+        self._stop_requested = False  # set by request_stop (a signal handler): no lock involved
         self._last_error = ""
         self._start_degrade()
 
@@ -377,7 +378,7 @@ class Engine:
         deadline = start + self.period
         next_report = start + 1.0
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._stop_requested):
                 if duration is not None and clock.now() - start >= duration:
                     break
                 self._wait_until(deadline - self._lead_time())
@@ -442,3 +443,12 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def request_stop(self) -> None:
+        """End `run` at the output loop's next wake-up (within a frame), from a signal handler.
+
+        It sets a plain flag and takes no lock: a handler runs on the main thread between any two
+        bytecodes, possibly while that thread is inside threading's own code, where `stop()` (an
+        Event's lock) could wait on itself, and where a KeyboardInterrupt raised instead can leave
+        a lock taken and never given back."""
+        self._stop_requested = True

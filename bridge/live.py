@@ -2,9 +2,12 @@
 The CLI only parses arguments into `LiveSettings` and calls `LiveSession`."""
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import gc
 import logging
 import re
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +25,64 @@ from bridge.runtime import Runner
 log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STOP_SIGNALS = ("SIGINT", "SIGTERM")  # Ctrl-C, and what service managers and `kill` send
+SLOW_CLOSE_S = 20.0  # closing taking longer than this prints where every thread is
+
+
+@contextlib.contextmanager
+def stop_on_signals(request_stop):
+    """While inside, Ctrl-C and SIGTERM call `request_stop()` instead of raising
+    KeyboardInterrupt (or killing the process): the live loop then ends at its next frame and
+    the outputs close in order. A KeyboardInterrupt lands between any two bytecodes of the main
+    thread, inside threading's own Condition code too, and can leave a lock taken for good: a
+    Ctrl-C that hangs the exit instead of ending the set. The previous handlers come back on
+    leaving, so a second Ctrl-C while the outputs close interrupts as usual. Off the main thread
+    (where Python cannot take signals) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        try:
+            previous[number] = signal.signal(number, lambda signum, frame: request_stop())
+        except (OSError, ValueError):  # a signal this OS does not let us handle
+            pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+class _SlowCloseReport:
+    """Prints every thread's stack if closing takes longer than `after_s` (then carries on
+    waiting): a driver that never lets go shows up by name instead of as a silent hang."""
+
+    def __init__(self, after_s: float = SLOW_CLOSE_S, stream=sys.stderr) -> None:
+        self._done = threading.Event()
+        self._after_s, self._stream = after_s, stream
+        self._thread = threading.Thread(target=self._watch, name="vjbridge-close-watch", daemon=True)
+
+    def _watch(self) -> None:
+        if self._done.wait(self._after_s):
+            return
+        try:
+            self._stream.write(f"\nvjbridge: closing has taken over {self._after_s:g} s; where each "
+                               f"thread is:\n")
+            self._stream.flush()
+            faulthandler.dump_traceback(file=self._stream, all_threads=True)
+        except (OSError, ValueError, AttributeError):  # no real file behind the stream
+            log.warning("closing has taken over %g s", self._after_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
 
 
 @dataclass
@@ -483,7 +544,8 @@ class LiveSession(Actions):
         gc.collect()
         gc.freeze()
         try:
-            return self.engine.run(duration=duration, on_second=report)
+            with stop_on_signals(self.engine.request_stop):
+                return self.engine.run(duration=duration, on_second=report)
         finally:
             gc.unfreeze()  # what this run leaves behind is collectable again
             if status_stream is not None:
@@ -495,12 +557,13 @@ class LiveSession(Actions):
         pipeline = getattr(self, "pipeline", None)
         if pipeline is not None:
             self._opened.append(pipeline)  # closed first: an isolated worker must not outlive us
-        while self._opened:
-            thing = self._opened.pop()
-            try:
-                thing.close()
-            except Exception as e:  # closing must finish for every other part
-                log.warning("closing %s: %s", thing, e)
+        with _SlowCloseReport():
+            while self._opened:
+                thing = self._opened.pop()
+                try:
+                    thing.close()
+                except Exception as e:  # closing must finish for every other part
+                    log.warning("closing %s: %s", thing, e)
 
     def __enter__(self):
         return self

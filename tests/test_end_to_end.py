@@ -35,7 +35,12 @@ def test_line_in_to_ndi(pulse_null_sink, tmp_path):
             capture = rx.result()
         assert bridge.poll() is None, "the bridge stopped before the receiver was done"
         bridge.send_signal(signal.SIGINT)
-        out, err = bridge.communicate(timeout=30)
+        try:
+            out, err = bridge.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+            out, err = bridge.communicate()
+            raise AssertionError(f"the bridge did not stop within 30 s of Ctrl-C:\n{err[-4000:]}") from None
     finally:
         if bridge.poll() is None:
             bridge.kill()

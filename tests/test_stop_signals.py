@@ -1,0 +1,116 @@
+"""Stopping a live set from outside: Ctrl-C (SIGINT) and SIGTERM end the loop at its next frame
+and close the outputs in order (a recording is finished, not cut), and a close that never ends
+says where it is stuck. Real signals, real processes, a real mp4 checked by ffprobe."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+from bridge import clock
+from bridge.engine import Engine, FramePipeline
+from bridge.generators.base import save_bundle
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.live import _SlowCloseReport, stop_on_signals
+from bridge.runtime import Runner
+from bridge.sinks import open_sink
+
+AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
+
+
+def tiny_pipeline():
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
+    return FramePipeline(model, runner=Runner(model, runtime="reference"))
+
+
+def test_ctrl_c_ends_the_run_at_the_next_frame_without_an_exception_and_the_handler_comes_back():
+    before = signal.getsignal(signal.SIGINT)
+    engine = Engine(tiny_pipeline(), [open_sink("null", 32, 32, 50)], fps=50)
+    timer = threading.Timer(0.6, os.kill, args=(os.getpid(), signal.SIGINT))
+    started = clock.now()
+    with stop_on_signals(engine.request_stop):
+        timer.start()
+        summary = engine.run(duration=30.0)  # a KeyboardInterrupt here would fail the test
+    took = clock.now() - started
+    assert 0.5 < took < 5.0, took
+    assert summary["sent"] > 5 and summary["errors"] == 0
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_stop_on_signals_does_nothing_off_the_main_thread():
+    seen = []
+
+    def other():
+        with stop_on_signals(lambda: None):
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    before = signal.getsignal(signal.SIGTERM)
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [before]
+
+
+def test_sigterm_ends_a_recording_run_cleanly(tmp_path):
+    """A service manager's stop: exit 0, the summary printed, the mp4 finished and playable."""
+    torch.manual_seed(0)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tmp_path / "models" / "sig")
+    movie = tmp_path / "set.mp4"
+    env = dict(os.environ, VJBRIDGE_MODELS=str(tmp_path / "models"))
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "run", "--model", "sig", "--audio-in", AMEN,
+         "--out", f"file:{movie}", "--fps", "20", "--duration", "120", "--runtime", "reference"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and bridge.poll() is None:
+            if movie.exists() and movie.stat().st_size > 20_000:
+                break
+            time.sleep(0.2)
+        assert bridge.poll() is None, bridge.communicate()[1][-2000:]
+        time.sleep(1.0)
+        bridge.send_signal(signal.SIGTERM)
+        try:
+            out, err = bridge.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+            out, err = bridge.communicate()
+            raise AssertionError(f"the bridge did not stop within 30 s of SIGTERM:\n{err[-4000:]}") from None
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+    assert bridge.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["sent"] >= 10
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(movie)], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr  # a cut-off mp4 has no index and does not open
+    assert int(probe.stdout.strip().split(",")[0]) >= 10
+
+
+def test_a_close_that_hangs_prints_where_each_thread_is(tmp_path):
+    report_file = tmp_path / "stderr.txt"
+    with open(report_file, "w") as stream:
+        with _SlowCloseReport(after_s=0.2, stream=stream):
+            stuck_in_a_driver = threading.Event()
+            stuck_in_a_driver.wait(0.8)  # a part's close() that takes too long
+    text = report_file.read_text()
+    assert "closing has taken over 0.2 s" in text
+    assert "test_a_close_that_hangs_prints_where_each_thread_is" in text  # the stack names the wait
+
+
+def test_a_close_in_time_prints_nothing(tmp_path):
+    report_file = tmp_path / "stderr.txt"
+    with open(report_file, "w") as stream:
+        with _SlowCloseReport(after_s=0.5, stream=stream):
+            pass
+        time.sleep(0.7)
+    assert report_file.read_text() == ""
