@@ -40,12 +40,14 @@ PLAN = [  # (case model name, size, variants): the new default's rows come from 
 
 def bench(out: Path, iterations: int, device: str, only: str) -> None:
     """Every family as `vjbridge bench --device cuda` runs it (the new default runtime), four
-    512² models at once and the upscaling, saved as JSON and a PNG."""
+    512² models at once, the upscaling and whole bands ticks (picture drawn on the host or in
+    the captured graph), saved as JSON and a PNG."""
     from bridge.bench import format_table, plot, run_bench
     cases = [c for c in default_cases(sizes=(256, 512), families=("pix2pix", "vae_associator", "realnvp", "cvae"))
              if only in c.model]
     report = run_bench(cases, device=device, iterations=iterations, sound=False,
                        mix=((512, "full"),) if not only else (), upscale=not only,
+                       tick=(256, 512) if not only else (),
                        progress=lambda m: print("bench:", m, flush=True))
     (out / "bench-cuda.json").write_text(json.dumps(report, indent=1))
     try:

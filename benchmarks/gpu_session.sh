@@ -2,7 +2,8 @@
 # Everything a lent GPU machine should run for this project, in one call (about 8 minutes on an
 # H200, compile caches cold), most important first; each part writes under $OUT as it goes:
 #   1. the CUDA tests (tests/test_runtime_cuda.py, marked gpu: they skip where CI runs),
-#   2. the bench on every family, four 512² models at once and the upscaling (bench-cuda.json/png),
+#   2. the bench on every family, four 512² models at once, the upscaling and whole bands ticks
+#      with the picture drawn on the host or inside the graph (bench-cuda.json/png),
 #   3. the kernel probe: the U-Net's transposed convolutions against SubPixelDeconv, RealNVP in
 #      bf16 (kernels.jsonl),
 #   4. the runtime variants against the old reduce-overhead one (probe.jsonl).

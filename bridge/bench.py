@@ -26,7 +26,8 @@ from bridge.runtime import (Runner, _to_device, cpu_has_native_bf16, cpu_has_vnn
                             resolve_frame, to_rgba, to_rgba_async)
 
 PIX2PIX_VARIANTS = {"lite": 32, "full": 64}
-FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis", "pictures", "mix", "upscale")
+FAMILIES = ("pix2pix", "vae_associator", "realnvp", "cvae", "sound", "analysis", "pictures", "tick", "mix",
+            "upscale")
 MIX_MODELS = 4  # seed 001 played four pix2pix models at once
 UPSCALE_TARGETS = ((1920, 1080), (3840, 2160))
 PSNR_CAP_DB = 120.0  # fp32 reordering alone lands about here; bf16 and int8 at 40-60 dB
@@ -169,6 +170,58 @@ def measure_pictures(sizes=(256, 512), iterations: int = 20, seed: int = 0) -> l
                 ms.append((time.perf_counter() - t0) * 1000.0)
             rows.append({"family": "pictures", "model": name, "size": size,
                          "ms_p50": round(statistics.median(ms), 3), "ms_p95": round(_p95(ms), 3),
+                         "iterations": iterations})
+    return rows
+
+
+def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS["lite"],
+                 iterations: int = 20, warmup: int = 3, seed: int = 0) -> list[dict]:
+    """A whole tick of a `bands` pix2pix, live snapshot in, uint8 RGBA out, three ways: the
+    reference (picture drawn by numpy, eager fp32 network); the optimized runtime given that
+    host-drawn picture; and the optimized runtime given the picture's five numbers, drawing it
+    itself inside its compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
+    import numpy as np
+
+    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
+    from bridge.generators.base import Snapshot
+
+    config = AnalysisConfig()
+    analyzer = StreamingAnalyzer(config)
+    rng = np.random.default_rng(seed)
+    analyzer.feed((rng.standard_normal(2 * config.sample_rate) * 0.3).astype(np.float32))
+    snapshot = Snapshot(audio=analyzer.snapshot(2.0))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    rows = []
+    for size in sizes:
+        torch.manual_seed(seed)
+        model = Pix2Pix(Pix2PixConfig(size=size, ngf=ngf, input="bands")).eval()
+        reference = Runner(model, runtime="reference", device=device)
+        optimized = Runner(model, runtime="optimized", device=device)
+        steps = {
+            "reference": lambda: to_rgba(reference(model.condition(snapshot))),
+            "optimized, picture from the host": lambda: resolve_frame(to_rgba_async(optimized(
+                model.condition(snapshot)))),
+            "optimized, drawn in the call": lambda: resolve_frame(to_rgba_async(optimized(
+                model.condition_params(snapshot)))),
+        }
+        optimized.warmup(model.condition(snapshot), runs=warmup)
+        optimized.warmup(model.condition_params(snapshot), runs=warmup)
+        for step in steps.values():
+            step()
+        times = {name: [] for name in steps}
+        for _ in range(iterations):
+            for name, step in steps.items():
+                t0 = time.perf_counter()
+                step()
+                sync()
+                times[name].append((time.perf_counter() - t0) * 1000.0)
+        base = statistics.median(times["reference"])
+        for name, ms in times.items():
+            rows.append({"family": "tick", "model": f"pix2pix-bands-ngf{ngf}", "size": size,
+                         "device": device, "runtime": name, "ms_p50": round(statistics.median(ms), 3),
+                         "ms_p95": round(_p95(ms), 3), "fps_p50": round(1000.0 / statistics.median(ms), 1),
+                         "speedup_vs_reference": round(base / statistics.median(ms), 2),
+                         "draws_condition": name.endswith("in the call") and optimized.draws_condition,
                          "iterations": iterations})
     return rows
 
@@ -385,11 +438,13 @@ def measure_upscale(device: str = "cpu", source: int = 256, targets=UPSCALE_TARG
 
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
               progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False,
-              int8: bool = False, mix: tuple = (), upscale: bool = False, pictures: tuple = ()) -> dict:
+              int8: bool = False, mix: tuple = (), upscale: bool = False, pictures: tuple = (),
+              tick: tuple = ()) -> dict:
     """`int8` adds, for each pix2pix case on the CPU, the int8 runtime (needs onnxruntime;
     its calibration adds seconds to a minute per case). `mix`: (size, variant) pairs to time
     four models at once (measure_mix); `upscale`: the upscaling rows (measure_upscale);
-    `pictures`: sizes to time drawing the audio pictures at (measure_pictures)."""
+    `pictures`: sizes to time drawing the audio pictures at (measure_pictures); `tick`: sizes
+    to time a whole bands tick at, picture drawn on the host or in the call (measure_tick)."""
     results = []
     for case in cases:
         if progress:
@@ -410,6 +465,10 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
         if progress:
             progress(f"audio pictures at {', '.join(f'{s}²' for s in pictures)}")
         report["pictures"] = measure_pictures(pictures, iterations=iterations)
+    if tick:
+        if progress:
+            progress(f"whole ticks of a bands model at {', '.join(f'{s}²' for s in tick)} on {device}")
+        report["tick"] = measure_tick(device, tick, iterations=iterations, warmup=warmup)
     if sound:
         from bridge.sinks.voice_measure import measure_voice
         if progress:
@@ -482,6 +541,9 @@ def format_table(report: dict) -> str:
     for row in report.get("upscale", []):
         lines.append(f"{row['size']}² -> {row['target']} {row['model']}: {row['ms_p50']:.2f} ms p50, "
                      f"{row['ms_p95']:.2f} p95")
+    for row in report.get("tick", []):
+        lines.append(f"tick {row['model']} {row['size']}² {row['runtime']}: {row['ms_p50']:.2f} ms p50, "
+                     f"{row['ms_p95']:.2f} p95 ({row['speedup_vs_reference']:.2f}x the reference)")
     for row in report.get("pictures", []):
         lines.append(f"audio picture {row['model']} {row['size']}² (draw + input tensor): "
                      f"{row['ms_p50']:.2f} ms p50, {row['ms_p95']:.2f} p95")

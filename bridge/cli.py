@@ -228,7 +228,8 @@ def cmd_bench(args) -> int:
                        interleave=not args.sequential, sound="sound" in families,
                        analysis="analysis" in families, int8=int8,
                        mix=tuple((size, variant) for size in sizes for variant in variants) if "mix" in families else (),
-                       upscale="upscale" in families, pictures=sizes if "pictures" in families else ())
+                       upscale="upscale" in families, pictures=sizes if "pictures" in families else (),
+                       tick=sizes if "tick" in families else ())
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
                         "voice), analysis (ms per hop), pictures (drawing the audio pictures), mix (four "
-                        "models at once), upscale (to 1080p and 4K), or all (default)")
+                        "models at once), tick (a whole bands tick, its picture drawn on the host or inside the "
+                        "network's call), upscale (to 1080p and 4K), or all (default)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the int8 runtime (pix2pix on the CPU), with its PSNR against fp32; "
                         "default: yes on the CPU when onnxruntime is installed")

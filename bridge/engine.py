@@ -122,11 +122,18 @@ class FramePipeline:
             latent = self.control.warmup_latent(snapshot.audio)
         else:
             latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
-        cond = self.model.condition(snapshot)
         for runner in self.level_runners:  # every level compiled now: a switch never stalls
-            runner.warmup(cond, latent, runs=runs)
+            runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
         if self.navigator is not None:
             self.navigator.reset()
+
+    def condition(self, snapshot: Snapshot, runner) -> torch.Tensor:
+        """What `runner` is given: the few numbers the picture is drawn from when it draws it
+        itself on its device (the optimized runtime, for pictures that have a drawer there),
+        else the picture drawn here."""
+        if getattr(runner, "draws_condition", False) and snapshot.audio is not None:
+            return self.model.condition_params(snapshot)
+        return self.model.condition(snapshot)
 
     def make_frame(self, snapshot: Snapshot, dt: float = 0.0, pending: bool = False):
         """The RGBA frame for `snapshot`, `dt` seconds after the last. `pending`: on CUDA, return a
@@ -154,7 +161,8 @@ class FramePipeline:
             latent = self.control.step(snapshot.audio, dt)
         else:
             latent = self.navigator.step(snapshot.audio, dt) if self.navigator is not None else None
-        out = self.level_runners[self.level](self.model.condition(snapshot), latent)
+        runner = self.level_runners[self.level]
+        out = runner(self.condition(snapshot, runner), latent)
         if self.voice is not None:
             picture, mel_db = out
             # Carry the fraction, so sound and pictures never drift apart over a long set.

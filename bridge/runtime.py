@@ -67,6 +67,7 @@ class RunnerInfo:
     compiled: bool = False
     autocast: str | None = None
     cuda_graph: bool = False  # CUDA: the network replays a graph we captured (CudaGraphStep)
+    draws_condition: bool = False  # takes the condition's few numbers and draws it in the call
     note: str = ""
     psnr_db: float | None = None  # lossy runtimes: mean PSNR of the picture against fp32, held-out inputs
 
@@ -106,6 +107,7 @@ class Runner:
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
+        self.draws_condition = False  # optimized: `model.condition_params` accepted as the condition
         if runtime == "int8":
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
@@ -120,6 +122,10 @@ class Runner:
             self._autocast = None
             return
         net = fold_batchnorm(copy.deepcopy(model)).to(self.device).eval()
+        drawer = model.condition_drawer()
+        if drawer is not None:  # the picture drawn on the device, in the same compiled call
+            net = _DrawThenGenerate(net, drawer.to(self.device))
+            self.draws_condition = self.info.draws_condition = True
         self._autocast = None
         if self.device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
@@ -224,6 +230,26 @@ class Runner:
                 out = self._fn(cond, latent)
             return _to_float(out)
         return self._fn(cond, latent)
+
+
+class _DrawThenGenerate(torch.nn.Module):
+    """A generator whose condition may also come as the few numbers it is drawn from, (N, K)
+    (`Generator.condition_params`): drawn here by `drawer` on the device, so in the compiled (and
+    on CUDA, graph-captured) call, and the host uploads K floats instead of a picture. A picture
+    (N, C, H, W) passes straight through."""
+
+    def __init__(self, net: Generator, drawer: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.drawer = net, drawer
+
+    def _drawn(self, cond):
+        return self.drawer(cond) if isinstance(cond, torch.Tensor) and cond.dim() == 2 else cond
+
+    def generate(self, cond, latent: torch.Tensor | None = None):
+        return self.net.generate(self._drawn(cond), latent)
+
+    def generate_with_sound(self, cond, latent: torch.Tensor | None = None):
+        return self.net.generate_with_sound(self._drawn(cond), latent)
 
 
 CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)

@@ -105,6 +105,15 @@ class Generator(nn.Module):
     def condition(self, snapshot: Snapshot) -> torch.Tensor:
         raise NotImplementedError
 
+    def condition_drawer(self) -> torch.nn.Module | None:
+        """A module that draws this model's condition from `condition_params` on the runner's
+        device (inside its compiled call), or None when the condition is only made on the host."""
+        return None
+
+    def condition_params(self, snapshot: Snapshot) -> torch.Tensor:
+        """The few numbers `condition_drawer()` draws the condition from, (1, K) float32."""
+        raise NotImplementedError(f"model family '{self.family}' draws no condition on the device")
+
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 

@@ -154,6 +154,18 @@ class Pix2Pix(Generator):
         return image_to_tensor(snapshot.audio.representation(self.config.input, self.config.size),
                                self.config.size)
 
+    def condition_drawer(self) -> nn.Module | None:
+        if self.config.input != "bands":  # the one picture drawn from a few numbers
+            return None
+        from bridge.analysis.device_pictures import BandsDrawer
+        return BandsDrawer(self.config.size)
+
+    def condition_params(self, snapshot: Snapshot) -> torch.Tensor:
+        if self.config.input != "bands" or snapshot.audio is None:
+            raise NotImplementedError(f"pix2pix input {self.config.input!r} is drawn on the host")
+        from bridge.analysis.device_pictures import bands_params
+        return bands_params(snapshot.audio)
+
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(cond)
 
