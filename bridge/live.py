@@ -53,8 +53,8 @@ def stop_on_signals(request_stop):
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for number, handler in previous.items():  # None: one set outside Python, not restorable
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 class _SlowCloseReport:

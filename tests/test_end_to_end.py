@@ -13,6 +13,7 @@ import torch
 from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from tests.helpers.ndi import NdiReceiverProcess
+from tests.helpers.procs import stop_with
 
 AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
 
@@ -34,13 +35,7 @@ def test_line_in_to_ndi(pulse_null_sink, tmp_path):
         with NdiReceiverProcess(name, n_frames=40, timeout_s=60) as rx:
             capture = rx.result()
         assert bridge.poll() is None, "the bridge stopped before the receiver was done"
-        bridge.send_signal(signal.SIGINT)
-        try:
-            out, err = bridge.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            bridge.kill()
-            out, err = bridge.communicate()
-            raise AssertionError(f"the bridge did not stop within 30 s of Ctrl-C:\n{err[-4000:]}") from None
+        out, err = stop_with(bridge, signal.SIGINT)
     finally:
         if bridge.poll() is None:
             bridge.kill()

@@ -20,6 +20,7 @@ from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.live import _SlowCloseReport, stop_on_signals
 from bridge.runtime import Runner
 from bridge.sinks import open_sink
+from tests.helpers.procs import stop_with
 
 AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
 
@@ -76,13 +77,7 @@ def test_sigterm_ends_a_recording_run_cleanly(tmp_path):
             time.sleep(0.2)
         assert bridge.poll() is None, bridge.communicate()[1][-2000:]
         time.sleep(1.0)
-        bridge.send_signal(signal.SIGTERM)
-        try:
-            out, err = bridge.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            bridge.kill()
-            out, err = bridge.communicate()
-            raise AssertionError(f"the bridge did not stop within 30 s of SIGTERM:\n{err[-4000:]}") from None
+        out, err = stop_with(bridge, signal.SIGTERM)
     finally:
         if bridge.poll() is None:
             bridge.kill()
