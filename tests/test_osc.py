@@ -77,6 +77,34 @@ def test_heartbeat_status_and_query(osc, inbox):
     assert inbox.wait_for("/vjbridge/model")[0] == ["tiny"]
 
 
+def test_a_state_change_goes_out_at_once_and_a_steady_state_only_with_the_heartbeat(inbox):
+    from bridge.sources.base import State, Status
+
+    parts = {"generator": Status(State.OK), "audio": Status(State.OK)}
+    control = OscControl(ParamStore(), port=0, reply=("127.0.0.1", inbox.port),
+                         status=lambda: {"parts": dict(parts)})
+    with control:
+        assert inbox.wait_for("/vjbridge/heartbeat", timeout=2.5)
+        beats = len(inbox.wait_for("/vjbridge/heartbeat"))
+        time.sleep(0.2)  # clear of the beat
+        parts["generator"] = Status(State.RECONNECTING, "worker restarting")
+        changed = time.monotonic()
+        while time.monotonic() - changed < 0.9:  # well before the next whole second
+            sent = inbox.wait_for("/vjbridge/status/generator", timeout=0.05)
+            if ["reconnecting", "worker restarting"] in sent:
+                break
+        assert ["reconnecting", "worker restarting"] in sent, sent
+        assert time.monotonic() - changed < 0.5
+        parts["generator"] = Status(State.OK)  # back within half a second: seen too
+        time.sleep(0.4)
+        generator = inbox.wait_for("/vjbridge/status/generator")
+        assert generator[-1] == ["ok", ""]
+        audio_sent = len(inbox.wait_for("/vjbridge/status/audio"))
+        # the audio part never changed: announced at start, then once per heartbeat, not on
+        # every poll (ten a second)
+        assert audio_sent <= len(inbox.wait_for("/vjbridge/heartbeat")) + 1 <= beats + 3
+
+
 def test_python_osc_traps_are_guarded(osc, inbox):
     """b'/\\x80\\x00\\x00' makes python-osc's decoder raise UnicodeDecodeError; a bundle stamped
     a year ahead makes its dispatcher sleep. Here: an error reply, and the bundle applies now."""

@@ -14,9 +14,10 @@ In, under /vjbridge/:
 Out, to --osc-reply HOST:PORT:
   /vjbridge/heartbeat N, /vjbridge/fps F, /vjbridge/latency_ms F, /vjbridge/model NAME   every second
   /vjbridge/degrade LEVEL         every second: off, or the level run --degrade is at (full, 3/4...)
-  /vjbridge/status/<part> STATE REASON   every second, for each source and sink ("audio",
-                                  "camera", "out/ndi", ...): STATE is ok, starting, lost,
-                                  reconnecting, ended or closed; REASON says why ("" when ok)
+  /vjbridge/status/<part> STATE REASON   every second and within 0.1 s of a change, for each
+                                  source and sink ("audio", "camera", "out/ndi", ...): STATE
+                                  is ok, starting, lost, reconnecting, ended or closed; REASON
+                                  says why ("" when ok)
   /vjbridge/param/<name> VALUE    whenever a parameter changes (from anyone)
   /vjbridge/trigger/<name> [N]    whenever a trigger fires (from anyone)
   /vjbridge/error "message"       for a refused command or an undecodable packet (at most
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/vjbridge"
 MAX_PACKET = 65_507  # the largest UDP payload
 HEARTBEAT_S = 1.0
+STATE_POLL_S = 0.1  # a part's state change (lost, reconnecting, ok...) goes out within this
 LOG_PER_S = 5  # refusal lines written to the log per second, at most
 ERRORS_PER_S = 50  # /vjbridge/error replies per second, at most
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -197,6 +199,7 @@ class OscControl:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._beats = 0
+        self._sent_states: dict[str, tuple[str, str]] = {}  # part -> (state, reason) last sent
         self.log_limit = RateLimit(LOG_PER_S)
         self.error_limit = RateLimit(ERRORS_PER_S)
 
@@ -351,14 +354,31 @@ class OscControl:
             self.send(f"{PREFIX}/model", str(status["model"]))
         if "degrade" in status:
             self.send(f"{PREFIX}/degrade", str(status["degrade"]))
-        for part, state in (status.get("parts") or {}).items():  # Status of each source and sink
-            self.send(f"{PREFIX}/status/{part}", state.state.value, state.reason)
+        self._send_parts(status, changed_only=False)
+
+    def _send_parts(self, status: dict, changed_only: bool) -> None:
+        """/vjbridge/status/<part> for each source and sink (`changed_only`: those whose state
+        or reason differs from what was last sent: a worker replaced in half a second still
+        shows as reconnecting, not only at the next whole second)."""
+        for part, state in (status.get("parts") or {}).items():
+            now = (state.state.value, state.reason)
+            if changed_only and self._sent_states.get(part) == now:
+                continue
+            self._sent_states[part] = now
+            self.send(f"{PREFIX}/status/{part}", *now)
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            self._beats += 1
-            self.send(f"{PREFIX}/heartbeat", self._beats)
+        next_beat = time.monotonic() + HEARTBEAT_S
+        while not self._stop.wait(STATE_POLL_S):
+            beat = time.monotonic() >= next_beat
+            if beat:
+                next_beat = max(next_beat + HEARTBEAT_S, time.monotonic())
+                self._beats += 1
+                self.send(f"{PREFIX}/heartbeat", self._beats)
             try:
-                self._send_status()
+                if beat:
+                    self._send_status()
+                else:
+                    self._send_parts(self.status() or {}, changed_only=True)
             except Exception as e:
                 log.debug("OSC status failed: %s", e)
