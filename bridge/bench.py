@@ -175,11 +175,13 @@ def measure_pictures(sizes=(256, 512), iterations: int = 20, seed: int = 0) -> l
 
 
 def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS["lite"],
-                 iterations: int = 20, warmup: int = 3, seed: int = 0) -> list[dict]:
-    """A whole tick of a `bands` pix2pix, live snapshot in, uint8 RGBA out, three ways: the
-    reference (picture drawn by numpy, eager fp32 network); the optimized runtime given that
-    host-drawn picture; and the optimized runtime given the picture's five numbers, drawing it
-    itself inside its compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
+                 iterations: int = 20, warmup: int = 3, seed: int = 0,
+                 inputs=("bands", "spectrogram")) -> list[dict]:
+    """A whole tick of a pix2pix on each audio picture in `inputs`, live snapshot in, uint8 RGBA
+    out, three ways: the reference (picture drawn by numpy, eager fp32 network); the optimized
+    runtime given that host-drawn picture; and the optimized runtime given what the picture is
+    drawn from (bands: five numbers; spectrogram: its dB array), drawing it itself inside its
+    compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
     import numpy as np
 
     from bridge.analysis import AnalysisConfig, StreamingAnalyzer
@@ -192,9 +194,9 @@ def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS[
     snapshot = Snapshot(audio=analyzer.snapshot(2.0))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rows = []
-    for size in sizes:
+    for picture, size in ((p, s) for p in inputs for s in sizes):
         torch.manual_seed(seed)
-        model = Pix2Pix(Pix2PixConfig(size=size, ngf=ngf, input="bands")).eval()
+        model = Pix2Pix(Pix2PixConfig(size=size, ngf=ngf, input=picture)).eval()
         reference = Runner(model, runtime="reference", device=device)
         optimized = Runner(model, runtime="optimized", device=device)
         steps = {
@@ -217,7 +219,7 @@ def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS[
                 times[name].append((time.perf_counter() - t0) * 1000.0)
         base = statistics.median(times["reference"])
         for name, ms in times.items():
-            rows.append({"family": "tick", "model": f"pix2pix-bands-ngf{ngf}", "size": size,
+            rows.append({"family": "tick", "model": f"pix2pix-{picture}-ngf{ngf}", "size": size,
                          "device": device, "runtime": name, "ms_p50": round(statistics.median(ms), 3),
                          "ms_p95": round(_p95(ms), 3), "fps_p50": round(1000.0 / statistics.median(ms), 1),
                          "speedup_vs_reference": round(base / statistics.median(ms), 2),
@@ -444,7 +446,8 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
     its calibration adds seconds to a minute per case). `mix`: (size, variant) pairs to time
     four models at once (measure_mix); `upscale`: the upscaling rows (measure_upscale);
     `pictures`: sizes to time drawing the audio pictures at (measure_pictures); `tick`: sizes
-    to time a whole bands tick at, picture drawn on the host or in the call (measure_tick)."""
+    to time whole bands and spectrogram ticks at, picture drawn on the host or in the call
+    (measure_tick)."""
     results = []
     for case in cases:
         if progress:
@@ -467,7 +470,8 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
         report["pictures"] = measure_pictures(pictures, iterations=iterations)
     if tick:
         if progress:
-            progress(f"whole ticks of a bands model at {', '.join(f'{s}²' for s in tick)} on {device}")
+            progress(f"whole ticks of bands and spectrogram models at {', '.join(f'{s}²' for s in tick)} "
+                     f"on {device}")
         report["tick"] = measure_tick(device, tick, iterations=iterations, warmup=warmup)
     if sound:
         from bridge.sinks.voice_measure import measure_voice

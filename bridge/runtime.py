@@ -233,17 +233,19 @@ class Runner:
 
 
 class _DrawThenGenerate(torch.nn.Module):
-    """A generator whose condition may also come as the few numbers it is drawn from, (N, K)
-    (`Generator.condition_params`): drawn here by `drawer` on the device, so in the compiled (and
-    on CUDA, graph-captured) call, and the host uploads K floats instead of a picture. A picture
-    (N, C, H, W) passes straight through."""
+    """A generator whose condition may also come as what it is drawn from
+    (`Generator.condition_params`: an (N, K) tensor, or a tuple of tensors): drawn here by
+    `drawer` on the device, so in the compiled (and on CUDA, graph-captured) call, and the host
+    uploads those numbers instead of a picture. A picture (N, C, H, W) passes straight through."""
 
     def __init__(self, net: Generator, drawer: torch.nn.Module) -> None:
         super().__init__()
         self.net, self.drawer = net, drawer
 
     def _drawn(self, cond):
-        return self.drawer(cond) if isinstance(cond, torch.Tensor) and cond.dim() == 2 else cond
+        if isinstance(cond, tuple):
+            return self.drawer(*cond)
+        return self.drawer(cond) if cond.dim() == 2 else cond
 
     def generate(self, cond, latent: torch.Tensor | None = None):
         return self.net.generate(self._drawn(cond), latent)

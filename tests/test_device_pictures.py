@@ -1,12 +1,13 @@
-"""The bands picture drawn by torch inside the runner's call (bridge.analysis.device_pictures): the
-same picture as the numpy drawer, level for level, from real drums; the optimized runtime takes
-the five numbers instead of the picture and makes the same frames; everything else still
+"""Audio pictures drawn by torch inside the runner's call (bridge.analysis.device_pictures): the
+same pictures as the numpy drawers, level for level, from real drums; the optimized runtime takes
+what they are drawn from instead of the picture and makes the same frames; everything else still
 gets pictures."""
 import numpy as np
 import pytest
 import torch
 
-from bridge.analysis.device_pictures import BANDS_PARAMS, BandsDrawer, bands_params
+from bridge.analysis.device_pictures import (BANDS_PARAMS, BandsDrawer, ColourMapDrawer, bands_params,
+                                             colour_map_params)
 from bridge.analysis.pictures import draw_bands
 from bridge.analysis.streaming import StreamingAnalyzer
 from bridge.engine import FramePipeline
@@ -44,6 +45,21 @@ def test_drawn_in_torch_matches_the_numpy_bands_picture(drum_features, size):
     assert levels.max() <= 1, f"off by up to {levels.max():g} levels"
     assert (levels > 0).float().mean() < 0.005
     # the pictures really differ from snapshot to snapshot (not a constant both sides agree on)
+    assert (reference[1:] - reference[:-1]).abs().amax(dim=(1, 2, 3)).max() > 0.5
+
+
+@pytest.mark.parametrize("size", [64, 256])
+@pytest.mark.parametrize("name", ["mel", "spectrogram"])
+def test_colour_mapped_pictures_drawn_in_torch_match_numpy(drum_features, name, size):
+    drawer = ColourMapDrawer(size, transpose=name == "spectrogram")
+    params = [colour_map_params(f, name) for f in drum_features]
+    got = drawer(torch.cat([p[0] for p in params]), torch.cat([p[1] for p in params]))
+    reference = torch.cat([image_to_tensor(f.representation(name, size), size) for f in drum_features])
+    assert got.shape == reference.shape == (len(drum_features), 3, size, size)
+    levels = ((got - reference).abs() * 127.5).round()
+    # a value on a level's edge may round to the neighbouring colour entry: two levels, rarely
+    assert levels.max() <= 2, f"off by up to {levels.max():g} levels"
+    assert (levels > 0).float().mean() < 0.001
     assert (reference[1:] - reference[:-1]).abs().amax(dim=(1, 2, 3)).max() > 0.5
 
 
@@ -94,20 +110,36 @@ def test_the_pipeline_sends_numbers_only_where_the_runner_draws(drum_features):
     assert optimized.make_frame(snapshot).shape == (64, 64, 4)
 
 
-def test_other_pictures_have_no_drawer():
-    model = bands_model(input="mel")
+def test_a_compiled_runner_draws_the_spectrogram_from_its_array(drum_features):
+    model = bands_model(input="spectrogram")
+    runner = Runner(model, runtime="optimized")  # compiled, as live
+    snapshot = Snapshot(audio=drum_features[25])
+    params = model.condition_params(snapshot)
+    assert isinstance(params, tuple) and params[1].shape == (1, 130, 513)  # (frames, bins)
+    runner.warmup(params, runs=1)
+    assert runner.info.compiled and runner.draws_condition
+    got = runner(params)
+    reference = Runner(model, runtime="reference")(model.condition(snapshot))
+    assert got.shape == (1, 3, 32, 32)
+    assert (got - reference).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("input", ["history", "waveform", "bands_history", "image"])
+def test_other_pictures_have_no_drawer(input):
+    model = bands_model(input=input)
     assert model.condition_drawer() is None
     assert not Runner(model, runtime="optimized", compile=False).draws_condition
 
 
-def test_bench_times_a_whole_tick_drawn_on_the_host_and_in_the_call():
+def test_bench_times_whole_ticks_drawn_on_the_host_and_in_the_call():
     from bridge.bench import format_table, measure_tick
 
     rows = measure_tick("cpu", sizes=(64,), ngf=4, iterations=3, warmup=1)
-    assert [r["runtime"] for r in rows] == ["reference", "optimized, picture from the host",
-                                           "optimized, drawn in the call"]
+    ways = ["reference", "optimized, picture from the host", "optimized, drawn in the call"]
+    assert [(r["model"], r["runtime"]) for r in rows] == \
+        [(f"pix2pix-{p}-ngf4", way) for p in ("bands", "spectrogram") for way in ways]
     assert all(0 < r["ms_p50"] <= r["ms_p95"] and r["size"] == 64 for r in rows)
-    assert [r["draws_condition"] for r in rows] == [False, False, True]
+    assert [r["draws_condition"] for r in rows] == [False, False, True] * 2
     assert rows[0]["speedup_vs_reference"] == 1.0
     table = format_table({"machine": {}, "results": [], "tick": rows})
-    assert "tick pix2pix-bands-ngf4 64² optimized, drawn in the call" in table
+    assert "tick pix2pix-spectrogram-ngf4 64² optimized, drawn in the call" in table

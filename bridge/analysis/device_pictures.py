@@ -1,19 +1,21 @@
 """Audio pictures drawn by torch on the runner's device, inside the compiled (and on CUDA, graph
-captured) call: the host sends a handful of numbers per frame instead of a picture.
+captured) call: the host sends the few numbers a picture is drawn from instead of the picture.
 
 `BandsDrawer` is `draw_bands` (bridge.analysis.pictures) in torch: the same rings, spokes, burst
-and kick flash from the same five numbers, quantised to the same uint8 levels and scaled to
-[-1, 1] like `image_to_tensor`, so a model sees exactly the kind of picture it was trained on
-(held to the numpy drawer within one level by tests/test_device_pictures.py).
+and kick flash from the same five numbers. `ColourMapDrawer` is `draw_mel` / `draw_spectrogram`:
+the dB array and its ceiling in, the same scaling, linear resize and colour map. Both quantise to
+the same uint8 levels and scale to [-1, 1] like `image_to_tensor`, so a model sees the kind of
+picture it was trained on (held to the numpy drawers by tests/test_device_pictures.py).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from bridge.analysis.drawing import HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB
-from bridge.analysis.pictures import _polar_grid
+from bridge.analysis.drawing import HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, _colour_table_u8
+from bridge.analysis.pictures import DB_RANGE, _fallback_render, _polar_grid
 
 BANDS_PARAMS = ("low", "mid", "high", "onset", "kick")  # the columns of `bands_params`
 _BACKGROUND_RGB = (0.03, 0.02, 0.06)
@@ -64,4 +66,48 @@ class BandsDrawer(nn.Module):
             flash = self.background + (kick * kick * 0.35).reshape(-1, 1) * self.kick_rgb  # (N, 3)
             picture = picture + flash[:, :, None, None]
             levels = torch.floor((picture * 255.0 + 0.5).clamp(0.0, 255.0))  # to_uint8's levels
-            return levels * (1.0 / 127.5) - 1.0
+            return _levels_to_input(levels)
+
+
+def _levels_to_input(levels: torch.Tensor) -> torch.Tensor:
+    """uint8 levels (as floats) -> the network's [-1, 1], as `image_to_tensor` scales them."""
+    return levels * (1.0 / 127.5) - 1.0
+
+
+def colour_map_params(features, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `draw_mel` / `draw_spectrogram` read: ((1, 1) ceiling dB, (1, A, B) dB array as the
+    analysis holds it: mel (mels, frames), spectrogram (frames, bins))."""
+    if name == "mel":
+        render = features._render
+        db = np.asarray(features.mel_db, dtype=np.float32)
+        ceiling = render.mel_ceiling_db if render else float(db.max())
+    else:
+        render = features._render if features._render is not None else _fallback_render(features)
+        db, ceiling = np.asarray(render.spectrogram_db, dtype=np.float32), render.spectrogram_ceiling_db
+    return torch.tensor([[ceiling]], dtype=torch.float32), torch.from_numpy(db.copy())[None]
+
+
+class ColourMapDrawer(nn.Module):
+    """((N, 1) ceiling, (N, A, B) dB) -> (N, 3, size, size) in [-1, 1] on uint8 levels: the dB
+    range below the ceiling made 0..1, high frequencies at the top (`transpose`: the array is
+    (time, frequency), as the spectrogram's), linear resize at pixel centres, the dark-to-hot map."""
+
+    def __init__(self, size: int, transpose: bool, range_db: float = DB_RANGE) -> None:
+        super().__init__()
+        self.size, self.transpose, self.range_db = int(size), bool(transpose), float(range_db)
+        table = torch.from_numpy(_colour_table_u8().astype(np.float32))  # (256, 3) levels
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, ceiling: torch.Tensor, db: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(db.device.type, enabled=False):
+            db = db.float()
+            if self.transpose:
+                db = db.transpose(1, 2)
+            db = db.flip(1)  # row 0 = the highest frequency
+            floor = ceiling.float().reshape(-1, 1, 1) - self.range_db
+            unit = ((db - floor) * (1.0 / self.range_db)).clamp(0.0, 1.0)
+            unit = F.interpolate(unit[:, None], size=(self.size, self.size), mode="bilinear",
+                                 align_corners=False)[:, 0]
+            index = torch.floor((unit * 255.0 + 0.5).clamp(0.0, 255.0)).long()  # to_uint8's level
+            rgb = self.table[index]  # (N, size, size, 3)
+            return _levels_to_input(rgb.permute(0, 3, 1, 2).contiguous())

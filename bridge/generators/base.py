@@ -110,8 +110,9 @@ class Generator(nn.Module):
         device (inside its compiled call), or None when the condition is only made on the host."""
         return None
 
-    def condition_params(self, snapshot: Snapshot) -> torch.Tensor:
-        """The few numbers `condition_drawer()` draws the condition from, (1, K) float32."""
+    def condition_params(self, snapshot: Snapshot):
+        """What `condition_drawer()` draws the condition from: a (1, K) tensor, or a tuple of
+        tensors (its forward's arguments)."""
         raise NotImplementedError(f"model family '{self.family}' draws no condition on the device")
 
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:

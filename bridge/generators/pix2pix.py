@@ -155,16 +155,20 @@ class Pix2Pix(Generator):
                                self.config.size)
 
     def condition_drawer(self) -> nn.Module | None:
-        if self.config.input != "bands":  # the one picture drawn from a few numbers
-            return None
-        from bridge.analysis.device_pictures import BandsDrawer
-        return BandsDrawer(self.config.size)
+        from bridge.analysis.device_pictures import BandsDrawer, ColourMapDrawer
+        if self.config.input == "bands":
+            return BandsDrawer(self.config.size)
+        if self.config.input in ("mel", "spectrogram"):
+            return ColourMapDrawer(self.config.size, transpose=self.config.input == "spectrogram")
+        return None  # camera frames, and pictures drawn from many arrays: made on the host
 
-    def condition_params(self, snapshot: Snapshot) -> torch.Tensor:
-        if self.config.input != "bands" or snapshot.audio is None:
+    def condition_params(self, snapshot: Snapshot):
+        from bridge.analysis.device_pictures import bands_params, colour_map_params
+        if snapshot.audio is None or self.config.input not in ("bands", "mel", "spectrogram"):
             raise NotImplementedError(f"pix2pix input {self.config.input!r} is drawn on the host")
-        from bridge.analysis.device_pictures import bands_params
-        return bands_params(snapshot.audio)
+        if self.config.input == "bands":
+            return bands_params(snapshot.audio)
+        return colour_map_params(snapshot.audio, self.config.input)
 
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(cond)
