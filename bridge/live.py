@@ -83,6 +83,7 @@ class _SlowCloseReport:
 
     def __exit__(self, *exc) -> None:
         self._done.set()
+        self._thread.join(1.0)  # it wakes at once: closing leaves no thread of ours behind
 
 
 @dataclass

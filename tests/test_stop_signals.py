@@ -102,10 +102,11 @@ def test_a_close_that_hangs_prints_where_each_thread_is(tmp_path):
     assert "test_a_close_that_hangs_prints_where_each_thread_is" in text  # the stack names the wait
 
 
-def test_a_close_in_time_prints_nothing(tmp_path):
+def test_a_close_in_time_prints_nothing_and_leaves_no_thread(tmp_path):
     report_file = tmp_path / "stderr.txt"
     with open(report_file, "w") as stream:
         with _SlowCloseReport(after_s=0.5, stream=stream):
             pass
+        assert "vjbridge-close-watch" not in {t.name for t in threading.enumerate()}
         time.sleep(0.7)
     assert report_file.read_text() == ""
