@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bridge.analysis.drawing import HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, _colour_table_u8
-from bridge.analysis.pictures import DB_RANGE, _fallback_render, _polar_grid
+from bridge.analysis.pictures import BANDS_BACKGROUND_RGB, DB_RANGE, _polar_grid, mel_source, render_data
 
 BANDS_PARAMS = ("low", "mid", "high", "onset", "kick")  # the columns of `bands_params`
-_BACKGROUND_RGB = (0.03, 0.02, 0.06)
 
 
 def bands_params(features) -> torch.Tensor:
@@ -41,8 +40,7 @@ class BandsDrawer(nn.Module):
         colours = np.stack([LOW_RGB, MID_RGB, HIGH_RGB, np.ones(3, dtype=np.float32)])  # (4, 3)
         self.register_buffer("colours", torch.from_numpy(colours), persistent=False)
         self.register_buffer("kick_rgb", torch.from_numpy(KICK_RGB.copy()), persistent=False)
-        self.register_buffer("background", torch.tensor(_BACKGROUND_RGB, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer("background", torch.from_numpy(BANDS_BACKGROUND_RGB.copy()), persistent=False)
 
     def _ramp(self, edge: torch.Tensor, slope: float) -> torch.Tensor:
         return ((edge - self.radius) * slope).clamp(0.0, 1.0)
@@ -65,8 +63,12 @@ class BandsDrawer(nn.Module):
             picture = torch.einsum("nfhw,fc->nchw", fields, self.colours)
             flash = self.background + (kick * kick * 0.35).reshape(-1, 1) * self.kick_rgb  # (N, 3)
             picture = picture + flash[:, :, None, None]
-            levels = torch.floor((picture * 255.0 + 0.5).clamp(0.0, 255.0))  # to_uint8's levels
-            return _levels_to_input(levels)
+            return _levels_to_input(_to_levels(picture))
+
+
+def _to_levels(unit: torch.Tensor) -> torch.Tensor:
+    """0..1 -> the uint8 levels `to_uint8` gives (rounded, clipped), as floats."""
+    return torch.floor((unit * 255.0 + 0.5).clamp(0.0, 255.0))
 
 
 def _levels_to_input(levels: torch.Tensor) -> torch.Tensor:
@@ -78,11 +80,9 @@ def colour_map_params(features, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """What `draw_mel` / `draw_spectrogram` read: ((1, 1) ceiling dB, (1, A, B) dB array as the
     analysis holds it: mel (mels, frames), spectrogram (frames, bins))."""
     if name == "mel":
-        render = features._render
-        db = np.asarray(features.mel_db, dtype=np.float32)
-        ceiling = render.mel_ceiling_db if render else float(db.max())
+        db, ceiling = mel_source(features)
     else:
-        render = features._render if features._render is not None else _fallback_render(features)
+        render = render_data(features)
         db, ceiling = np.asarray(render.spectrogram_db, dtype=np.float32), render.spectrogram_ceiling_db
     return torch.tensor([[ceiling]], dtype=torch.float32), torch.from_numpy(db.copy())[None]
 
@@ -108,6 +108,5 @@ class ColourMapDrawer(nn.Module):
             unit = ((db - floor) * (1.0 / self.range_db)).clamp(0.0, 1.0)
             unit = F.interpolate(unit[:, None], size=(self.size, self.size), mode="bilinear",
                                  align_corners=False)[:, 0]
-            index = torch.floor((unit * 255.0 + 0.5).clamp(0.0, 255.0)).long()  # to_uint8's level
-            rgb = self.table[index]  # (N, size, size, 3)
+            rgb = self.table[_to_levels(unit).long()]  # (N, size, size, 3)
             return _levels_to_input(rgb.permute(0, 3, 1, 2).contiguous())

@@ -19,16 +19,23 @@ if TYPE_CHECKING:
     from bridge.analysis.features import AudioFeatures, RenderData
 
 DB_RANGE = 80.0  # dB shown below the ceiling when a snapshot carries no render data
+BANDS_BACKGROUND_RGB = np.array([0.03, 0.02, 0.06], dtype=np.float32)  # the bands picture's floor
 
 
 def _db_to_unit(db: np.ndarray, ceiling_db: float, range_db: float = DB_RANGE) -> np.ndarray:
     return np.clip((db - (ceiling_db - range_db)) / range_db, 0.0, 1.0)
 
 
-def draw_mel(features: AudioFeatures, size: int) -> np.ndarray:
+def mel_source(features: AudioFeatures) -> tuple[np.ndarray, float]:
+    """What the mel picture is drawn from: the (mels, frames) dB array and its ceiling."""
     render = features._render
     ceiling = render.mel_ceiling_db if render else float(features.mel_db.max())
-    unit = _db_to_unit(np.asarray(features.mel_db, dtype=np.float32)[::-1], ceiling)
+    return np.asarray(features.mel_db, dtype=np.float32), ceiling
+
+
+def draw_mel(features: AudioFeatures, size: int) -> np.ndarray:
+    db, ceiling = mel_source(features)
+    unit = _db_to_unit(db[::-1], ceiling)
     return colour_map_u8(resize(unit, size, size))
 
 
@@ -146,7 +153,7 @@ def draw_bands(features: AudioFeatures, size: int) -> np.ndarray:
     picture = fields @ colours
     # The whole frame flashes on a kick; squared so the flash fades twice as fast as `kick`
     # and the picture settles between hits.
-    picture += np.array([0.03, 0.02, 0.06], dtype=np.float32) + np.float32(kick * kick * 0.35) * KICK_RGB
+    picture += BANDS_BACKGROUND_RGB + np.float32(kick * kick * 0.35) * KICK_RGB
     return to_uint8(picture)
 
 
@@ -187,12 +194,17 @@ def _fallback_render(features: AudioFeatures) -> RenderData:
     )
 
 
+def render_data(features: AudioFeatures) -> RenderData:
+    """The snapshot's render data, or the flat stand-in for snapshots built by hand."""
+    return features._render if features._render is not None else _fallback_render(features)
+
+
 def draw(name: str, features: AudioFeatures, size: int) -> np.ndarray:
     if name == "mel":
         return draw_mel(features, size)
     if name == "bands":
         return draw_bands(features, size)
-    render = features._render if features._render is not None else _fallback_render(features)
+    render = render_data(features)
     if name == "spectrogram":
         return draw_spectrogram(render, size)
     if name == "waveform":
