@@ -145,19 +145,26 @@ def measure_analysis(seconds: float = 10.0, seed: int = 0) -> dict:
             "hop_ms_budget": round(1000.0 * config.hop / config.sample_rate, 2)}
 
 
-def measure_pictures(sizes=(256, 512), iterations: int = 20, seed: int = 0) -> list[dict]:
-    """The conditioning an audio model sees each frame: each audio picture drawn from a live
-    snapshot and made the network's input tensor (`image_to_tensor`), ms p50/p95 per size."""
+def _noise_features(seed: int = 0):
+    """A live snapshot's AudioFeatures after two seconds of noise: every picture has data."""
     import numpy as np
 
-    from bridge.analysis import REPRESENTATIONS, AnalysisConfig, StreamingAnalyzer
-    from bridge.generators.pix2pix import image_to_tensor
+    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 
     config = AnalysisConfig()
     rng = np.random.default_rng(seed)
     analyzer = StreamingAnalyzer(config)
     analyzer.feed((rng.standard_normal(2 * config.sample_rate) * 0.3).astype(np.float32))
-    features = analyzer.snapshot(2.0)
+    return analyzer.snapshot(2.0)
+
+
+def measure_pictures(sizes=(256, 512), iterations: int = 20, seed: int = 0) -> list[dict]:
+    """The conditioning an audio model sees each frame: each audio picture drawn from a live
+    snapshot and made the network's input tensor (`image_to_tensor`), ms p50/p95 per size."""
+    from bridge.analysis import REPRESENTATIONS
+    from bridge.generators.pix2pix import image_to_tensor
+
+    features = _noise_features(seed)
     rows = []
     for size in sizes:
         for name in REPRESENTATIONS:
@@ -182,16 +189,9 @@ def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS[
     runtime given that host-drawn picture; and the optimized runtime given what the picture is
     drawn from (bands: five numbers; spectrogram: its dB array), drawing it itself inside its
     compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
-    import numpy as np
-
-    from bridge.analysis import AnalysisConfig, StreamingAnalyzer
     from bridge.generators.base import Snapshot
 
-    config = AnalysisConfig()
-    analyzer = StreamingAnalyzer(config)
-    rng = np.random.default_rng(seed)
-    analyzer.feed((rng.standard_normal(2 * config.sample_rate) * 0.3).astype(np.float32))
-    snapshot = Snapshot(audio=analyzer.snapshot(2.0))
+    snapshot = Snapshot(audio=_noise_features(seed))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rows = []
     for picture, size in ((p, s) for p in inputs for s in sizes):

@@ -127,10 +127,10 @@ class FramePipeline:
         if self.navigator is not None:
             self.navigator.reset()
 
-    def condition(self, snapshot: Snapshot, runner) -> torch.Tensor:
-        """What `runner` is given: the few numbers the picture is drawn from when it draws it
-        itself on its device (the optimized runtime, for pictures that have a drawer there),
-        else the picture drawn here."""
+    def condition(self, snapshot: Snapshot, runner):
+        """What `runner` is given: what the picture is drawn from (a tensor or a tuple) when it
+        draws it itself on its device (the optimized runtime, for pictures that have a drawer
+        there), else the picture drawn here."""
         if getattr(runner, "draws_condition", False) and snapshot.audio is not None:
             return self.model.condition_params(snapshot)
         return self.model.condition(snapshot)

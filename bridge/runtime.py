@@ -107,7 +107,6 @@ class Runner:
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
-        self.draws_condition = False  # optimized: `model.condition_params` accepted as the condition
         if runtime == "int8":
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
@@ -125,7 +124,7 @@ class Runner:
         drawer = model.condition_drawer()
         if drawer is not None:  # the picture drawn on the device, in the same compiled call
             net = _DrawThenGenerate(net, drawer.to(self.device))
-            self.draws_condition = self.info.draws_condition = True
+            self.info.draws_condition = True
         self._autocast = None
         if self.device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
@@ -140,6 +139,11 @@ class Runner:
         self._graphs = {} if self.device.type == "cuda" and CUDA_GRAPHS else None
         if compile:
             self._try_compile()
+
+    @property
+    def draws_condition(self) -> bool:
+        """Whether `model.condition_params(snapshot)` may be given instead of the picture."""
+        return self.info.draws_condition
 
     def _try_compile(self) -> None:
         try:

@@ -20,6 +20,7 @@ from torch import nn
 from bridge.generators.base import Generator, Snapshot, register
 
 IMAGE_INPUT = "image"  # a camera or video frame instead of an audio representation
+DRAWN_ON_DEVICE = ("bands", "mel", "spectrogram")  # inputs the optimized runtime draws itself
 
 
 @dataclass
@@ -158,13 +159,13 @@ class Pix2Pix(Generator):
         from bridge.analysis.device_pictures import BandsDrawer, ColourMapDrawer
         if self.config.input == "bands":
             return BandsDrawer(self.config.size)
-        if self.config.input in ("mel", "spectrogram"):
+        if self.config.input in DRAWN_ON_DEVICE:  # mel, spectrogram: a dB array, colour-mapped
             return ColourMapDrawer(self.config.size, transpose=self.config.input == "spectrogram")
         return None  # camera frames, and pictures drawn from many arrays: made on the host
 
     def condition_params(self, snapshot: Snapshot):
         from bridge.analysis.device_pictures import bands_params, colour_map_params
-        if snapshot.audio is None or self.config.input not in ("bands", "mel", "spectrogram"):
+        if snapshot.audio is None or self.config.input not in DRAWN_ON_DEVICE:
             raise NotImplementedError(f"pix2pix input {self.config.input!r} is drawn on the host")
         if self.config.input == "bands":
             return bands_params(snapshot.audio)
