@@ -341,7 +341,8 @@ class LiveSession(Actions):
             from bridge.control.osc import OscControl, parse_host_port
             reply = parse_host_port(s.osc_reply) if s.osc_reply else None
             self.osc = OscControl(self.params, host=s.osc_host, port=s.osc_port, reply=reply,
-                                  allow=s.osc_allow, status=self._status, actions=self)
+                                  allow=s.osc_allow, status=self._status, actions=self,
+                                  parts=self.parts)
             self.osc.start()
             self._opened.append(self.osc)
             if self.midi is not None:

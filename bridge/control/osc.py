@@ -186,13 +186,18 @@ def _one_name(address: str, args: list) -> str:
 class OscControl:
     def __init__(self, params: ParamStore, host: str = "127.0.0.1", port: int = 9000,
                  reply: tuple[str, int] | None = None, allow: list[str] | None = None,
-                 status: Callable[[], dict] | None = None, actions: Actions | None = None):
+                 status: Callable[[], dict] | None = None, actions: Actions | None = None,
+                 parts: Callable[[], dict] | None = None):
+        """`status()`: the once-a-second report (fps, latency_ms, model, degrade, parts);
+        `parts()`: only the sources' and sinks' Status by name, polled for changes ten times a
+        second (default: read from `status()`)."""
         self.params = params
         self.actions = actions or Actions(params)
         self.host, self.port = host, int(port)
         self.reply = reply
         self.allow = set(allow or [])
         self.status = status or (lambda: {})
+        self.parts = parts or (lambda: (self.status() or {}).get("parts") or {})
         self.received = self.refused = self.ignored = 0
         self._sock: socket.socket | None = None
         self._out: socket.socket | None = None
@@ -354,13 +359,13 @@ class OscControl:
             self.send(f"{PREFIX}/model", str(status["model"]))
         if "degrade" in status:
             self.send(f"{PREFIX}/degrade", str(status["degrade"]))
-        self._send_parts(status, changed_only=False)
+        self._send_parts(status.get("parts") or {}, changed_only=False)
 
-    def _send_parts(self, status: dict, changed_only: bool) -> None:
+    def _send_parts(self, parts: dict, changed_only: bool) -> None:
         """/vjbridge/status/<part> for each source and sink (`changed_only`: those whose state
         or reason differs from what was last sent: a worker replaced in half a second still
         shows as reconnecting, not only at the next whole second)."""
-        for part, state in (status.get("parts") or {}).items():
+        for part, state in parts.items():
             now = (state.state.value, state.reason)
             if changed_only and self._sent_states.get(part) == now:
                 continue
@@ -379,6 +384,6 @@ class OscControl:
                 if beat:
                     self._send_status()
                 else:
-                    self._send_parts(self.status() or {}, changed_only=True)
+                    self._send_parts(self.parts(), changed_only=True)
             except Exception as e:
                 log.debug("OSC status failed: %s", e)
