@@ -181,17 +181,24 @@ def measure_pictures(sizes=(256, 512), iterations: int = 20, seed: int = 0) -> l
     return rows
 
 
+def _noise_frame(seed: int = 0, shape=(480, 640)):
+    """A camera-sized (H, W, 3) uint8 frame of noise, as the camera source delivers frames."""
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
 def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS["lite"],
                  iterations: int = 20, warmup: int = 3, seed: int = 0,
-                 inputs=("bands", "spectrogram")) -> list[dict]:
-    """A whole tick of a pix2pix on each audio picture in `inputs`, live snapshot in, uint8 RGBA
-    out, three ways: the reference (picture drawn by numpy, eager fp32 network); the optimized
-    runtime given that host-drawn picture; and the optimized runtime given what the picture is
-    drawn from (bands: five numbers; spectrogram: its dB array), drawing it itself inside its
-    compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
+                 inputs=("bands", "spectrogram", "image")) -> list[dict]:
+    """A whole tick of a pix2pix on each input in `inputs` (audio pictures, or "image": a
+    640x480 camera frame), live snapshot in, uint8 RGBA out, three ways: the reference (picture
+    made by numpy, eager fp32 network); the optimized runtime given that host-made picture; and
+    the optimized runtime given what the picture is drawn from (bands: five numbers; mel,
+    spectrogram: the dB array; image: the frame fitted to the model's size, still uint8), making
+    it itself inside its compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
     from bridge.generators.base import Snapshot
 
-    snapshot = Snapshot(audio=_noise_features(seed))
+    snapshot = Snapshot(audio=_noise_features(seed), image=_noise_frame(seed))
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rows = []
     for picture, size in ((p, s) for p in inputs for s in sizes):

@@ -383,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
                         "voice), analysis (ms per hop), pictures (drawing the audio pictures), mix (four "
-                        "models at once), tick (whole bands and spectrogram ticks, the picture drawn on the host or "
-                        "inside the network's call), upscale (to 1080p and 4K), or all (default)")
+                        "models at once), tick (whole ticks of bands, spectrogram and camera models, the picture made on "
+                        "the host or inside the network's call), upscale (to 1080p and 4K), or all (default)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the int8 runtime (pix2pix on the CPU), with its PSNR against fp32; "
                         "default: yes on the CPU when onnxruntime is installed")

@@ -131,8 +131,10 @@ class FramePipeline:
         """What `runner` is given: what the picture is drawn from (a tensor or a tuple) when it
         draws it itself on its device (the optimized runtime, for pictures that have a drawer
         there), else the picture drawn here."""
-        if getattr(runner, "draws_condition", False) and snapshot.audio is not None:
-            return self.model.condition_params(snapshot)
+        if getattr(runner, "draws_condition", False):
+            params = self.model.condition_params(snapshot)
+            if params is not None:
+                return params
         return self.model.condition(snapshot)
 
     def make_frame(self, snapshot: Snapshot, dt: float = 0.0, pending: bool = False):

@@ -238,9 +238,10 @@ class Runner:
 
 class _DrawThenGenerate(torch.nn.Module):
     """A generator whose condition may also come as what it is drawn from
-    (`Generator.condition_params`: an (N, K) tensor, or a tuple of tensors): drawn here by
-    `drawer` on the device, so in the compiled (and on CUDA, graph-captured) call, and the host
-    uploads those numbers instead of a picture. A picture (N, C, H, W) passes straight through."""
+    (`Generator.condition_params`: (N, K) numbers, uint8 camera frames, or a tuple of tensors):
+    drawn here by `drawer` on the device, so in the compiled (and on CUDA, graph-captured) call,
+    and the host uploads those instead of a float picture. A float picture (N, C, H, W) passes
+    straight through; a tuple goes to the drawer, which passes on the float pictures in it."""
 
     def __init__(self, net: Generator, drawer: torch.nn.Module) -> None:
         super().__init__()
@@ -249,7 +250,7 @@ class _DrawThenGenerate(torch.nn.Module):
     def _drawn(self, cond):
         if isinstance(cond, tuple):
             return self.drawer(*cond)
-        return self.drawer(cond) if cond.dim() == 2 else cond
+        return cond if cond.dim() == 4 and cond.is_floating_point() else self.drawer(cond)
 
     def generate(self, cond, latent: torch.Tensor | None = None):
         return self.net.generate(self._drawn(cond), latent)

@@ -1,7 +1,7 @@
-"""Audio pictures drawn by torch inside the runner's call (bridge.analysis.device_pictures): the
-same pictures as the numpy drawers, level for level, from real drums; the optimized runtime takes
-what they are drawn from instead of the picture and makes the same frames; everything else still
-gets pictures."""
+"""Conditioning drawn by torch inside the runner's call (bridge.analysis.device_pictures): audio
+pictures the same as the numpy drawers, level for level, from real drums, and camera frames sent
+as uint8 and scaled there exactly as on the host; the optimized runtime takes what they are drawn
+from instead of the picture and makes the same frames; everything else still gets pictures."""
 import numpy as np
 import pytest
 import torch
@@ -124,7 +124,7 @@ def test_a_compiled_runner_draws_the_spectrogram_from_its_array(drum_features):
     assert (got - reference).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("input", ["history", "waveform", "bands_history", "image"])
+@pytest.mark.parametrize("input", ["history", "waveform", "bands_history"])
 def test_other_pictures_have_no_drawer(input):
     model = bands_model(input=input)
     assert model.condition_drawer() is None
@@ -137,9 +137,97 @@ def test_bench_times_whole_ticks_drawn_on_the_host_and_in_the_call():
     rows = measure_tick("cpu", sizes=(64,), ngf=4, iterations=3, warmup=1)
     ways = ["reference", "optimized, picture from the host", "optimized, drawn in the call"]
     assert [(r["model"], r["runtime"]) for r in rows] == \
-        [(f"pix2pix-{p}-ngf4", way) for p in ("bands", "spectrogram") for way in ways]
+        [(f"pix2pix-{p}-ngf4", way) for p in ("bands", "spectrogram", "image") for way in ways]
     assert all(0 < r["ms_p50"] <= r["ms_p95"] and r["size"] == 64 for r in rows)
-    assert [r["draws_condition"] for r in rows] == [False, False, True] * 2
+    assert [r["draws_condition"] for r in rows] == [False, False, True] * 3
     assert rows[0]["speedup_vs_reference"] == 1.0
     table = format_table({"machine": {}, "results": [], "tick": rows})
     assert "tick pix2pix-spectrogram-ngf4 64² optimized, drawn in the call" in table
+
+
+# --- camera frames: uint8 to the call, scaled there ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def camera_frames():
+    """Real photographs as a camera delivers them (H, W, 3) uint8: one square, two not."""
+    from skimage import data
+    return [data.astronaut(), data.chelsea(), data.coffee()]
+
+
+def camera_model(size=32):
+    torch.manual_seed(0)
+    return Pix2Pix(Pix2PixConfig(size=size, ngf=4, input="image")).eval()
+
+
+def test_camera_frames_scaled_on_the_device_are_the_host_pictures_exactly(camera_frames):
+    from bridge.analysis.device_pictures import FrameDrawer
+    from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig
+    pix = camera_model(size=64)
+    vae = VAEAssociator(VAEAssociatorConfig(image_size=16, image_widths=(4, 8), image_bottleneck=2,
+                                            image_latent=8, sound_latent=8, sound_hidden=(16,),
+                                            associator_hidden=8, associator_latent=4)).eval()
+    assert isinstance(pix.condition_drawer(), FrameDrawer) and isinstance(vae.condition_drawer(), FrameDrawer)
+    drawer = FrameDrawer()
+    for frame in camera_frames:
+        snapshot = Snapshot(image=frame)
+        params = pix.condition_params(snapshot)
+        assert params.dtype == torch.uint8 and params.shape == (1, 64, 64, 3)  # a quarter of the bytes
+        assert torch.equal(drawer(params), pix.condition(snapshot))
+        vae_frame, vae_mel = vae.condition_params(snapshot)  # the centre square, not the squashed frame
+        host_picture, host_mel = vae.condition(snapshot)
+        drawn_picture, drawn_mel = drawer(vae_frame, vae_mel)
+        assert vae_frame.dtype == torch.uint8 and torch.equal(drawn_picture, host_picture)
+        assert drawn_mel is vae_mel and torch.equal(vae_mel, host_mel)  # the mel passes as it is
+    # no camera: mid-grey, half a level from the host's zeros, in the same shape and type
+    grey = pix.condition_params(Snapshot())
+    assert grey.dtype == torch.uint8 and grey.shape == (1, 64, 64, 3)
+    assert (drawer(grey) - pix.condition(Snapshot())).abs().max() <= 0.5 / 127.5 + 1e-7
+
+
+def test_a_compiled_runner_takes_uint8_frames_and_makes_the_host_pictures_frame(camera_frames):
+    model = camera_model()
+    runner = Runner(model, runtime="optimized")
+    assert runner.draws_condition
+    snapshot = Snapshot(image=camera_frames[2])
+    runner.warmup(model.condition_params(snapshot), runs=1)
+    assert runner.info.compiled
+    got = runner(model.condition_params(snapshot))
+    assert torch.equal(got, runner(model.condition(snapshot)))  # the same input, drawn or given
+    reference = Runner(model, runtime="reference")(model.condition(snapshot))
+    assert got.shape == (1, 3, 32, 32) and (got - reference).abs().max() < 0.1
+    other = runner(model.condition_params(Snapshot(image=camera_frames[0])))
+    assert (other - got).abs().max() > 0.05  # it does look at the frame
+
+
+def test_a_camera_pipeline_compiles_once_whether_the_camera_is_there_or_not(camera_frames):
+    """Warm-up runs without a frame (the camera has not delivered one yet): the first real frame,
+    and a camera lost mid-set, must reuse what warm-up compiled, not compile on the live thread."""
+    from torch._dynamo.utils import counters
+    model = camera_model()
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="optimized"))
+    pipeline.warmup(runs=1)
+    compiled = counters["stats"]["unique_graphs"]
+    frames = []
+    for image in (camera_frames[0], None, camera_frames[1]):
+        snapshot = pipeline.snapshot(0.1, image=image)
+        cond = pipeline.condition(snapshot, pipeline.runner)
+        assert cond.dtype == torch.uint8 and cond.shape == (1, 32, 32, 3)
+        frames.append(pipeline.make_frame(snapshot, 1 / 30))
+    assert counters["stats"]["unique_graphs"] == compiled
+    assert all(f.shape == (32, 32, 4) and f.dtype == np.uint8 for f in frames)
+    assert np.abs(frames[0].astype(int) - frames[2].astype(int)).max() > 10
+
+
+def test_the_vae_associator_runner_is_given_uint8_frames_and_plays_the_same(camera_frames):
+    from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig
+    torch.manual_seed(0)
+    model = VAEAssociator(VAEAssociatorConfig(image_size=16, image_widths=(4, 8), image_bottleneck=2,
+                                              image_latent=8, sound_latent=8, sound_hidden=(16,),
+                                              associator_hidden=8, associator_latent=4)).eval()
+    runner = Runner(model, runtime="optimized", compile=False)
+    assert runner.draws_condition
+    snapshot = Snapshot(image=camera_frames[1])
+    drawn_picture, drawn_mel = runner(model.condition_params(snapshot))
+    host_picture, host_mel = runner(model.condition(snapshot))  # the host's tuple passes too
+    assert torch.equal(drawn_picture, host_picture) and torch.equal(drawn_mel, host_mel)
+    assert drawn_picture.shape == (1, 3, 16, 16)

@@ -1,6 +1,7 @@
 """The optimized runtime on CUDA: our captured graphs (bridge.runtime.CudaGraphStep) give the
 network's pictures for each new input, hand out pictures the caller may keep, take inputs from
-host or device memory, carry latents and two-output families, and fall back when capture fails.
+host or device memory, carry latents and two-output families, draw the condition from what the
+host sends (five numbers, a dB array, a uint8 frame), and fall back when capture fails.
 These need a CUDA GPU (marked `gpu`: they skip on machines without one, CI's included); on a GPU
 machine: `python3 -m pytest --noconftest -q tests/test_runtime_cuda.py`."""
 import numpy as np
@@ -129,3 +130,24 @@ def test_capture_on_a_loading_thread_leaves_the_live_thread_playing():
         thread.join(timeout=60)
     assert not errors and new.info.cuda_graph and len(frames) > 10
     assert all(np.array_equal(frame, gold) for frame in frames)
+
+
+@pytest.mark.parametrize("input", ["bands", "spectrogram", "image"])
+def test_the_captured_graph_draws_the_condition_from_what_the_host_sends(input):
+    """Five numbers, a dB array or a uint8 camera frame go in; the graph draws the picture and
+    makes the frame the host-made picture gives (within bf16 and a drawing level)."""
+    from bridge.bench import _noise_features, _noise_frame
+    from bridge.generators.base import Snapshot
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(size=64, ngf=16, input=input)).eval()
+    runner = Runner(model, runtime="optimized", device="cuda")
+    snapshot = Snapshot(audio=_noise_features(0), image=_noise_frame(0))
+    params = model.condition_params(snapshot)
+    runner.warmup(params, None)
+    assert runner.info.cuda_graph and runner.draws_condition
+    drawn = runner(params).cpu().numpy()
+    given = runner(model.condition(snapshot)).cpu().numpy()
+    assert len(runner._graphs) == 2  # the drawn call and the picture call: one graph each
+    assert picture_psnr(given, drawn) > 35.0
+    gold = Runner(model, runtime="reference", device="cuda")(model.condition(snapshot)).cpu().numpy()
+    assert picture_psnr(gold, drawn) > 35.0

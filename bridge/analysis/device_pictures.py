@@ -1,11 +1,13 @@
-"""Audio pictures drawn by torch on the runner's device, inside the compiled (and on CUDA, graph
-captured) call: the host sends the few numbers a picture is drawn from instead of the picture.
+"""Conditioning pictures drawn by torch on the runner's device, inside the compiled (and on CUDA,
+graph captured) call: the host sends what a picture is drawn from instead of the float picture.
 
 `BandsDrawer` is `draw_bands` (bridge.analysis.pictures) in torch: the same rings, spokes, burst
 and kick flash from the same five numbers. `ColourMapDrawer` is `draw_mel` / `draw_spectrogram`:
 the dB array and its ceiling in, the same scaling, linear resize and colour map. Both quantise to
 the same uint8 levels and scale to [-1, 1] like `image_to_tensor`, so a model sees the kind of
 picture it was trained on (held to the numpy drawers by tests/test_device_pictures.py).
+`FrameDrawer` takes camera frames as the host fitted them to the model's size, still uint8
+(a quarter of the float picture's bytes to copy), and scales them to [-1, 1] there.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from torch import nn
 
 from bridge.analysis.drawing import HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, _colour_table_u8
 from bridge.analysis.pictures import BANDS_BACKGROUND_RGB, DB_RANGE, _polar_grid, mel_source, render_data
+from bridge.generators.base import frames_to_input
 
 BANDS_PARAMS = ("low", "mid", "high", "onset", "kick")  # the columns of `bands_params`
 
@@ -110,3 +113,27 @@ class ColourMapDrawer(nn.Module):
                                  align_corners=False)[:, 0]
             rgb = self.table[_to_levels(unit).long()]  # (N, size, size, 3)
             return _levels_to_input(rgb.permute(0, 3, 1, 2).contiguous())
+
+
+GREY_LEVEL = 128  # a missing camera frame: mid-grey (the host's zeros are level 127.5)
+
+
+def frame_params(square: np.ndarray | None, size: int) -> torch.Tensor:
+    """(1, size, size, 3) uint8: a camera frame already fitted to the model's square (RGB), or,
+    with none, mid-grey, so the call's inputs keep one shape and type whether a camera is there
+    or not (a compiled call would otherwise compile again when the first frame arrives)."""
+    if square is None:
+        return torch.full((1, size, size, 3), GREY_LEVEL, dtype=torch.uint8)
+    return torch.from_numpy(np.ascontiguousarray(square[..., :3]))[None]
+
+
+class FrameDrawer(nn.Module):
+    """Camera frames as `frame_params` gives them, (N, H, W, 3) uint8, -> (N, 3, H, W) in
+    [-1, 1], scaled as `image_to_tensor` does. Takes the condition's tensors as arguments and
+    returns them in the same arrangement (one, or a tuple: the VAE-associator's (frame, mel)):
+    only uint8 frames are converted; float tensors (a picture the host made, a mel) pass as
+    they are."""
+
+    def forward(self, *tensors: torch.Tensor):
+        out = tuple(frames_to_input(t) if t.dtype == torch.uint8 else t for t in tensors)
+        return out[0] if len(out) == 1 else out

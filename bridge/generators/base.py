@@ -111,8 +111,8 @@ class Generator(nn.Module):
         return None
 
     def condition_params(self, snapshot: Snapshot):
-        """What `condition_drawer()` draws the condition from: a (1, K) tensor, or a tuple of
-        tensors (its forward's arguments)."""
+        """What `condition_drawer()` draws the condition from: a tensor, or a tuple of tensors
+        (its forward's arguments); None where this snapshot's condition is made on the host."""
         raise NotImplementedError(f"model family '{self.family}' draws no condition on the device")
 
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
@@ -213,6 +213,12 @@ class WalkedLatentGenerator(Generator):
 
 
 _REGISTRY: dict[str, type[Generator]] = {}
+
+
+def frames_to_input(frames: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB frames -> (N, 3, H, W) float in [-1, 1], the networks' input scale
+    (on the host, and on the device inside a runner's call: one definition, the same values)."""
+    return frames.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def register(cls: type[Generator]) -> type[Generator]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridge.generators.base import Generator, Snapshot, register
+from bridge.generators.base import Generator, Snapshot, frames_to_input, register
 
 IMAGE_INPUT = "image"  # a camera or video frame instead of an audio representation
 DRAWN_ON_DEVICE = ("bands", "mel", "spectrogram")  # inputs the optimized runtime draws itself
@@ -119,13 +119,17 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([condition, picture], dim=1))
 
 
-def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, size, size) float in [-1, 1]."""
+def fit_image(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3+) uint8 RGB -> (size, size, 3) uint8: the whole frame scaled to the square."""
     if image.shape[0] != size or image.shape[1] != size:
         import cv2
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    t = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None]
-    return t.float().div_(127.5).sub_(1.0)
+    return image[..., :3]
+
+
+def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, size, size) float in [-1, 1]."""
+    return frames_to_input(torch.from_numpy(np.ascontiguousarray(fit_image(image, size)))[None])
 
 
 @register
@@ -156,17 +160,24 @@ class Pix2Pix(Generator):
                                self.config.size)
 
     def condition_drawer(self) -> nn.Module | None:
-        from bridge.analysis.device_pictures import BandsDrawer, ColourMapDrawer
+        from bridge.analysis.device_pictures import BandsDrawer, ColourMapDrawer, FrameDrawer
+        if self.config.input == IMAGE_INPUT:  # the frame fitted on the host, scaled there
+            return FrameDrawer()
         if self.config.input == "bands":
             return BandsDrawer(self.config.size)
         if self.config.input in DRAWN_ON_DEVICE:  # mel, spectrogram: a dB array, colour-mapped
             return ColourMapDrawer(self.config.size, transpose=self.config.input == "spectrogram")
-        return None  # camera frames, and pictures drawn from many arrays: made on the host
+        return None  # pictures drawn from many arrays (waveform, history, bands_history): the host's
 
     def condition_params(self, snapshot: Snapshot):
-        from bridge.analysis.device_pictures import bands_params, colour_map_params
-        if snapshot.audio is None or self.config.input not in DRAWN_ON_DEVICE:
+        from bridge.analysis.device_pictures import bands_params, colour_map_params, frame_params
+        size = self.config.size
+        if self.config.input == IMAGE_INPUT:
+            return frame_params(None if snapshot.image is None else fit_image(snapshot.image, size), size)
+        if self.config.input not in DRAWN_ON_DEVICE:
             raise NotImplementedError(f"pix2pix input {self.config.input!r} is drawn on the host")
+        if snapshot.audio is None:
+            return None
         if self.config.input == "bands":
             return bands_params(snapshot.audio)
         return colour_map_params(snapshot.audio, self.config.input)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bridge.errors import ConfigError, InputMismatch
-from bridge.generators.base import Generator, Snapshot, register
+from bridge.generators.base import Generator, Snapshot, frames_to_input, register
 
 # The analyser's log-mel lies between its silence floor (power_to_db's amin 1e-10 -> -100 dB) and
 # about +26 dB for full-scale drums; +30 leaves headroom. dB in [floor, ceiling] <-> [-1, 1].
@@ -218,9 +218,9 @@ class Associator(nn.Module):
 
 # --- conversions ------------------------------------------------------------------------------------
 
-def frame_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, size, size) in [-1, 1]: the centre square, scaled, as the
-    dataset builder crops its training frames (fit_square)."""
+def centre_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3+) uint8 RGB -> (size, size, 3) uint8: the centre square, scaled, as the dataset
+    builder crops its training frames (fit_square)."""
     import cv2
 
     h, w = image.shape[:2]
@@ -230,8 +230,12 @@ def frame_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     if side != size:
         interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
         square = cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=interp)
-    t = torch.from_numpy(np.ascontiguousarray(square)).permute(2, 0, 1)[None]
-    return t.float().div_(127.5).sub_(1.0)
+    return square
+
+
+def frame_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, size, size) in [-1, 1]: `centre_square`, scaled."""
+    return frames_to_input(torch.from_numpy(np.ascontiguousarray(centre_square(image, size)))[None])
 
 
 @register
@@ -282,11 +286,24 @@ class VAEAssociator(Generator):
     def condition(self, snapshot: Snapshot) -> tuple[torch.Tensor, torch.Tensor]:
         """(picture (1, 3, S, S) in [-1, 1], mel (1, 1, n_mels, frames) in [-1, 1]); a missing
         image is black-grey zeros, missing audio is silence."""
-        s, cfg = self.config.image_size, self.config
-        if snapshot.image is None:
-            image = torch.zeros(1, 3, s, s)
-        else:
-            image = frame_to_tensor(snapshot.image, s)
+        s = self.config.image_size
+        image = torch.zeros(1, 3, s, s) if snapshot.image is None else frame_to_tensor(snapshot.image, s)
+        return image, self._mel_condition(snapshot)
+
+    def condition_drawer(self) -> torch.nn.Module:
+        from bridge.analysis.device_pictures import FrameDrawer
+        return FrameDrawer()  # the frame scaled to [-1, 1] on the device; the mel passes
+
+    def condition_params(self, snapshot: Snapshot) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frame (1, S, S, 3) uint8, the centre square or mid-grey without a camera; mel as in
+        `condition`)."""
+        from bridge.analysis.device_pictures import frame_params
+        s = self.config.image_size
+        frame = frame_params(None if snapshot.image is None else centre_square(snapshot.image, s), s)
+        return frame, self._mel_condition(snapshot)
+
+    def _mel_condition(self, snapshot: Snapshot) -> torch.Tensor:
+        cfg = self.config
         if snapshot.audio is None:
             mel = torch.full((1, 1, cfg.n_mels, cfg.mel_frames), -1.0)
         else:
@@ -296,7 +313,7 @@ class VAEAssociator(Generator):
                                     f"the analysis gives {mel_db.shape}: analyse with the model's "
                                     f"settings (model.sound_analysis())")
             mel = self.mel_to_unit(torch.from_numpy(mel_db))[None, None]
-        return image, mel
+        return mel
 
     def generate(self, cond, latent: torch.Tensor | None = None) -> torch.Tensor:
         """`latent`: None, or an offset (1, image_latent) added to the image latent."""
