@@ -18,7 +18,7 @@ from torch import nn
 
 from bridge.analysis.drawing import HIGH_RGB, KICK_RGB, LOW_RGB, MID_RGB, _colour_table_u8
 from bridge.analysis.pictures import BANDS_BACKGROUND_RGB, DB_RANGE, _polar_grid, mel_source, render_data
-from bridge.generators.base import frames_to_input
+from bridge.generators.base import frames_to_input, square_to_frames
 
 BANDS_PARAMS = ("low", "mid", "high", "onset", "kick")  # the columns of `bands_params`
 
@@ -124,7 +124,7 @@ def frame_params(square: np.ndarray | None, size: int) -> torch.Tensor:
     or not (a compiled call would otherwise compile again when the first frame arrives)."""
     if square is None:
         return torch.full((1, size, size, 3), GREY_LEVEL, dtype=torch.uint8)
-    return torch.from_numpy(np.ascontiguousarray(square[..., :3]))[None]
+    return square_to_frames(square)
 
 
 class FrameDrawer(nn.Module):

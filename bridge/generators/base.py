@@ -215,6 +215,11 @@ class WalkedLatentGenerator(Generator):
 _REGISTRY: dict[str, type[Generator]] = {}
 
 
+def square_to_frames(square: np.ndarray) -> torch.Tensor:
+    """An (S, S, 3+) uint8 RGB picture -> a (1, S, S, 3) uint8 tensor of its colours, contiguous."""
+    return torch.from_numpy(np.ascontiguousarray(square[..., :3]))[None]
+
+
 def frames_to_input(frames: torch.Tensor) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB frames -> (N, 3, H, W) float in [-1, 1], the networks' input scale
     (on the host, and on the device inside a runner's call: one definition, the same values)."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bridge.generators.base import Generator, Snapshot, frames_to_input, register
+from bridge.generators.base import Generator, Snapshot, frames_to_input, register, square_to_frames
 
 IMAGE_INPUT = "image"  # a camera or video frame instead of an audio representation
 DRAWN_ON_DEVICE = ("bands", "mel", "spectrogram")  # inputs the optimized runtime draws itself
@@ -129,7 +129,7 @@ def fit_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, size, size) float in [-1, 1]."""
-    return frames_to_input(torch.from_numpy(np.ascontiguousarray(fit_image(image, size)))[None])
+    return frames_to_input(square_to_frames(fit_image(image, size)))
 
 
 @register

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bridge.errors import ConfigError, InputMismatch
-from bridge.generators.base import Generator, Snapshot, frames_to_input, register
+from bridge.generators.base import Generator, Snapshot, frames_to_input, register, square_to_frames
 
 # The analyser's log-mel lies between its silence floor (power_to_db's amin 1e-10 -> -100 dB) and
 # about +26 dB for full-scale drums; +30 leaves headroom. dB in [floor, ceiling] <-> [-1, 1].
@@ -235,7 +235,7 @@ def centre_square(image: np.ndarray, size: int) -> np.ndarray:
 
 def frame_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (1, 3, size, size) in [-1, 1]: `centre_square`, scaled."""
-    return frames_to_input(torch.from_numpy(np.ascontiguousarray(centre_square(image, size)))[None])
+    return frames_to_input(square_to_frames(centre_square(image, size)))
 
 
 @register
