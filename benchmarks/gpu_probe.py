@@ -41,7 +41,8 @@ PLAN = [  # (case model name, size, variants): the new default's rows come from 
 def bench(out: Path, iterations: int, device: str, only: str) -> None:
     """Every family as `vjbridge bench --device cuda` runs it (the new default runtime), four
     512² models at once, the upscaling and whole ticks (bands, spectrogram and camera models; the picture made
-    on the host or in the captured graph), saved as JSON and a PNG."""
+    on the host or in the captured graph; gpu_session.sh times the other pictures' ticks on their own),
+    saved as JSON and a PNG."""
     from bridge.bench import format_table, plot, run_bench
     cases = [c for c in default_cases(sizes=(256, 512), families=("pix2pix", "vae_associator", "realnvp", "cvae"))
              if only in c.model]

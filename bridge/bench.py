@@ -187,15 +187,19 @@ def _noise_frame(seed: int = 0, shape=(480, 640)):
     return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
 
 
+TICK_INPUTS = ("bands", "spectrogram", "image")  # bench's default: the bundled model's, a dB array's, a camera's
+
+
 def measure_tick(device: str = "cpu", sizes=(256,), ngf: int = PIX2PIX_VARIANTS["lite"],
                  iterations: int = 20, warmup: int = 3, seed: int = 0,
-                 inputs=("bands", "spectrogram", "image")) -> list[dict]:
+                 inputs=TICK_INPUTS) -> list[dict]:
     """A whole tick of a pix2pix on each input in `inputs` (audio pictures, or "image": a
     640x480 camera frame), live snapshot in, uint8 RGBA out, three ways: the reference (picture
     made by numpy, eager fp32 network); the optimized runtime given that host-made picture; and
     the optimized runtime given what the picture is drawn from (bands: five numbers; mel,
-    spectrogram: the dB array; image: the frame fitted to the model's size, still uint8), making
-    it itself inside its compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
+    spectrogram: the dB array; waveform: the samples; history, bands_history: feature rows;
+    image: the frame fitted to the model's size, still uint8), making it itself inside its
+    compiled call (on CUDA: inside the captured graph). Interleaved, p50/p95."""
     from bridge.generators.base import Snapshot
 
     snapshot = Snapshot(audio=_noise_features(seed), image=_noise_frame(seed))
@@ -448,12 +452,12 @@ def measure_upscale(device: str = "cpu", source: int = 256, targets=UPSCALE_TARG
 def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20, warmup: int = 3,
               progress=None, interleave: bool = True, sound: bool = True, analysis: bool = False,
               int8: bool = False, mix: tuple = (), upscale: bool = False, pictures: tuple = (),
-              tick: tuple = ()) -> dict:
+              tick: tuple = (), tick_inputs: tuple = TICK_INPUTS) -> dict:
     """`int8` adds, for each pix2pix case on the CPU, the int8 runtime (needs onnxruntime;
     its calibration adds seconds to a minute per case). `mix`: (size, variant) pairs to time
     four models at once (measure_mix); `upscale`: the upscaling rows (measure_upscale);
     `pictures`: sizes to time drawing the audio pictures at (measure_pictures); `tick`: sizes
-    to time whole bands and spectrogram ticks at, picture drawn on the host or in the call
+    to time whole ticks of models on `tick_inputs` at, picture drawn on the host or in the call
     (measure_tick)."""
     results = []
     for case in cases:
@@ -477,9 +481,9 @@ def run_bench(cases: list[BenchCase], device: str = "cpu", iterations: int = 20,
         report["pictures"] = measure_pictures(pictures, iterations=iterations)
     if tick:
         if progress:
-            progress(f"whole ticks of bands and spectrogram models at {', '.join(f'{s}²' for s in tick)} "
+            progress(f"whole ticks of {', '.join(tick_inputs)} models at {', '.join(f'{s}²' for s in tick)} "
                      f"on {device}")
-        report["tick"] = measure_tick(device, tick, iterations=iterations, warmup=warmup)
+        report["tick"] = measure_tick(device, tick, iterations=iterations, warmup=warmup, inputs=tick_inputs)
     if sound:
         from bridge.sinks.voice_measure import measure_voice
         if progress:

@@ -213,6 +213,17 @@ def cmd_doctor(args) -> int:
     return 0 if ok else 1
 
 
+def _tick_inputs(text: str) -> tuple[str, ...]:
+    from bridge.analysis import REPRESENTATIONS
+    from bridge.errors import ConfigError
+    inputs = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in inputs if name not in (*REPRESENTATIONS, "image")]
+    if unknown or not inputs:
+        raise ConfigError(f"--tick-inputs: {', '.join(unknown) or 'none given'}: choose from "
+                          f"{', '.join(REPRESENTATIONS)}, image")
+    return inputs
+
+
 def cmd_bench(args) -> int:
     from bridge.bench import FAMILIES, default_cases, format_table, run_bench
 
@@ -229,7 +240,7 @@ def cmd_bench(args) -> int:
                        analysis="analysis" in families, int8=int8,
                        mix=tuple((size, variant) for size in sizes for variant in variants) if "mix" in families else (),
                        upscale="upscale" in families, pictures=sizes if "pictures" in families else (),
-                       tick=sizes if "tick" in families else ())
+                       tick=sizes if "tick" in families else (), tick_inputs=_tick_inputs(args.tick_inputs))
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -383,8 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", default="all",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
                         "voice), analysis (ms per hop), pictures (drawing the audio pictures), mix (four "
-                        "models at once), tick (whole ticks of bands, spectrogram and camera models, the picture made on "
+                        "models at once), tick (whole ticks of models on --tick-inputs, the picture made on "
                         "the host or inside the network's call), upscale (to 1080p and 4K), or all (default)")
+    p.add_argument("--tick-inputs", default="bands,spectrogram,image",
+                   help="the tick family's models' inputs: audio pictures (bands, mel, spectrogram, waveform, "
+                        "history, bands_history) and image (a camera frame); default bands,spectrogram,image")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=None,
                    help="also time the int8 runtime (pix2pix on the CPU), with its PSNR against fp32; "
                         "default: yes on the CPU when onnxruntime is installed")

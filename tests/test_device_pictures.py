@@ -124,11 +124,65 @@ def test_a_compiled_runner_draws_the_spectrogram_from_its_array(drum_features):
     assert (got - reference).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("input", ["history", "waveform", "bands_history"])
-def test_other_pictures_have_no_drawer(input):
+# --- the pictures drawn from arrays: waveform, history, bands_history ----------------------------------
+
+@pytest.mark.parametrize("n, columns", [(2048, 256), (2048, 512), (861, 1024), (100, 7), (5, 64), (2, 256)])
+def test_column_spans_reduce_exactly_as_the_numpy_helpers(n, columns):
+    """Shrinking (several values a column, spans of unequal length) and stretching (a value
+    repeated over columns): the gathered max and min are numpy's reduceat, bit for bit."""
+    from bridge.analysis.device_pictures import _column_reduce
+    from bridge.analysis.drawing import column_extremes, column_max
+    values = np.random.default_rng(n + columns).standard_normal((n, 6)).astype(np.float32)
+    assert np.array_equal(_column_reduce(torch.from_numpy(values)[None], columns, "max")[0].numpy(),
+                          column_max(values, columns))
+    low, high = column_extremes(values[:, 0], columns)
+    trace = torch.from_numpy(values[:, 0].copy())[None]
+    assert np.array_equal(_column_reduce(trace, columns, "min")[0].numpy(), low)
+    assert np.array_equal(_column_reduce(trace, columns, "max")[0].numpy(), high)
+
+
+@pytest.mark.parametrize("size", [64, 256])
+@pytest.mark.parametrize("name", ["waveform", "history", "bands_history"])
+def test_pictures_drawn_from_arrays_in_torch_match_numpy(drum_features, name, size):
+    from bridge.analysis.device_pictures import audio_drawer, audio_params
+    drawer = audio_drawer(name, size)
+    params = [audio_params(f, name, size) for f in drum_features]
+    got = drawer(*[torch.cat(column) for column in zip(*params)])  # all snapshots in one batch
+    reference = torch.cat([image_to_tensor(f.representation(name, size), size) for f in drum_features])
+    assert got.shape == reference.shape == (len(drum_features), 3, size, size)
+    levels = ((got - reference).abs() * 127.5).round()
+    assert levels.max() <= 1, f"off by up to {levels.max():g} levels"
+    assert (levels > 0).float().mean() < 1e-5
+    assert (reference[1:] - reference[:-1]).abs().amax(dim=(1, 2, 3)).max() > 0.5
+
+
+@pytest.mark.parametrize("input", ["waveform", "history", "bands_history"])
+def test_every_audio_picture_is_drawn_in_the_compiled_call_and_compiles_once(drum_features, input):
+    """A live pipeline on the compiled runner: what it uploads is the arrays the picture is drawn
+    from (their shapes fixed by the analysis, so warm-up's compile serves every frame), and its
+    frames are the host-picture frames."""
+    from torch._dynamo.utils import counters
     model = bands_model(input=input)
-    assert model.condition_drawer() is None
-    assert not Runner(model, runtime="optimized", compile=False).draws_condition
+    pipeline = FramePipeline(model, runner=Runner(model, runtime="optimized"))
+    assert pipeline.runner.draws_condition
+    pipeline.warmup(runs=1)
+    assert pipeline.runner.info.compiled
+    compiled = counters["stats"]["unique_graphs"]
+    audio = decode_audio(AMEN)
+    frames, pictures = [], []
+    for start in range(0, 44100, 14700):  # a third of a second between frames
+        pipeline.feed_audio(audio[start:start + 14700])
+        snapshot = pipeline.snapshot(start / 44100)
+        cond = pipeline.condition(snapshot, pipeline.runner)
+        tensors = cond if isinstance(cond, tuple) else (cond,)
+        assert all(t.dim() < 4 and t.dtype == torch.float32 for t in tensors)  # not a picture
+        pictures.append((pipeline.runner(cond), model.condition(snapshot)))
+        frames.append(pipeline.make_frame(snapshot, 1 / 30))
+    assert counters["stats"]["unique_graphs"] == compiled
+    host = Runner(model, runtime="optimized", compile=False)  # given the host's picture
+    for drawn, picture in pictures:
+        assert (drawn - host(picture)).abs().max() < 0.1
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).max() > 10  # it follows the sound
 
 
 def test_bench_times_whole_ticks_drawn_on_the_host_and_in_the_call():

@@ -132,10 +132,11 @@ def test_capture_on_a_loading_thread_leaves_the_live_thread_playing():
     assert all(np.array_equal(frame, gold) for frame in frames)
 
 
-@pytest.mark.parametrize("input", ["bands", "spectrogram", "image"])
+@pytest.mark.parametrize("input", ["bands", "spectrogram", "waveform", "history", "bands_history", "image"])
 def test_the_captured_graph_draws_the_condition_from_what_the_host_sends(input):
-    """Five numbers, a dB array or a uint8 camera frame go in; the graph draws the picture and
-    makes the frame the host-made picture gives (within bf16 and a drawing level)."""
+    """Five numbers, a dB array, the samples, feature rows or a uint8 camera frame go in; the
+    graph draws the picture and makes the frame the host-made picture gives (within bf16 and a
+    drawing level)."""
     from bridge.bench import _noise_features, _noise_frame
     from bridge.generators.base import Snapshot
     torch.manual_seed(0)

@@ -44,15 +44,19 @@ def draw_spectrogram(render: RenderData, size: int) -> np.ndarray:
     return colour_map_u8(resize(unit, size, size))
 
 
-def draw_waveform(render: RenderData, size: int) -> np.ndarray:
-    # Background: the newest spectrum on a log-frequency axis (bass at the bottom), dimmed so
-    # the line stays the brightest thing; a gentle vertical vignette keeps the centre readable.
+def waveform_rows(render: RenderData, size: int) -> np.ndarray:
+    """(size,) float32 0..1: the waveform background's brightness row by row, the newest spectrum
+    on a log-frequency axis (row 0, the top, the highest frequency; bass at the bottom)."""
     spectrum_db = render.spectrogram_db[-4:].mean(axis=0)
     bins = len(spectrum_db)
-    rows = np.geomspace(1.0, bins - 1.0, size)[::-1]  # row 0 (top) = highest frequency
+    rows = np.geomspace(1.0, bins - 1.0, size)[::-1]
     row_db = np.interp(rows, np.arange(bins), spectrum_db)
-    row_unit = _db_to_unit(row_db, render.spectrogram_ceiling_db)
-    background = colour_map(row_unit[:, None]) * np.float32(0.55)  # (size, 1, 3): one colour a row
+    return _db_to_unit(row_db, render.spectrogram_ceiling_db).astype(np.float32)
+
+
+def draw_waveform(render: RenderData, size: int) -> np.ndarray:
+    # Background: the spectrum rows dimmed so the line stays the brightest thing.
+    background = colour_map(waveform_rows(render, size)[:, None]) * np.float32(0.55)  # (size, 1, 3)
 
     low, high = column_extremes(np.tanh(render.samples * render.waveform_gain), size)
     centre, half = (size - 1) / 2.0, size * 0.45

@@ -20,7 +20,6 @@ from torch import nn
 from bridge.generators.base import Generator, Snapshot, frames_to_input, register, square_to_frames
 
 IMAGE_INPUT = "image"  # a camera or video frame instead of an audio representation
-DRAWN_ON_DEVICE = ("bands", "mel", "spectrogram")  # inputs the optimized runtime draws itself
 
 
 @dataclass
@@ -159,28 +158,21 @@ class Pix2Pix(Generator):
         return image_to_tensor(snapshot.audio.representation(self.config.input, self.config.size),
                                self.config.size)
 
-    def condition_drawer(self) -> nn.Module | None:
-        from bridge.analysis.device_pictures import BandsDrawer, ColourMapDrawer, FrameDrawer
+    def condition_drawer(self) -> nn.Module:
+        from bridge.analysis.device_pictures import FrameDrawer, audio_drawer
         if self.config.input == IMAGE_INPUT:  # the frame fitted on the host, scaled there
             return FrameDrawer()
-        if self.config.input == "bands":
-            return BandsDrawer(self.config.size)
-        if self.config.input in DRAWN_ON_DEVICE:  # mel, spectrogram: a dB array, colour-mapped
-            return ColourMapDrawer(self.config.size, transpose=self.config.input == "spectrogram")
-        return None  # pictures drawn from many arrays (waveform, history, bands_history): the host's
+        return audio_drawer(self.config.input, self.config.size)
 
     def condition_params(self, snapshot: Snapshot):
-        from bridge.analysis.device_pictures import bands_params, colour_map_params, frame_params
+        from bridge.analysis.device_pictures import audio_params, frame_params
         size = self.config.size
         if self.config.input == IMAGE_INPUT:
             return frame_params(None if snapshot.image is None else fit_image(snapshot.image, size), size)
-        if self.config.input not in DRAWN_ON_DEVICE:
-            raise NotImplementedError(f"pix2pix input {self.config.input!r} is drawn on the host")
         if snapshot.audio is None:
             return None
-        if self.config.input == "bands":
-            return bands_params(snapshot.audio)
-        return colour_map_params(snapshot.audio, self.config.input)
+        params = audio_params(snapshot.audio, self.config.input, size)
+        return params[0] if len(params) == 1 else params
 
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(cond)
