@@ -101,7 +101,8 @@ def unet_any_size(unet, x: torch.Tensor) -> torch.Tensor:
 
 class ScaledPix2Pix(Generator):
     """A pix2pix model played at a smaller internal size: (1, 3, S, S) in -> (1, 3, S, S) out,
-    with the network run at (size, size) between. A Runner compiles it like any generator."""
+    with the network run at (size, size) between. A Runner compiles it like any generator, and
+    the optimized one draws the full-size condition on the device as for the full model."""
 
     family = "pix2pix"
 
@@ -120,6 +121,13 @@ class ScaledPix2Pix(Generator):
 
     def condition(self, snapshot):
         return self.model.condition(snapshot)
+
+    def condition_drawer(self):
+        """The full model's: the full-size picture is drawn on the device, then shrunk in `generate`."""
+        return self.model.condition_drawer()
+
+    def condition_params(self, snapshot):
+        return self.model.condition_params(snapshot)
 
     def generate(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         full = cond.shape[-1]

@@ -374,6 +374,12 @@ class IsolatedRunner:
         self.info = RunnerInfo(**{**asdict(RunnerInfo(runtime=iso.spec["runtime"], device=iso.device)), **info})
         self.info.note = (self.info.note + "; " if self.info.note else "") + "isolated in a worker process"
 
+    @property
+    def draws_condition(self) -> bool:
+        """Whether the worker's runner draws the picture itself: then the pipeline sends what it
+        is drawn from (a few numbers or arrays, not a float picture) through the pipe."""
+        return self.info.draws_condition
+
     def __call__(self, cond, latent: torch.Tensor | None = None):
         return self.iso.call(self.level, cond, latent)
 

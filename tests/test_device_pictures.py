@@ -92,22 +92,29 @@ def test_the_optimized_runner_draws_from_five_numbers_and_makes_the_same_picture
     assert (reference(model.condition(snapshot)) - from_numbers).abs().max() < 0.1
 
 
-def test_the_pipeline_sends_numbers_only_where_the_runner_draws(drum_features):
+def test_the_pipeline_sends_numbers_wherever_the_runner_draws(drum_features):
     model = bands_model(size=64)
     snapshot = Snapshot(audio=drum_features[30])
     optimized = FramePipeline(model, runner=Runner(model, runtime="optimized", compile=False),
                               degrade=(1.0, 0.5))
     assert optimized.condition(snapshot, optimized.runner).shape == (1, 5)
-    lower = optimized.level_runners[1]  # a degraded level's scaled model draws on the host
-    assert not getattr(lower, "draws_condition", False)
-    assert optimized.condition(snapshot, lower).shape == (1, 3, 64, 64)
+    lower = optimized.level_runners[1]  # a degraded level draws the full picture too, then shrinks it
+    assert lower.draws_condition
+    assert optimized.condition(snapshot, lower).shape == (1, 5)
     optimized.warmup(runs=1)
-    reference = FramePipeline(model, runner=Runner(model, runtime="reference"))
+    reference = FramePipeline(model, runner=Runner(model, runtime="reference"), degrade=(1.0, 0.5))
     a, b = optimized.make_frame(snapshot), reference.make_frame(snapshot)
     assert a.shape == b.shape == (64, 64, 4)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 16
-    optimized.level = 1
-    assert optimized.make_frame(snapshot).shape == (64, 64, 4)
+    reference_lower = reference.level_runners[1]
+    assert not reference_lower.draws_condition
+    assert reference.condition(snapshot, reference_lower).shape == (1, 3, 64, 64)
+    full = a
+    optimized.level = reference.level = 1
+    a, b = optimized.make_frame(snapshot), reference.make_frame(snapshot)
+    assert a.shape == (64, 64, 4)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 16
+    assert np.abs(a.astype(int) - full.astype(int)).max() > 16  # the half-size network's picture
 
 
 def test_a_compiled_runner_draws_the_spectrogram_from_its_array(drum_features):

@@ -70,6 +70,37 @@ def test_the_worker_makes_the_same_pictures_as_the_live_process(tiny_models):
     assert str(iso.status) == "closed"
 
 
+def test_a_worker_that_draws_is_sent_what_the_picture_is_drawn_from(tiny_models):
+    """The optimized worker draws the bands picture itself (every level): the pipeline sends it
+    five numbers, not a float picture, and gets the frames the live process makes from one."""
+    from bridge.engine import FramePipeline
+    from bridge.generators.base import find_bundle, load_model, save_bundle
+    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+    torch.manual_seed(2)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
+    model = load_model("tiny-64")
+    iso = IsolatedGenerator(find_bundle("tiny-64"), runtime="optimized", sizes=[32])
+    try:
+        runner = iso.runner(model)
+        assert runner.draws_condition and runner.at_level(1, 32).draws_condition
+        pipeline = FramePipeline(model, runner=runner, degrade=(1.0, 0.5))
+        local = FramePipeline(model, runner=Runner(model, runtime="optimized", compile=False),
+                              degrade=(1.0, 0.5))
+        pipeline.warmup(runs=1)
+        for p in (pipeline, local):
+            p.feed_audio((0.5 * torch.randn(4410)).numpy())
+        snapshot = pipeline.snapshot(0.1)
+        for level in (0, 1):
+            cond = pipeline.condition(snapshot, pipeline.level_runners[level])
+            assert cond.shape == (1, 5)
+            pipeline.level = local.level = level
+            got, want = pipeline.make_frame(snapshot), local.make_frame(snapshot)
+            assert got.shape == want.shape == (64, 64, 4)
+            assert abs(got.astype(int) - want.astype(int)).max() <= 16  # compiled vs eager bf16
+    finally:
+        iso.close()
+
+
 def test_a_worker_that_cannot_load_its_model_is_one_clear_error(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
