@@ -140,9 +140,14 @@ class LiveSettings:
         parse_degrade(self.degrade)  # a bad --degrade fails here, with its one-line error
         if len(self.mix_models) > 3:
             raise ConfigError(f"at most 4 --model at once, got {1 + len(self.mix_models)}")
-        if self.out_size is not None:
-            from bridge.upscale import Upscaler, parse_size
-            Upscaler(*parse_size(self.out_size), mode=self.upscale, fit=self.fit)  # checks all three
+        self.upscaler()  # a bad --out-size, --upscale or --fit fails here too
+
+    def upscaler(self):
+        """A new Upscaler to the --out-size frame (bridge.upscale), or None: the model's square."""
+        if self.out_size is None:
+            return None
+        from bridge.upscale import Upscaler, parse_size
+        return Upscaler(*parse_size(self.out_size), mode=self.upscale, fit=self.fit)
 
 
 def default_mode(model, has_audio: bool, has_image: bool) -> str | None:
@@ -210,9 +215,9 @@ class LiveSession(Actions):
                 self._open(self.video)
             self.size = settings.size or self.model.output_size
             self.width = self.height = self.size
-            if settings.out_size is not None:
-                from bridge.upscale import parse_size
-                self.width, self.height = parse_size(settings.out_size)
+            upscaler = settings.upscaler()
+            if upscaler is not None:
+                self.width, self.height = upscaler.width, upscaler.height
             self.sinks = []
             self.sink_audio_rate = None
             sound_rate = self.pipeline.sound_rate
@@ -282,10 +287,7 @@ class LiveSession(Actions):
         else:
             runner = Runner(model, runtime=s.runtime, device=s.device)
         own_walk = name == s.model
-        upscaler = None
-        if s.out_size is not None and lead:  # a mix's frame is finished by its lead
-            from bridge.upscale import Upscaler, parse_size
-            upscaler = Upscaler(*parse_size(s.out_size), mode=s.upscale, fit=s.fit)
+        upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
                                  output_size=output_size or s.size,
                                  walk=s.walk if own_walk else None,

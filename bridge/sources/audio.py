@@ -6,25 +6,17 @@
 from __future__ import annotations
 
 import os
-import re
 
 from bridge.errors import SourceError
 from bridge.sources.audio_base import DEFAULT_BLOCK, DEFAULT_SAMPLE_RATE, AudioSource, Silence
 from bridge.sources.audio_file import AudioFile
 from bridge.sources.audio_stream import AudioStream
+from bridge.sources.base import is_url, looks_like_path
 from bridge.sources.decode import decode_audio
 from bridge.sources.line_in import LineIn, list_audio_devices
 
 __all__ = ["AudioSource", "AudioFile", "AudioStream", "LineIn", "Silence",
-           "open_audio_source", "list_audio_devices", "decode_audio", "looks_like_path"]
-
-# "name.ext" or anything with a path separator reads as a file the user meant to give,
-# so a typo gives "no such file" rather than "no such sound card".
-_FILE_LIKE = re.compile(r"(^[.~]|[/\\]|\.[A-Za-z0-9]{2,5}$)")
-
-
-def looks_like_path(spec: str) -> bool:
-    return bool(_FILE_LIKE.search(spec))
+           "open_audio_source", "list_audio_devices", "decode_audio", "looks_like_path", "is_url"]
 
 
 def open_audio_source(spec: str, sample_rate: int = DEFAULT_SAMPLE_RATE, block: int = DEFAULT_BLOCK,
@@ -42,7 +34,7 @@ def open_audio_source(spec: str, sample_rate: int = DEFAULT_SAMPLE_RATE, block: 
         raise SourceError("empty audio source; use 'silence', 'default', a device, a file or a URL")
     if spec.lower() == "silence":
         return Silence(sample_rate, block)
-    if "://" in spec:
+    if is_url(spec):
         return AudioStream(spec, sample_rate, block, channel=channel)
     path = os.path.expanduser(spec)
     if os.path.isfile(path):

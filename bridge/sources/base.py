@@ -6,12 +6,26 @@ it asks for the newest window (audio) or the newest frame (video) and gets it at
 from __future__ import annotations
 
 import enum
+import re
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from bridge import clock
+
+# "name.ext" or anything with a path separator reads as a file the user meant to give,
+# so a typo gives "no such file" rather than "no such sound card" (or camera).
+_FILE_LIKE = re.compile(r"(^[.~]|[/\\]|\.[A-Za-z0-9]{2,5}$)")
+
+
+def looks_like_path(spec: str) -> bool:
+    return bool(_FILE_LIKE.search(spec))
+
+
+def is_url(spec) -> bool:
+    """A source given as a URL with a scheme ("scheme://..."), read by ffmpeg (or OpenCV)."""
+    return isinstance(spec, str) and "://" in spec
 
 
 class State(str, enum.Enum):

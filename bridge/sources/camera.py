@@ -13,7 +13,7 @@ import numpy as np
 
 from bridge import clock
 from bridge.errors import DeviceError
-from bridge.sources.base import State
+from bridge.sources.base import State, is_url
 from bridge.sources.video_base import VideoSource
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,6 @@ OPEN_TIMEOUT_S = 3.0  # a capture still opening after this is stuck too
 RETRY_EVERY_S = 0.25  # after a failed open: a camera plugged back in is found at once
 MAX_STUCK_READERS = 2  # abandoned reads still inside the driver before we stop opening more
 WATCH_EVERY_S = 0.05
-
-
-def is_url(device) -> bool:
-    return isinstance(device, str) and "://" in device
 
 
 class Camera(VideoSource):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from bridge.errors import SourceError
-from bridge.sources.audio import looks_like_path
+from bridge.sources.base import is_url, looks_like_path
 from bridge.sources.camera import Camera, list_cameras
 from bridge.sources.video_base import VideoSource
 from bridge.sources.video_media import VideoFile, VideoStream
@@ -28,7 +28,7 @@ def open_video_source(spec: str | int, size: tuple[int, int] | None = None,
     spec = str(spec).strip()
     if not spec:
         raise SourceError("empty video source; use a camera index or name, a file or a URL")
-    if "://" in spec:
+    if is_url(spec):
         return VideoStream(spec, size)
     path = os.path.expanduser(spec)
     if os.path.isfile(path):
