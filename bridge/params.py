@@ -353,3 +353,10 @@ class ParamStore:
     def watch(self, callback: Callable[[ControlEvent], None]) -> None:
         """Hear every accepted event, parameters and triggers, with its source (the recorder)."""
         self._event_listeners.append(callback)
+
+    def unlisten(self, callback) -> None:
+        """Stop hearing: `callback` (given to `listen` or `watch`) is called no more. A closed
+        control (OSC, MIDI) must not hear a store that outlives it."""
+        for listeners in (self._listeners, self._event_listeners):
+            while callback in listeners:
+                listeners.remove(callback)

@@ -186,3 +186,18 @@ def test_live_run_keeps_heartbeat_and_rate_through_thousands_of_bad_packets(tmp_
     assert session.params.get("smoothing") == pytest.approx(0.3)  # the good messages were obeyed
     fps_reports = [args[0] for a, args in inbox.messages if a == "/vjbridge/fps"]
     assert fps_reports and max(fps_reports) >= 25.0
+
+
+def test_a_closed_control_no_longer_hears_the_store(inbox):
+    """The parameter store outlives a control (a reopened OSC port, a session's controls closed
+    before its engine): once closed, the control is not called on its changes any more."""
+    params = ParamStore()
+    control = OscControl(params, port=0, reply=("127.0.0.1", inbox.port)).start()
+    params.set("smoothing", 0.5)
+    assert inbox.wait_for("/vjbridge/param/smoothing") == [[0.5]]
+    control.close()
+    sent = []
+    control.send = lambda *message: sent.append(message)  # what the store would reach now
+    params.set("smoothing", 0.6)
+    params.trigger("next_anchor")
+    assert sent == [] and params.get("smoothing") == 0.6

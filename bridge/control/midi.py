@@ -621,6 +621,8 @@ class MidiControl:
             return
         self._closed = True
         self._stop.set()
+        for callback in (self._heard_value, self._heard_event):  # the store may outlive us
+            self.store.unlisten(callback)
         for thread in self._threads:
             thread.join(timeout=2.0)
         with self._ports_lock:

@@ -230,7 +230,7 @@ class OscControl:
         self.port = sock.getsockname()[1]
         if self.reply is not None:
             self._out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.params.listen(lambda name, value: self.send(f"{PREFIX}/param/{name}", value))
+            self.params.listen(self._echo_param)
             self.params.watch(self._echo_trigger)
         for target, name in ((self._listen, "vjbridge-osc-in"), (self._heartbeat, "vjbridge-osc-beat")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -238,8 +238,13 @@ class OscControl:
             self._threads.append(thread)
         return self
 
+    def _echo_param(self, name: str, value) -> None:
+        self.send(f"{PREFIX}/param/{name}", value)
+
     def close(self) -> None:
         self._stop.set()
+        for callback in (self._echo_param, self._echo_trigger):  # the store may outlive us
+            self.params.unlisten(callback)
         for thread in self._threads:
             thread.join(timeout=2.0)
         for s in (self._sock, self._out):
