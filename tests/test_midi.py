@@ -12,8 +12,9 @@ import rtmidi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.control.midi import (CCBinding, MidiControl, MidiMapping, NoteBinding, list_ports, load_mapping,
-                                 mapping_to_toml, parse_mapping, save_mapping_file)
+from bridge.control.midi import MidiControl, list_ports
+from bridge.control.midi_mapping import (CCBinding, MidiMapping, NoteBinding, load_mapping, mapping_to_toml,
+                                         parse_mapping, save_mapping_file)
 from bridge.control.presets import save_preset
 from bridge.errors import ConfigError, ControlError, DeviceError
 from bridge.params import CORE_PARAMS, CORE_TRIGGERS, Param, ParamStore, Trigger

@@ -26,7 +26,8 @@ import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.udp_client import SimpleUDPClient
 
-from bridge.control.midi import CCBinding, MidiControl, MidiMapping, NoteBinding, save_mapping_file
+from bridge.control.midi import MidiControl
+from bridge.control.midi_mapping import CCBinding, MidiMapping, NoteBinding, save_mapping_file
 from bridge.control.osc import LOG_PER_S
 from bridge.params import ParamStore
 from bridge.sinks.null import NullSink

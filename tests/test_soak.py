@@ -81,7 +81,7 @@ def play_midi(controller, stop: threading.Event, counts: dict) -> None:
 
 @pytest.mark.soak
 def test_soak_live_with_osc_and_midi_traffic(jack_server, tiny_models, inbox):  # noqa: F811
-    from bridge.control.midi import save_mapping_file
+    from bridge.control.midi_mapping import save_mapping_file
     from tests.test_midi import Controller
 
     escaped = []
