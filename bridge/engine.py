@@ -83,8 +83,8 @@ class FramePipeline:
         at_level = getattr(self.runner, "at_level", None)  # an isolated worker holds its own levels
         if at_level is not None:
             return at_level(index, size)
-        return Runner(ScaledPix2Pix(self.model, size), runtime=self.runner.info.runtime,
-                      device=str(self.runner.device))
+        runtime = getattr(self.runner, "level_runtime", None) or self.runner.info.runtime
+        return Runner(ScaledPix2Pix(self.model, size), runtime=runtime, device=str(self.runner.device))
 
     def close(self) -> None:
         """Let go of what outlives the pipeline by itself (an isolated worker process)."""
@@ -122,8 +122,10 @@ class FramePipeline:
             latent = self.control.warmup_latent(snapshot.audio)
         else:
             latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
-        for runner in self.level_runners:  # every level compiled now: a switch never stalls
-            runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
+        for level_runner in self.level_runners:  # every level compiled now: a switch never stalls
+            # --runtime auto: each runtime it will try, with the condition that one takes
+            for runner in getattr(level_runner, "candidates", [level_runner]):
+                runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
         if self.navigator is not None:
             self.navigator.reset()
 

@@ -20,7 +20,7 @@ from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError, ControlError, ModelLoadError
 from bridge.generators.base import load_model
 from bridge.params import ParamStore
-from bridge.runtime import Runner
+from bridge.runtime import make_runner
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ class LiveSettings:
         if self.osc_port is not None and not 0 <= self.osc_port < 65536:
             raise ConfigError(f"--osc-port must be 0..65535, got {self.osc_port}")
         parse_degrade(self.degrade)  # a bad --degrade fails here, with its one-line error
+        if self.runtime == "auto" and self.isolate:
+            raise ConfigError("--runtime auto chooses on live frames in this process: with --isolate "
+                              "give --runtime optimized or int8")
         if len(self.mix_models) > 3:
             raise ConfigError(f"at most 4 --model at once, got {1 + len(self.mix_models)}")
         self.upscaler()  # a bad --out-size, --upscale or --fit fails here too
@@ -285,7 +288,7 @@ class LiveSession(Actions):
         if s.isolate:
             runner = self._isolated_runner(name, model)
         else:
-            runner = Runner(model, runtime=s.runtime, device=s.device)
+            runner = make_runner(model, runtime=s.runtime, device=s.device)
         own_walk = name == s.model
         upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import statistics
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,6 +38,9 @@ from bridge.generators.pix2pix import fold_batchnorm
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("reference", "optimized", "int8")
+AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (held-out demo ticks) is this high
+AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
+AUTO_TRIAL_FRAMES = 30  # auto: live frames each runtime plays before the faster is kept
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,6 +75,7 @@ class RunnerInfo:
     draws_condition: bool = False  # takes the condition's few numbers and draws it in the call
     note: str = ""
     psnr_db: float | None = None  # lossy runtimes: mean PSNR of the picture against fp32, held-out inputs
+    auto_ms: dict | None = None  # --runtime auto: ms a call each runtime took in its live trial
 
 
 def _to_device(x, device: torch.device, channels_last: bool = False):
@@ -423,6 +429,108 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
             if len(pictures) == count:
                 break
     return torch.cat(pictures)
+
+
+def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu"):
+    """The runner `--runtime` asks for ("auto": `auto_runner`)."""
+    if runtime == "auto":
+        return auto_runner(model, device)
+    return Runner(model, runtime=runtime, device=device)
+
+
+def _int8_unavailable(model: Generator, device: str) -> str | None:
+    """Why the int8 runtime cannot run `model` on `device`, or None."""
+    if model.family != "pix2pix":
+        return f"int8 is for pix2pix, this is {model.family}"
+    if torch.device(device).type != "cpu":
+        return f"int8 runs on the CPU, this is {device}"
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    return None
+
+
+class AutoRunner:
+    """`--runtime auto`: the optimized and the int8 runner (pix2pix on the CPU), both warmed, take
+    turns for the first 2 x AUTO_TRIAL_FRAMES live frames, each call timed where the engine makes
+    it (beside the audio, the analysis and the sinks: the threads it shares the cores with change
+    which is faster); then the faster stays, if int8 is AUTO_MIN_GAIN faster and its PSNR against
+    fp32 at least AUTO_MIN_PSNR_DB, and the other is let go. Looks like a Runner to the pipeline:
+    `draws_condition` answers for the runner that takes the next call."""
+
+    def __init__(self, optimized: Runner, int8: Runner):
+        self.candidates = [optimized, int8]
+        self.device = optimized.device
+        self._times: dict[str, list[float]] = {"optimized": [], "int8": []}
+        self._turn = 0
+        self.chosen: Runner | None = None
+        if int8.info.psnr_db is None or int8.info.psnr_db < AUTO_MIN_PSNR_DB:
+            self._choose(optimized, f"int8 at {int8.info.psnr_db or 0:.1f} dB, under {AUTO_MIN_PSNR_DB:g} dB")
+
+    @property
+    def _current(self) -> Runner:
+        return self.chosen or self.candidates[self._turn % 2]
+
+    @property
+    def info(self) -> RunnerInfo:
+        return self._current.info
+
+    @property
+    def draws_condition(self) -> bool:
+        return self._current.draws_condition
+
+    level_runtime = "optimized"  # degraded levels (built before the choice) run optimized
+
+    def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
+        """Warms the runner that takes the next call (the pipeline warms each candidate)."""
+        self._current.warmup(cond, latent, runs)
+
+    def __call__(self, cond, latent: torch.Tensor | None = None):
+        runner = self._current
+        t0 = time.perf_counter()
+        out = runner(cond, latent)
+        if self.chosen is None:
+            self._times[runner.info.runtime].append((time.perf_counter() - t0) * 1000.0)
+            self._turn += 1
+            if min(len(t) for t in self._times.values()) >= AUTO_TRIAL_FRAMES:
+                self._decide()
+        return out
+
+    def _decide(self) -> None:
+        # the first few of each warm caches up after warm-up: judged on the rest
+        ms = {name: statistics.median(t[AUTO_TRIAL_FRAMES // 4:]) for name, t in self._times.items()}
+        optimized, int8 = self.candidates
+        take_int8 = ms["optimized"] >= AUTO_MIN_GAIN * ms["int8"]
+        self._choose(int8 if take_int8 else optimized,
+                     f"live calls: optimized {ms['optimized']:.1f} ms, int8 {ms['int8']:.1f} ms "
+                     f"({int8.info.psnr_db:.1f} dB); int8 wants {AUTO_MIN_GAIN:g}x", ms)
+
+    def _choose(self, runner: Runner, why: str, ms: dict | None = None) -> None:
+        self.chosen = runner
+        runner.info.note = _joined(runner.info.note, f"auto: {runner.info.runtime} ({why})")
+        runner.info.auto_ms = {name: round(v, 2) for name, v in ms.items()} if ms else None
+        self.candidates = [runner]
+        log.info(runner.info.note)
+
+
+def auto_runner(model: Generator, device: str = "cpu") -> "Runner | AutoRunner":
+    """The optimized runner where int8 cannot run (with the reason in its note), else an
+    AutoRunner that chooses between them on the first live frames."""
+    optimized = Runner(model, runtime="optimized", device=device)
+    why = _int8_unavailable(model, device)
+    if why is None:
+        try:
+            return AutoRunner(optimized, Runner(model, runtime="int8", device=device))
+        except Exception as e:  # int8 is an option: never a reason not to play
+            why = f"int8 failed to build ({type(e).__name__}: {e})"
+    optimized.info.note = _joined(optimized.info.note, f"auto: optimized ({why})")
+    log.info(optimized.info.note)
+    return optimized
+
+
+def _joined(note: str | None, more: str) -> str:
+    return f"{note}; {more}" if note else more
 
 
 def picture_psnr(reference: np.ndarray, other: np.ndarray) -> float:

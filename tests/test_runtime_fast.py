@@ -115,3 +115,59 @@ def test_int8_runs_a_degraded_level():
     assert out.shape == (1, 3, 32, 32)
     with torch.inference_mode():
         assert psnr(scaled.generate(cond), out) > 30.0
+
+
+# --- --runtime auto: optimized and int8 take turns on the first live frames, the faster stays ------
+
+@pytest.mark.parametrize("gain, chosen", [(0.0, "int8"), (1000.0, "optimized")])
+def test_auto_plays_both_on_live_frames_then_keeps_one(monkeypatch, gain, chosen):
+    """Each runtime gets its own kind of condition on its turns (the optimized one draws the
+    picture itself, int8 is given the picture), both are timed, and the threshold decides on the
+    times measured: any gain -> int8; a speed-up no runtime makes -> optimized."""
+    from bridge import runtime
+    from bridge.engine import FramePipeline
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 4)
+    monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", gain)
+    model = tiny_pix2pix()
+    runner = runtime.make_runner(model, runtime="auto")
+    assert isinstance(runner, runtime.AutoRunner) and runner.chosen is None
+    pipeline = FramePipeline(model, runner=runner)
+    pipeline.warmup(runs=1)
+    pipeline.feed_audio(np.random.default_rng(0).standard_normal(44100).astype(np.float32) * 0.3)
+    snapshot = pipeline.snapshot(1.0)
+    given = []
+    for _ in range(8):
+        cond = pipeline.condition(snapshot, runner)
+        given.append("picture" if isinstance(cond, torch.Tensor) and cond.dim() == 4 else "drawn from")
+        assert pipeline.make_frame(snapshot, 1 / 30).shape == (32, 32, 4)
+    assert given == ["drawn from", "picture"] * 4  # the optimized one draws, int8 is given the picture
+    assert runner.chosen is not None and runner.info.runtime == chosen
+    assert set(runner.info.auto_ms) == {"optimized", "int8"} and min(runner.info.auto_ms.values()) > 0
+    assert f"auto: {chosen} (live calls: optimized" in runner.info.note
+    assert runner.candidates == [runner.chosen]  # the other let go
+    frame = pipeline.make_frame(snapshot, 1 / 30)  # and it plays on
+    assert frame.shape == (32, 32, 4)
+
+
+def test_auto_keeps_optimized_without_a_trial_when_int8_is_too_lossy(monkeypatch):
+    from bridge import runtime
+    monkeypatch.setattr(runtime, "AUTO_MIN_PSNR_DB", 200.0)
+    runner = runtime.make_runner(tiny_pix2pix(), runtime="auto")
+    assert runner.chosen is not None and runner.info.runtime == "optimized"
+    assert "under 200 dB" in runner.info.note and runner.candidates == [runner.chosen]
+
+
+def test_auto_is_the_optimized_runtime_where_int8_cannot_run(monkeypatch):
+    from bridge.generators.cvae import CVAE, CVAEConfig
+    from bridge.runtime import make_runner
+    runner = make_runner(CVAE(CVAEConfig()), runtime="auto")
+    assert runner.info.runtime == "optimized" and "int8 is for pix2pix, this is cvae" in runner.info.note
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    runner = make_runner(tiny_pix2pix(), runtime="auto")
+    assert runner.info.runtime == "optimized" and "onnxruntime is not installed" in runner.info.note
+
+
+def test_auto_is_refused_with_isolate():
+    from bridge.live import LiveSettings
+    with pytest.raises(ConfigError, match="--runtime auto chooses on live frames"):
+        LiveSettings(model="pix2pix-pulse", outs=["null"], runtime="auto", isolate=True)
