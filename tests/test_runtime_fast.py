@@ -171,3 +171,21 @@ def test_auto_is_refused_with_isolate():
     from bridge.live import LiveSettings
     with pytest.raises(ConfigError, match="--runtime auto chooses on live frames"):
         LiveSettings(model="pix2pix-pulse", outs=["null"], runtime="auto", isolate=True)
+
+
+def test_auto_with_degradation_warms_both_and_plays_a_lower_level(monkeypatch):
+    from bridge import runtime
+    from bridge.engine import FramePipeline
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 2)
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")).eval()
+    runner = runtime.make_runner(model, runtime="auto")
+    pipeline = FramePipeline(model, runner=runner, degrade=(1.0, 0.5))
+    lower = pipeline.level_runners[1]
+    assert lower.info.runtime == "optimized" and lower.draws_condition  # built before any choice
+    pipeline.warmup(runs=1)
+    snapshot = pipeline.snapshot(0.5)
+    for level in (0, 1, 0, 1, 0, 0):
+        pipeline.level = level
+        assert pipeline.make_frame(snapshot, 1 / 30).shape == (64, 64, 4)
+    assert runner.chosen is not None  # the full level's four calls made the trial
