@@ -204,8 +204,8 @@ class Runner:
             except Exception as e:  # the graph is an optimisation: never a reason not to play
                 self._graphs = None
                 self.info.cuda_graph = False
-                self.info.note = (self.info.note + "; " if self.info.note else "") + \
-                    f"CUDA graph capture failed ({type(e).__name__}: {e}); running without"
+                self.info.note = _joined(self.info.note, f"CUDA graph capture failed ({type(e).__name__}: {e}); "
+                                                         "running without")
                 log.warning(self.info.note)
                 return None
             self._graphs[key] = step
