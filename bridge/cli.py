@@ -36,6 +36,14 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
 
+def _add_threads(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--threads", default=default,
+                   help="torch threads for the network on the CPU: a count, or auto (1 and all the cores "
+                        "play the first live frames in turn; more kept only if 1.1x faster, so a small model "
+                        "leaves cores to the rest)" + (f"; default {default}" if default else
+                                                        "; default torch's own (all the cores)"))
+
+
 def _add_generation(p: argparse.ArgumentParser) -> None:
     """Options that choose how a model plays: its live mode and its latent walk."""
     p.add_argument("--mode", help="live mode of families that have them (vae_associator: camera, "
@@ -68,7 +76,7 @@ def run_settings(args):
                         audio_in=None if audio_in == "none" else audio_in,
                         camera=given["camera"], outs=given["outs"] or ["window"],
                         fps=given["fps"] or 30.0, size=args.size, runtime=args.runtime,
-                        device=args.device, smoothing=args.smoothing, block=args.block,
+                        threads=args.threads, device=args.device, smoothing=args.smoothing, block=args.block,
                         channel=args.channel, mode=args.mode, mix=args.mix, walk=args.walk,
                         walk_params=parse_key_values(args.walk_param, "--walk-param"), seed=args.seed,
                         idle_after=args.idle, idle_detector=args.idle_detector, osc_port=args.osc_port,
@@ -110,7 +118,7 @@ def cmd_render(args) -> int:
     model = load_model(args.model, device=args.device)
     prepare_model(model, args.mode, args.mix, has_audio=True, has_image=args.video is not None,
                   image_option="--video FILE")
-    runner = make_runner(model, runtime=args.runtime, device=args.device)
+    runner = make_runner(model, runtime=args.runtime, device=args.device, threads=args.threads)
     replay = None
     if args.replay:
         from bridge.control.recorder import Recording
@@ -349,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "if it crashes or hangs, the last good frame plays on while a new worker starts")
     _add_generation(p)
     _add_runtime(p)
+    _add_threads(p, "auto")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("render", help="offline: audio (+video) file to an mp4 with the audio muxed")
@@ -367,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "at their frame times: the same file renders the same frames")
     _add_generation(p)
     _add_runtime(p)
+    _add_threads(p, None)
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("demo", help="bundled model + bundled CC0 audio -> demo.mp4, with stats")

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from bridge.errors import BridgeError, GeneratorUnavailable, ModelLoadError
-from bridge.runtime import RunnerInfo
+from bridge.runtime import RunnerInfo, join_note
 from bridge.sources.base import State, Status
 
 log = logging.getLogger(__name__)
@@ -372,7 +372,7 @@ class IsolatedRunner:
         self.device = torch.device(iso.device)
         info = {k: v for k, v in iso.info.items() if k in RunnerInfo.__dataclass_fields__}
         self.info = RunnerInfo(**{**asdict(RunnerInfo(runtime=iso.spec["runtime"], device=iso.device)), **info})
-        self.info.note = (self.info.note + "; " if self.info.note else "") + "isolated in a worker process"
+        self.info.note = join_note(self.info.note, "isolated in a worker process")
 
     @property
     def draws_condition(self) -> bool:

@@ -20,7 +20,7 @@ from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError, ControlError, ModelLoadError
 from bridge.generators.base import load_model
 from bridge.params import ParamStore
-from bridge.runtime import make_runner
+from bridge.runtime import make_runner, parse_threads
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class LiveSettings:
     fps: float = 30.0
     size: int | None = None  # output size; None = the model's own
     runtime: str = "optimized"
+    threads: int | str | None = "auto"  # torch threads of the network: a count, auto (tried live), None: torch's
     device: str = "cpu"
     smoothing: float = 0.0
     block: int = 512
@@ -138,6 +139,7 @@ class LiveSettings:
         if self.osc_port is not None and not 0 <= self.osc_port < 65536:
             raise ConfigError(f"--osc-port must be 0..65535, got {self.osc_port}")
         parse_degrade(self.degrade)  # a bad --degrade fails here, with its one-line error
+        self.threads = parse_threads(self.threads)
         if self.runtime == "auto" and self.isolate:
             raise ConfigError("--runtime auto chooses on live frames in this process: with --isolate "
                               "give --runtime optimized or int8")
@@ -288,7 +290,10 @@ class LiveSession(Actions):
         if s.isolate:
             runner = self._isolated_runner(name, model)
         else:
-            runner = make_runner(model, runtime=s.runtime, device=s.device)
+            # a mix's other models take the lead's count (switching it per call would clear
+            # oneDNN's prepared kernels every frame); a fixed count is everyone's
+            threads = s.threads if lead or s.threads != "auto" else None
+            runner = make_runner(model, runtime=s.runtime, device=s.device, threads=threads)
         own_walk = name == s.model
         upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
@@ -314,10 +319,14 @@ class LiveSession(Actions):
         from bridge.isolate import IsolatedGenerator
         s = self.settings
         levels, _ = levels_for(model, parse_degrade(s.degrade))
+        if s.threads == "auto":  # the trial times calls in this process: the worker keeps torch's count
+            log.info("--threads auto is chosen in this process: the isolated worker runs torch's "
+                     "own count (give --threads N to set it)")
         iso = IsolatedGenerator(find_bundle(name), runtime=s.runtime, device=s.device,
                                 sizes=[level.size for level in levels[1:]],
                                 mode=getattr(model, "mode", None) if model.modes else None,
-                                mix=getattr(model, "mix", None) if model.modes else None)
+                                mix=getattr(model, "mix", None) if model.modes else None,
+                                threads=s.threads if isinstance(s.threads, int) else None)
         return iso.runner(model)
 
     def _open_control(self) -> None:

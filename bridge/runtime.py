@@ -17,12 +17,20 @@ quantized by ONNX Runtime (QDQ, per-channel weights; on x86 CPUs without VNNI, r
 the products sum straight into int32 and full 8-bit weights are kept), calibrated on
 the pictures the model sees live (the bundled demo audio through the streaming analysis). Its
 PSNR against fp32 on held-out ticks is measured at start and kept in `info.psnr_db`.
+
+Threads (`--threads`): a runner given a count sets it in the thread that calls it (torch's count
+is per thread under OpenMP; the int8 runtime keeps one ONNX Runtime session per count). `auto`
+lets 1 and all the cores (and half, from 4) play the first live frames in turns, as `--runtime
+auto` does for the runtimes, and keeps the fewest threads unless more are AUTO_MIN_GAIN faster:
+a small network runs as fast on one core and leaves the others to the audio, the sinks and
+TouchDesigner; a large one needs them all.
 """
 from __future__ import annotations
 
 import copy
 import functools
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -40,7 +48,38 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("reference", "optimized", "int8")
 AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (held-out demo ticks) is this high
 AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
-AUTO_TRIAL_FRAMES = 30  # auto: live frames each runtime plays before the faster is kept
+AUTO_TRIAL_FRAMES = 30  # auto: timed live calls each candidate makes before the faster is kept
+AUTO_BLOCK = 6  # auto: calls a candidate makes in a row; the first of each (settling after a switch) is not timed
+MAX_THREADS = 1024
+
+
+def parse_threads(value) -> int | str | None:
+    """`--threads`: None (torch's own count), "auto", or a count of at least 1."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    count = value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if not 1 <= count <= MAX_THREADS:
+        raise ConfigError(f"--threads must be auto or a count 1..{MAX_THREADS}, got {value!r}")
+    return count
+
+
+def set_threads(count: int) -> None:
+    """torch's thread count for the calling thread (under OpenMP each thread has its own). Only
+    when it changes: setting it clears oneDNN's cache of prepared kernels."""
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+def thread_choices(cores: int | None = None) -> list[int]:
+    """The counts `--threads auto` tries: 1, half the cores from 4, and all of them."""
+    cores = cores or torch.get_num_threads()
+    return sorted({1, cores} | ({cores // 2} if cores >= 4 else set()))
+
+
+def _threads_label(count: int) -> str:
+    return f"{count} thread{'s' if count != 1 else ''}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,7 +114,8 @@ class RunnerInfo:
     draws_condition: bool = False  # takes the condition's few numbers and draws it in the call
     note: str = ""
     psnr_db: float | None = None  # lossy runtimes: mean PSNR of the picture against fp32, held-out inputs
-    auto_ms: dict | None = None  # --runtime auto: ms a call each runtime took in its live trial
+    auto_ms: dict | None = None  # auto: median ms a call each candidate took in its live trial
+    threads: int | None = None  # torch threads it runs with (None: the calling thread's own)
 
 
 def _to_device(x, device: torch.device, channels_last: bool = False):
@@ -113,6 +153,7 @@ class Runner:
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
+        self.threads: int | None = None  # see use_threads
         if runtime == "int8":
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
@@ -151,6 +192,13 @@ class Runner:
         """Whether `model.condition_params(snapshot)` may be given instead of the picture."""
         return self.info.draws_condition
 
+    def use_threads(self, count: int | None) -> None:
+        """Run each call with `count` torch threads, set in the thread that makes it (None: that
+        thread's own count). int8: its ONNX Runtime session for that count."""
+        self.threads = self.info.threads = count
+        if count is not None and self.info.runtime == "int8":
+            self._fn.use_threads(count)
+
     def _try_compile(self) -> None:
         try:
             import torch._dynamo.config as dynamo_config
@@ -162,8 +210,15 @@ class Runner:
                 if hasattr(dynamo_config, name):
                     setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
             # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
-            self._compiled = torch.compile(getattr(self.net, self._entry), mode=CUDA_COMPILE_MODE
-                                           if self.device.type == "cuda" else None, dynamic=False)
+            entry = getattr(self.net, self._entry)
+            if self.device.type == "cuda":
+                self._compiled = torch.compile(entry, mode=CUDA_COMPILE_MODE, dynamic=False)
+            else:
+                # Inductor writes the thread count into its CPU kernels unless it equals the
+                # machine's CPU count (torch's default is the physical cores, fewer with SMT):
+                # dynamic, they follow the count of the thread that calls (--threads)
+                options = {} if torch.get_num_threads() == os.cpu_count() else {"cpp.dynamic_threads": True}
+                self._compiled = torch.compile(entry, dynamic=False, options=options)
             self._fn = self._compiled
             self.info.compiled = True
         except Exception as e:  # compile is an optimisation: never a reason not to play
@@ -204,7 +259,7 @@ class Runner:
             except Exception as e:  # the graph is an optimisation: never a reason not to play
                 self._graphs = None
                 self.info.cuda_graph = False
-                self.info.note = _joined(self.info.note, f"CUDA graph capture failed ({type(e).__name__}: {e}); "
+                self.info.note = join_note(self.info.note, f"CUDA graph capture failed ({type(e).__name__}: {e}); "
                                                          "running without")
                 log.warning(self.info.note)
                 return None
@@ -213,21 +268,24 @@ class Runner:
         return step
 
     def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
-        """First calls compile; a failure there still falls back to eager."""
-        if self.info.runtime == "int8":
+        """First calls compile; a failure there still falls back to eager. The calling thread
+        (the one that builds, not the one that plays) keeps its own thread count."""
+        before = torch.get_num_threads()
+        try:
             for _ in range(runs):
-                self(cond, latent)
-            return
-        for _ in range(runs):
-            try:
-                self(cond, latent)
-            except Exception as e:
-                if not self.info.compiled:
-                    raise
-                self._fall_back(e)
+                try:
+                    self(cond, latent)
+                except Exception as e:
+                    if self.info.runtime == "int8" or not self.info.compiled:
+                        raise
+                    self._fall_back(e)
+        finally:
+            set_threads(before)
 
     @torch.inference_mode()
     def __call__(self, cond, latent: torch.Tensor | None = None):
+        if self.threads is not None:
+            set_threads(self.threads)
         if self._graphs is not None:
             step = self._graph_for(cond, latent)
             if step is not None:
@@ -431,11 +489,45 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
     return torch.cat(pictures)
 
 
-def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu"):
-    """The runner `--runtime` asks for ("auto": `auto_runner`)."""
+def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu",
+                threads: int | str | None = None):
+    """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there)."""
+    threads = parse_threads(threads)
+    if threads == "auto" and torch.device(device).type != "cpu":
+        threads = None  # the network runs on the GPU: the host's threads only feed it
+    if runtime != "auto" and threads != "auto":
+        runner = Runner(model, runtime=runtime, device=device)
+        runner.use_threads(threads)
+        return runner
+    runners, note = [], ""
     if runtime == "auto":
-        return auto_runner(model, device)
-    return Runner(model, runtime=runtime, device=device)
+        runners.append(Runner(model, runtime="optimized", device=device))
+        why = _int8_unavailable(model, device)
+        if why is None:
+            try:
+                int8 = Runner(model, runtime="int8", device=device)
+                if int8.info.psnr_db is not None and int8.info.psnr_db >= AUTO_MIN_PSNR_DB:
+                    runners.append(int8)
+                else:
+                    why = f"int8 at {int8.info.psnr_db or 0:.1f} dB, under {AUTO_MIN_PSNR_DB:g} dB"
+            except Exception as e:  # int8 is an option: never a reason not to play
+                why = f"int8 failed to build ({type(e).__name__}: {e})"
+        if why is not None:
+            note = f"optimized ({why})"
+    else:
+        runners.append(Runner(model, runtime=runtime, device=device))
+    counts = thread_choices() if threads == "auto" else [threads]
+    if len(counts) == 1 and threads == "auto":
+        note = join_note(note, f"{_threads_label(counts[0])} (no other count to try)")
+    arms = [_Arm(runner, count) for runner in runners for count in counts]
+    if len(arms) == 1:
+        runner = arms[0].runner
+        runner.use_threads(arms[0].threads)
+        if note:
+            runner.info.note = join_note(runner.info.note, f"auto: {note}")
+            log.info(runner.info.note)
+        return runner
+    return AutoRunner(arms, note)
 
 
 def _int8_unavailable(model: Generator, device: str) -> str | None:
@@ -451,85 +543,109 @@ def _int8_unavailable(model: Generator, device: str) -> str | None:
     return None
 
 
-class AutoRunner:
-    """`--runtime auto`: the optimized and the int8 runner (pix2pix on the CPU), both warmed, take
-    turns for the first 2 x AUTO_TRIAL_FRAMES live frames, each call timed where the engine makes
-    it (beside the audio, the analysis and the sinks: the threads it shares the cores with change
-    which is faster); then the faster stays, if int8 is AUTO_MIN_GAIN faster and its PSNR against
-    fp32 at least AUTO_MIN_PSNR_DB, and the other is let go. Looks like a Runner to the pipeline:
-    `draws_condition` answers for the runner that takes the next call."""
+class _Arm:
+    """One candidate of an AutoRunner: a runner and the thread count it is tried with."""
 
-    def __init__(self, optimized: Runner, int8: Runner):
-        self.candidates = [optimized, int8]
-        self.device = optimized.device
-        self._times: dict[str, list[float]] = {"optimized": [], "int8": []}
-        self._turn = 0
-        self.chosen: Runner | None = None
-        if int8.info.psnr_db is None or int8.info.psnr_db < AUTO_MIN_PSNR_DB:
-            self._choose(optimized, f"int8 at {int8.info.psnr_db or 0:.1f} dB, under {AUTO_MIN_PSNR_DB:g} dB")
+    def __init__(self, runner: Runner, threads: int | None):
+        self.runner, self.threads = runner, threads
+        self.label = ""
 
     @property
-    def _current(self) -> Runner:
-        return self.chosen or self.candidates[self._turn % 2]
+    def draws_condition(self) -> bool:
+        return self.runner.draws_condition
+
+    def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
+        self.runner.use_threads(self.threads)
+        self.runner.warmup(cond, latent, runs)
+
+    def __call__(self, cond, latent: torch.Tensor | None = None):
+        self.runner.use_threads(self.threads)
+        return self.runner(cond, latent)
+
+
+class AutoRunner:
+    """`--runtime auto` and `--threads auto`: the candidates (the optimized and the int8 runner,
+    pix2pix on the CPU; each with each thread count tried), all warmed, take turns on the first
+    live frames, AUTO_BLOCK calls in a row each, every call timed where the engine makes it
+    (beside the audio, the analysis and the sinks: the threads it shares the cores with change
+    which is faster). Once each has AUTO_TRIAL_FRAMES timed calls one is kept and the others let
+    go: the first in the order optimized before int8, fewer threads before more, unless a later
+    one is AUTO_MIN_GAIN faster by median (int8 is in the trial only at AUTO_MIN_PSNR_DB or more
+    against fp32). Looks like a Runner to the pipeline: `draws_condition` answers for the one
+    that takes the next call, and `candidates` lists what the pipeline warms."""
+
+    def __init__(self, arms: list[_Arm], note: str = ""):
+        self.arms = arms
+        runtimes = len({arm.runner.info.runtime for arm in arms}) > 1
+        threads = len({arm.threads for arm in arms}) > 1
+        for arm in arms:
+            arm.label = ", ".join([arm.runner.info.runtime] * runtimes + [_threads_label(arm.threads)] * threads)
+        self.candidates: list = list(arms)
+        self.device = arms[0].runner.device
+        self.note = note  # why a runtime was left out of the trial, if one was
+        self._times: dict[str, list[float]] = {arm.label: [] for arm in arms}
+        self._calls = 0
+        self.chosen: Runner | None = None
+
+    @property
+    def level_runtime(self) -> str:
+        """The runtime of the degraded levels, built before the choice: optimized, when int8 is tried."""
+        runtimes = {arm.runner.info.runtime for arm in self.arms} or {self.chosen.info.runtime}
+        return "optimized" if len(runtimes) > 1 else runtimes.pop()
+
+    @property
+    def _current(self) -> "_Arm | Runner":
+        return self.chosen or self.arms[(self._calls // AUTO_BLOCK) % len(self.arms)]
 
     @property
     def info(self) -> RunnerInfo:
-        return self._current.info
+        current = self._current
+        return current.runner.info if isinstance(current, _Arm) else current.info
 
     @property
     def draws_condition(self) -> bool:
         return self._current.draws_condition
 
-    level_runtime = "optimized"  # degraded levels (built before the choice) run optimized
-
     def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
-        """Warms the runner that takes the next call (the pipeline warms each candidate)."""
+        """Warms the candidate that takes the next call (the pipeline warms each candidate)."""
         self._current.warmup(cond, latent, runs)
 
     def __call__(self, cond, latent: torch.Tensor | None = None):
-        runner = self._current
+        arm = self._current
+        if self.chosen is not None:
+            return arm(cond, latent)
         t0 = time.perf_counter()
-        out = runner(cond, latent)
-        if self.chosen is None:
-            self._times[runner.info.runtime].append((time.perf_counter() - t0) * 1000.0)
-            self._turn += 1
-            if min(len(t) for t in self._times.values()) >= AUTO_TRIAL_FRAMES:
-                self._decide()
+        out = arm(cond, latent)
+        if self._calls % AUTO_BLOCK or AUTO_BLOCK == 1:  # a block's first call settles the switch
+            self._times[arm.label].append((time.perf_counter() - t0) * 1000.0)
+        self._calls += 1
+        if min(len(t) for t in self._times.values()) >= AUTO_TRIAL_FRAMES:
+            self._decide()
         return out
 
     def _decide(self) -> None:
-        # the first few of each warm caches up after warm-up: judged on the rest
-        ms = {name: statistics.median(t[AUTO_TRIAL_FRAMES // 4:]) for name, t in self._times.items()}
-        optimized, int8 = self.candidates
-        take_int8 = ms["optimized"] >= AUTO_MIN_GAIN * ms["int8"]
-        self._choose(int8 if take_int8 else optimized,
-                     f"live calls: optimized {ms['optimized']:.1f} ms, int8 {ms['int8']:.1f} ms "
-                     f"({int8.info.psnr_db:.1f} dB); int8 wants {AUTO_MIN_GAIN:g}x", ms)
-
-    def _choose(self, runner: Runner, why: str, ms: dict | None = None) -> None:
+        ms = {label: statistics.median(t) for label, t in self._times.items()}
+        best = self.arms[0]
+        for arm in self.arms[1:]:  # in order of preference: a later one must be clearly faster
+            if ms[best.label] >= AUTO_MIN_GAIN * ms[arm.label]:
+                best = arm
+        runner = best.runner
+        int8 = next((arm.runner for arm in self.arms if arm.runner.info.runtime == "int8"), None)
+        wants = [f"int8 ({int8.info.psnr_db:.1f} dB)"] if int8 is not None else []
+        if len({arm.threads for arm in self.arms}) > 1:
+            wants.append("more threads")
+        timed = ", ".join(f"{label} {v:.1f} ms" for label, v in ms.items())
         self.chosen = runner
-        runner.info.note = _joined(runner.info.note, f"auto: {runner.info.runtime} ({why})")
-        runner.info.auto_ms = {name: round(v, 2) for name, v in ms.items()} if ms else None
+        runner.use_threads(best.threads)
+        why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster")
+        runner.info.note = join_note(runner.info.note, f"auto: {best.label} ({why})")
+        runner.info.auto_ms = {label: round(v, 2) for label, v in ms.items()}
         self.candidates = [runner]
+        self.arms = []
         log.info(runner.info.note)
 
 
-def auto_runner(model: Generator, device: str = "cpu") -> "Runner | AutoRunner":
-    """The optimized runner where int8 cannot run (with the reason in its note), else an
-    AutoRunner that chooses between them on the first live frames."""
-    optimized = Runner(model, runtime="optimized", device=device)
-    why = _int8_unavailable(model, device)
-    if why is None:
-        try:
-            return AutoRunner(optimized, Runner(model, runtime="int8", device=device))
-        except Exception as e:  # int8 is an option: never a reason not to play
-            why = f"int8 failed to build ({type(e).__name__}: {e})"
-    optimized.info.note = _joined(optimized.info.note, f"auto: optimized ({why})")
-    log.info(optimized.info.note)
-    return optimized
-
-
-def _joined(note: str | None, more: str) -> str:
+def join_note(note: str | None, more: str) -> str:
     return f"{note}; {more}" if note else more
 
 
@@ -606,19 +722,30 @@ class Int8Pix2Pix:
                               activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                               calibrate_method=q.CalibrationMethod.MinMax)
             self.weight_peak = _int8_weight_peak(int8)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            # Idle pool threads must not spin: they would steal the cores the analysis, the
-            # sinks (and, in the bench, the reference) need between frames.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(int8, options, providers=["CPUExecutionProvider"])
+            self._onnx = Path(int8).read_bytes()
+        self._sessions: dict = {}
+        self.use_threads(threads or torch.get_num_threads())
         with torch.inference_mode():
             reference = model.eval().generate(held_out).numpy()
         got = np.concatenate([self.session.run(None, {"cond": held_out[i:i + 1].numpy()})[0]
                               for i in range(len(held_out))])
         per_tick = [picture_psnr(reference[i], got[i]) for i in range(len(held_out))]
         self.psnr_db, self.psnr_min_db = float(np.mean(per_tick)), float(min(per_tick))
+
+    def use_threads(self, count: int) -> None:
+        """Run on a session with `count` intra-op threads (made the first time, then kept)."""
+        session = self._sessions.get(count)
+        if session is None:
+            import onnxruntime as ort
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = count
+            options.inter_op_num_threads = 1
+            # Idle pool threads must not spin: they would steal the cores the analysis, the
+            # sinks (and, in the bench, the reference) need between frames.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = self._sessions[count] = ort.InferenceSession(
+                self._onnx, options, providers=["CPUExecutionProvider"])
+        self.session = session
 
     def __call__(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         x = cond.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -1,0 +1,191 @@
+"""--threads: a fixed count set in the thread that plays (the one that builds keeps its own),
+int8's ONNX Runtime session per count, and `auto` trying the counts on live calls, alone and with
+`--runtime auto`, in a real engine beside a real audio file."""
+import threading
+
+import pytest
+import torch
+
+from bridge import runtime
+from bridge.engine import Engine, FramePipeline
+from bridge.errors import ConfigError
+from bridge.generators.base import save_bundle
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.live import LiveSession, LiveSettings
+from bridge.runtime import AutoRunner, Runner, demo_conditions, make_runner, parse_threads
+from bridge.sinks import open_sink
+from bridge.sources.audio import open_audio_source
+
+AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
+
+
+def tiny_pix2pix(size: int = 32) -> Pix2Pix:
+    torch.manual_seed(0)
+    return Pix2Pix(Pix2PixConfig(size=size, ngf=4, input="bands")).eval()
+
+
+def in_a_thread(fn):
+    """fn() run on a fresh thread, as the engine's generation thread runs the network."""
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(value=fn()))
+    worker.start()
+    worker.join(60)
+    assert "value" in result, "the playing thread failed"
+    return result["value"]
+
+
+@pytest.fixture(autouse=True)
+def own_count():
+    """Tests here set this thread's count: the next test gets the one it had."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_counts(monkeypatch):
+    """auto tries 1 and 2 threads whatever this machine's cores (2 here, as on CI)."""
+    monkeypatch.setattr(runtime, "thread_choices", lambda cores=None: [1, 2])
+
+
+def test_a_fixed_count_is_set_where_the_network_plays_and_the_builder_keeps_its_own():
+    torch.set_num_threads(2)
+    model = tiny_pix2pix()
+    runner = make_runner(model, threads=1)
+    pipeline = FramePipeline(model, runner=runner)
+    pipeline.warmup(runs=1)
+    assert torch.get_num_threads() == 2  # warmed here, at 1 thread, and this thread's count given back
+    snapshot = pipeline.snapshot(0.5)
+
+    def play():
+        frame = pipeline.make_frame(snapshot, 1 / 30)
+        return frame.shape, torch.get_num_threads()
+
+    assert in_a_thread(play) == ((32, 32, 4), 1)
+    assert runner.info.threads == 1 and torch.get_num_threads() == 2
+
+
+def test_int8_keeps_a_session_per_count_with_the_same_pictures():
+    model = tiny_pix2pix()
+    runner = Runner(model, runtime="int8")
+    cond = demo_conditions(model, count=2, every_s=1.0)[1:]
+    pictures = {}
+    for count in (1, 2, 1):
+        runner.use_threads(count)
+        assert runner._fn.session.get_session_options().intra_op_num_threads == count
+        pictures[count] = runner(cond)
+    assert len(runner._fn._sessions) == 2  # made once per count, then kept
+    assert torch.allclose(pictures[1], pictures[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("gain, kept", [(1000.0, 1), (0.0, 2)])
+def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two_counts, gain, kept):
+    """Fewer threads are kept unless more are AUTO_MIN_GAIN faster: no speed-up -> 1 thread,
+    any -> 2. Each block of calls runs at its count in the playing thread."""
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 2)
+    monkeypatch.setattr(runtime, "AUTO_BLOCK", 2)
+    monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", gain)
+    torch.set_num_threads(2)
+    model = tiny_pix2pix()
+    runner = make_runner(model, threads="auto")
+    assert isinstance(runner, AutoRunner)
+    assert [arm.label for arm in runner.candidates] == ["1 thread", "2 threads"]
+    pipeline = FramePipeline(model, runner=runner)
+    pipeline.warmup(runs=1)  # each count warmed, this thread's count given back
+    assert torch.get_num_threads() == 2
+    snapshot = pipeline.snapshot(0.5)
+
+    def play(calls):
+        counts = []
+        for _ in range(calls):
+            pipeline.make_frame(snapshot, 1 / 30)
+            counts.append(torch.get_num_threads())
+        return counts
+
+    assert in_a_thread(lambda: play(8)) == [1, 1, 2, 2, 1, 1, 2, 2]
+    assert runner.chosen is not None and runner.candidates == [runner.chosen]
+    assert runner.info.threads == kept and set(runner.info.auto_ms) == {"1 thread", "2 threads"}
+    assert f"auto: {kept} thread" in runner.info.note and "more threads kept if" in runner.info.note
+    assert in_a_thread(lambda: play(3)) == [kept] * 3  # and it plays on at the count kept
+
+
+def test_auto_runtime_and_threads_try_every_pair(monkeypatch, two_counts):
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 1)
+    monkeypatch.setattr(runtime, "AUTO_BLOCK", 1)
+    monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", 0.0)  # each later one taken: the last pair stays
+    model = tiny_pix2pix()
+    runner = make_runner(model, runtime="auto", threads="auto")
+    assert [arm.label for arm in runner.candidates] == [
+        "optimized, 1 thread", "optimized, 2 threads", "int8, 1 thread", "int8, 2 threads"]
+    assert runner.level_runtime == "optimized"  # degraded levels are built before the choice
+    pipeline = FramePipeline(model, runner=runner)
+    pipeline.warmup(runs=1)
+    snapshot = pipeline.snapshot(0.5)
+    in_a_thread(lambda: [pipeline.make_frame(snapshot, 1 / 30) for _ in range(4)])
+    assert runner.info.runtime == "int8" and runner.info.threads == 2
+    assert runner.chosen._fn.session.get_session_options().intra_op_num_threads == 2
+    assert "auto: int8, 2 threads (live calls: optimized, 1 thread" in runner.info.note
+
+
+def test_auto_threads_with_a_fixed_runtime_degrades_on_that_runtime(two_counts):
+    runner = make_runner(tiny_pix2pix(), runtime="reference", threads="auto")
+    assert isinstance(runner, AutoRunner) and runner.level_runtime == "reference"
+
+
+def test_the_counts_auto_tries():
+    assert runtime.thread_choices(1) == [1] and runtime.thread_choices(2) == [1, 2]
+    assert runtime.thread_choices(8) == [1, 4, 8] and runtime.thread_choices(6) == [1, 3, 6]
+
+
+def test_auto_threads_on_one_core_is_nothing_to_try(monkeypatch):
+    monkeypatch.setattr(runtime, "thread_choices", lambda cores=None: [1])
+    runner = make_runner(tiny_pix2pix(), threads="auto")
+    assert isinstance(runner, Runner) and runner.info.threads == 1
+    assert "1 thread (no other count to try)" in runner.info.note
+
+
+@pytest.mark.parametrize("given, parsed", [("auto", "auto"), (None, None), ("3", 3), (2, 2)])
+def test_thread_counts_parse(given, parsed):
+    assert parse_threads(given) == parsed
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two", 2.5, True, "1e3", 5000])
+def test_bad_thread_counts_are_refused_in_one_line(bad):
+    with pytest.raises(ConfigError, match=r"--threads must be auto or a count 1\.\.1024, got"):
+        LiveSettings(model="pix2pix-pulse", outs=["null"], threads=bad)
+
+
+def test_the_cli_refuses_a_bad_count_before_anything_opens(capsys):
+    from bridge.cli import main
+    assert main(["run", "--audio-in", "silence", "--out", "null", "--threads", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "vjbridge: --threads must be auto or a count 1..1024, got 'none'"
+
+
+def test_auto_threads_in_a_live_engine_on_real_audio(monkeypatch, two_counts):
+    """The trial runs inside the engine's own generation thread, beside a real file played in
+    real time; the output keeps its rate through it and a count is kept."""
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 5)
+    torch.set_num_threads(2)
+    model = tiny_pix2pix()
+    runner = make_runner(model, threads="auto")
+    pipeline = FramePipeline(model, runner=runner)
+    pipeline.warmup(runs=1)
+    sink = open_sink("null", 32, 32, 30)
+    with open_audio_source(AMEN, sample_rate=pipeline.sample_rate) as audio:
+        stats = Engine(pipeline, [sink], fps=30, audio_source=audio).run(duration=3.0)
+    assert stats["errors"] == 0 and 75 <= stats["sent"] <= 92, stats
+    assert runner.chosen is not None and runner.info.threads in (1, 2)
+    assert all(ms > 0 for ms in runner.info.auto_ms.values())
+    assert torch.get_num_threads() == 2  # the count kept is the generation thread's, not ours
+
+
+def test_live_session_passes_the_count(tmp_path, monkeypatch):
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    save_bundle(tiny_pix2pix(), tmp_path / "tiny")
+    settings = LiveSettings(model="tiny", audio_in=AMEN, outs=["null"], fps=20, threads="1")
+    with LiveSession(settings) as session:
+        summary = session.run(duration=1.0, status_stream=None)
+        runner = session.engine.pipeline.runner
+    assert summary["sent"] >= 15 and summary["errors"] == 0
+    assert isinstance(runner, Runner) and runner.threads == 1
