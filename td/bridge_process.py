@@ -59,6 +59,7 @@ class LaunchSettings:
     fps: float = 30.0
     size: int = 0  # 0: the model's own size
     runtime: str = "optimized"
+    threads: str = "auto"  # torch threads of the network: auto (tried on the first frames) or a count
     device: str = "cpu"
     bridge_host: str = "127.0.0.1"  # where the bridge runs; any other machine: remote
     osc_port: int = 9000
@@ -84,6 +85,9 @@ class LaunchSettings:
             raise ValueError("restart_after_s must be >= 1 and startup_grace_s >= restart_after_s")
         if not self.remote and not self.python:
             raise ValueError("python is empty: give the interpreter vjbridge is installed in")
+        self.threads = str(self.threads).strip() or "auto"
+        if self.threads != "auto" and not (self.threads.isdigit() and int(self.threads) >= 1):
+            raise ValueError(f"threads must be auto or a count of at least 1, got {self.threads!r}")
         try:
             shlex.split(self.extra_args)
         except ValueError as e:
@@ -104,7 +108,7 @@ def command_line(s: LaunchSettings) -> list:
     argv += ["--fps", f"{float(s.fps):g}"]
     if int(s.size):
         argv += ["--size", str(int(s.size))]
-    argv += ["--runtime", s.runtime, "--device", s.device,
+    argv += ["--runtime", s.runtime, "--threads", s.threads, "--device", s.device,
              # a local bridge listens on loopback only; a remote one must accept the network
              "--osc-host", "0.0.0.0" if s.remote else "127.0.0.1", "--osc-port", str(int(s.osc_port)),
              "--osc-reply", f"{s.td_host.strip() or '127.0.0.1'}:{int(s.reply_port)}"]

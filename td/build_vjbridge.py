@@ -85,6 +85,7 @@ def own_parameters(repo_dir: str, platform: str, td_dir: str = TD_DIR) -> dict:
             ("Menu", "Runtime", "Runtime", "optimized",
              [("optimized", "Optimized"), ("auto", "Auto (fastest measured at start)"),
               ("int8", "Int8 (CPU, pix2pix)"), ("reference", "Reference (eager fp32)")]),
+            ("Str", "Threads", "CPU threads (auto or a count)", "auto", None),
             ("Str", "Device", "Torch device", "cpu", None),
             ("Str", "Preset", "Preset", "", None),
             ("Pulse", "Presetload", "Load preset", None, None),

@@ -16,7 +16,7 @@ from collections import deque
 
 ROUTE_PARS = ("Transport", "Sender", "Ndisource", "Bridgehost")
 LAUNCH_PARS = ("Python", "Workdir", "Audiosource", "Audiodevice", "Camera", "Extraout", "Fps", "Size",
-               "Runtime", "Device", "Midiin", "Extraargs", "Oscport", "Tdhost", "Replyport",
+               "Runtime", "Threads", "Device", "Midiin", "Extraargs", "Oscport", "Tdhost", "Replyport",
                "Streamport", "Streamname", "Autorestart", "Restartafter", "Startupgrace")
 ECHO_HOLD_S = 0.5  # echoes of values sent this recently, but since replaced, do not move the knob
 DISPLAY_EVERY_S = 0.25
@@ -67,7 +67,8 @@ class VJBridgeExt:
         return self.core.LaunchSettings(
             python=p.Python.eval(), workdir=p.Workdir.eval(), model=p.Model.eval().strip() or "pix2pix-pulse",
             audio_in=audio, camera=p.Camera.eval().strip(), outs=tuple(outs), fps=float(p.Fps.eval()),
-            size=int(p.Size.eval()), runtime=p.Runtime.eval(), device=p.Device.eval().strip() or "cpu",
+            size=int(p.Size.eval()), runtime=p.Runtime.eval(), threads=p.Threads.eval().strip() or "auto",
+            device=p.Device.eval().strip() or "cpu",
             bridge_host=bridge_host, osc_port=int(p.Oscport.eval()), td_host=td_host,
             reply_port=int(p.Replyport.eval()), preset=p.Preset.eval().strip(),
             midi_in=p.Midiin.eval().strip(), extra_args=p.Extraargs.eval(),

@@ -96,7 +96,8 @@ def test_command_line_routes_and_settings_checks():
     assert core.command_line(s) == [
         "/venv/bin/python", "-m", "bridge", "run", "--model", "vae-mirror", "--audio-in",
         "rtsp://127.0.0.1:8554/vjbridge", "--camera", "0", "--out", "syphon:vjbridge", "--out", "file:set.mp4",
-        "--fps", "25", "--size", "512", "--runtime", "optimized", "--device", "cpu", "--osc-host", "127.0.0.1",
+        "--fps", "25", "--size", "512", "--runtime", "optimized", "--threads", "auto", "--device", "cpu",
+        "--osc-host", "127.0.0.1",
         "--osc-port", "9000", "--osc-reply", "127.0.0.1:9001", "--preset", "club", "--midi-in", "*",
         "--walk", "magellan", "--walk-param", "seconds_per_anchor=4"]
     # the command line is one `vjbridge run` accepts, option by option
@@ -104,6 +105,7 @@ def test_command_line_routes_and_settings_checks():
     args = build_parser().parse_args(core.command_line(s)[3:])
     assert (args.model, args.out, args.osc_port, args.osc_reply, args.walk) == (
         ["vae-mirror"], ["syphon:vjbridge", "file:set.mp4"], 9000, "127.0.0.1:9001", "magellan")
+    assert "--threads 2 " in core.remote_command_line(core.LaunchSettings(python="/p", threads=" 2 "))
 
     remote = core.LaunchSettings(python="", bridge_host="10.0.0.5", td_host="10.0.0.2", outs=("ndi:vjbridge",))
     assert remote.remote and "--osc-host 0.0.0.0" in core.remote_command_line(remote)
@@ -119,7 +121,8 @@ def test_command_line_routes_and_settings_checks():
     assert core.pick_source(["Resolume - vj"], "vj") == "Resolume - vj"
     assert core.pick_source([], "vj", "guess") == "guess"
     for bad, message in ((dict(osc_port=0), "osc_port"), (dict(fps=0.5), "fps"), (dict(size=8), "size"),
-                         (dict(extra_args="--walk 'open"), "extra_args"), (dict(python=""), "python is empty")):
+                         (dict(extra_args="--walk 'open"), "extra_args"), (dict(python=""), "python is empty"),
+                         (dict(threads="0"), "threads must be auto or a count"), (dict(threads="two"), "threads")):
         with pytest.raises(ValueError, match=message):
             core.LaunchSettings(**{"python": "/p", **bad})
 
