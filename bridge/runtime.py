@@ -500,18 +500,18 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     runners, note = [], ""
     if runtime == "auto":
         runners.append(Runner(model, runtime="optimized", device=device))
-        why = _int8_unavailable(model, device)
+        why = int8_unavailable(model, device)
         if why is None:
             try:
                 int8 = Runner(model, runtime="int8", device=device)
                 if int8.info.psnr_db is not None and int8.info.psnr_db >= AUTO_MIN_PSNR_DB:
                     runners.append(int8)
                 else:
-                    why = f"int8 at {int8.info.psnr_db or 0:.1f} dB, under {AUTO_MIN_PSNR_DB:g} dB"
+                    why = f"at {int8.info.psnr_db or 0:.1f} dB, under {AUTO_MIN_PSNR_DB:g} dB"
             except Exception as e:  # int8 is an option: never a reason not to play
-                why = f"int8 failed to build ({type(e).__name__}: {e})"
+                why = f"failed to build ({type(e).__name__}: {e})"
         if why is not None:
-            note = f"optimized ({why})"
+            note = f"optimized (int8 {why})"
     else:
         runners.append(Runner(model, runtime=runtime, device=device))
     counts = thread_choices() if threads == "auto" else [threads]
@@ -528,16 +528,16 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     return AutoRunner(arms, note)
 
 
-def _int8_unavailable(model: Generator, device: str) -> str | None:
-    """Why the int8 runtime cannot run `model` on `device`, or None."""
+def int8_unavailable(model: Generator, device) -> str | None:
+    """Why the int8 runtime cannot run `model` on `device` (to follow "int8 "), or None."""
     if model.family != "pix2pix":
-        return f"int8 is for pix2pix, this is {model.family}"
+        return f"supports the pix2pix family, not {model.family}"
     if torch.device(device).type != "cpu":
-        return f"int8 runs on the CPU, this is {device}"
+        return f"runs on the CPU, not {device}"
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return "onnxruntime is not installed"
+        return "needs onnxruntime: pip install onnxruntime (or pip install 'vjbridge[export]')"
     return None
 
 
@@ -681,17 +681,10 @@ class Int8Pix2Pix:
 
     def __init__(self, model: Generator, device: torch.device, calibration: torch.Tensor | None = None,
                  threads: int | None = None):
-        if model.family != "pix2pix":
-            raise ConfigError(f"--runtime int8 supports the pix2pix family, not {model.family}; "
-                              "use --runtime optimized")
-        if device.type != "cpu":
-            raise ConfigError(f"--runtime int8 runs on the CPU, not {device}; use --runtime optimized")
-        try:
-            import onnxruntime as ort
-            from onnxruntime import quantization as q
-        except ImportError:
-            raise ConfigError("--runtime int8 needs onnxruntime: pip install onnxruntime "
-                              "(or pip install 'vjbridge[export]')") from None
+        why = int8_unavailable(model, device)
+        if why is not None:
+            raise ConfigError(f"--runtime int8 {why}; use --runtime optimized")
+        from onnxruntime import quantization as q
         import tempfile
         import warnings
         from pathlib import Path

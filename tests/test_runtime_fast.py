@@ -164,10 +164,11 @@ def test_auto_is_the_optimized_runtime_where_int8_cannot_run(monkeypatch):
     from bridge.generators.cvae import CVAE, CVAEConfig
     from bridge.runtime import make_runner
     runner = make_runner(CVAE(CVAEConfig()), runtime="auto")
-    assert runner.info.runtime == "optimized" and "int8 is for pix2pix, this is cvae" in runner.info.note
+    assert runner.info.runtime == "optimized"
+    assert "auto: optimized (int8 supports the pix2pix family, not cvae)" in runner.info.note
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     runner = make_runner(tiny_pix2pix(), runtime="auto")
-    assert runner.info.runtime == "optimized" and "onnxruntime is not installed" in runner.info.note
+    assert runner.info.runtime == "optimized" and "int8 needs onnxruntime: pip install" in runner.info.note
 
 
 def test_auto_is_refused_with_isolate():
