@@ -23,7 +23,7 @@ from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 from bridge.degrade import DegradeController, DegradeSettings, ScaledPix2Pix, levels_for
 from bridge.errors import GeneratorUnavailable
 from bridge.generators.base import Generator, Snapshot
-from bridge.runtime import Runner, resolve_frame, to_rgba, to_rgba_async
+from bridge.runtime import Runner, recompile_room, resolve_frame, to_rgba, to_rgba_async
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ class FramePipeline:
         if at_level is not None:
             return at_level(index, size)
         runtime = getattr(self.runner, "level_runtime", None) or self.runner.info.runtime
-        return Runner(ScaledPix2Pix(self.model, size), runtime=runtime, device=str(self.runner.device))
+        runner = Runner(ScaledPix2Pix(self.model, size), runtime=runtime, device=str(self.runner.device))
+        runner.use_threads(getattr(self.runner, "level_threads", None))  # warmed, then played, at it
+        return runner
 
     def close(self) -> None:
         """Let go of what outlives the pipeline by itself (an isolated worker process)."""
@@ -298,6 +300,7 @@ class Engine:
         return self.pipeline.snapshot(audio_time, image, image_time), new_audio
 
     def _generate_loop(self) -> None:
+        recompile_room()  # this thread's own compile settings
         seen = made = 0
         previous_start = None
         while not self._stop.is_set():

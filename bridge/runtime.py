@@ -19,7 +19,8 @@ the pictures the model sees live (the bundled demo audio through the streaming a
 PSNR against fp32 on held-out ticks is measured at start and kept in `info.psnr_db`.
 
 Threads (`--threads`): a runner given a count sets it in the thread that calls it (torch's count
-is per thread under OpenMP; the int8 runtime keeps one ONNX Runtime session per count). `auto`
+is per thread under OpenMP; the int8 runtime keeps one ONNX Runtime session per count). Dynamo
+guards on the count: each count a compiled runner plays at is compiled at warm-up. `auto`
 lets 1 and all the cores (and half, from 4) play the first live frames in turns, as `--runtime
 auto` does for the runtimes, and keeps the fewest threads unless more are AUTO_MIN_GAIN faster:
 a small network runs as fast on one core and leaves the others to the audio, the sinks and
@@ -75,6 +76,17 @@ def thread_choices(cores: int | None = None) -> list[int]:
     """The counts `--threads auto` tries: 1, half the cores from 4, and all of them."""
     cores = cores or torch.get_num_threads()
     return sorted({1, cores} | ({cores // 2} if cores >= 4 else set()))
+
+
+def recompile_room() -> None:
+    """Every model compiled in this process (a switch, a mix of four; each thread count it runs
+    at: dynamo guards on torch's count) is another entry for the same `generate`: past dynamo's
+    default of 8 the next would silently run eager. torch's compile settings are per thread:
+    called in each thread that builds or plays a model."""
+    import torch._dynamo.config as dynamo_config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
 
 
 def _threads_label(count: int) -> str:
@@ -191,6 +203,11 @@ class Runner:
         """Whether `model.condition_params(snapshot)` may be given instead of the picture."""
         return self.info.draws_condition
 
+    @property
+    def level_threads(self) -> int | None:
+        """The count the degraded levels' runners run at: this one's."""
+        return self.threads
+
     def use_threads(self, count: int | None) -> None:
         """Run each call with `count` torch threads, set in the thread that makes it (None: that
         thread's own count). int8: its ONNX Runtime session for that count."""
@@ -200,23 +217,16 @@ class Runner:
 
     def _try_compile(self) -> None:
         try:
-            import torch._dynamo.config as dynamo_config
             import torch._inductor.config as inductor_config
+            # torch's compile settings are per thread: set in the one that builds the runner,
+            # which warms it, so compiles it (`freezing` given as a torch.compile option instead
+            # ran the bundled model at 6.9 ms a call against 4.5: it is read outside the option's reach)
             inductor_config.freezing = True
-            # Every model compiled in this process (a switch, a mix of four) is another entry for
-            # the same `generate`: past dynamo's default of 8 the 9th would silently run eager.
-            for name in ("recompile_limit", "cache_size_limit"):
-                if hasattr(dynamo_config, name):
-                    setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
-            # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
+            recompile_room()
             entry = getattr(self.net, self._entry)
-            if self.device.type == "cuda":
-                self._compiled = torch.compile(entry, mode=CUDA_COMPILE_MODE, dynamic=False)
-            else:
-                # Inductor writes the count it compiled at into its CPU kernels unless that is the
-                # CPU count; dynamic, they follow the count of the thread that calls (--threads).
-                # Measured on 2 cores: no slower at 1 or 2 threads (pix2pix ngf 16 and 32).
-                self._compiled = torch.compile(entry, dynamic=False, options={"cpp.dynamic_threads": True})
+            # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
+            self._compiled = torch.compile(entry, mode=CUDA_COMPILE_MODE if self.device.type == "cuda" else None,
+                                           dynamic=False)
             self._fn = self._compiled
             self.info.compiled = True
         except Exception as e:  # compile is an optimisation: never a reason not to play
@@ -580,6 +590,7 @@ class AutoRunner:
             arm.label = ", ".join([arm.runner.info.runtime] * runtimes + [_threads_label(arm.threads)] * threads)
         self.candidates: list = list(arms)
         self.device = arms[0].runner.device
+        self._most_threads = max((arm.threads for arm in arms if arm.threads is not None), default=None)
         self.note = note  # why a runtime was left out of the trial, if one was
         self._times: dict[str, list[float]] = {arm.label: [] for arm in arms}
         self._calls = 0
@@ -590,6 +601,13 @@ class AutoRunner:
         """The runtime of the degraded levels, built before the choice: optimized, when int8 is tried."""
         runtimes = {arm.runner.info.runtime for arm in self.arms} or {self.chosen.info.runtime}
         return "optimized" if len(runtimes) > 1 else runtimes.pop()
+
+    @property
+    def level_threads(self) -> int | None:
+        """The count the degraded levels run at: the most tried. They are built, warmed and so
+        compiled before the choice (dynamo compiles again for another count, for seconds), and
+        a lower level plays because the model is slow: it gets every core offered."""
+        return self._most_threads
 
     @property
     def _current(self) -> "_Arm | Runner":

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from bridge import runtime
 from bridge.engine import Engine, FramePipeline
@@ -102,7 +103,9 @@ def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two
             counts.append(torch.get_num_threads())
         return counts
 
+    compiled = counters["frames"]["total"]
     assert in_a_thread(lambda: play(8)) == [1, 1, 2, 2, 1, 1, 2, 2]
+    assert counters["frames"]["total"] == compiled  # each count compiled at warm-up, none live
     assert runner.chosen is not None and runner.candidates == [runner.chosen]
     assert runner.info.threads == kept and set(runner.info.auto_ms) == {"1 thread", "2 threads"}
     assert f"auto: {kept} thread" in runner.info.note and "more threads kept if" in runner.info.note
@@ -189,3 +192,41 @@ def test_live_session_passes_the_count(tmp_path, monkeypatch):
         runner = session.engine.pipeline.runner
     assert summary["sent"] >= 15 and summary["errors"] == 0
     assert isinstance(runner, Runner) and runner.threads == 1
+
+
+def test_degraded_levels_run_at_the_most_threads_tried(monkeypatch, two_counts):
+    """A level below full plays because the model is slow: it gets every core tried, whichever
+    count the full level keeps, and is warmed (so compiled) at that count before playing."""
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 1)
+    monkeypatch.setattr(runtime, "AUTO_BLOCK", 1)
+    monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", 1000.0)  # 1 thread kept
+    model = tiny_pix2pix(64)
+    runner = make_runner(model, threads="auto")
+    pipeline = FramePipeline(model, runner=runner, degrade=(1.0, 0.5))
+    assert pipeline.level_runners[1].threads == 2
+    pipeline.warmup(runs=1)
+    snapshot = pipeline.snapshot(0.5)
+
+    def play(levels):
+        counts = []
+        for level in levels:
+            pipeline.level = level
+            pipeline.make_frame(snapshot, 1 / 30)
+            counts.append(torch.get_num_threads())
+        return counts
+
+    compiled = counters["frames"]["total"]
+    assert in_a_thread(lambda: play([0, 1, 0, 0, 1])) == [1, 2, 2, 1, 2]
+    assert runner.chosen is not None and runner.info.threads == 1
+    # dynamo compiles again for a count it has not seen (seconds): every count was warmed
+    assert counters["frames"]["total"] == compiled
+
+
+def test_a_fixed_count_holds_on_the_degraded_levels():
+    model = tiny_pix2pix(64)
+    pipeline = FramePipeline(model, runner=make_runner(model, threads=1), degrade=(1.0, 0.5))
+    pipeline.warmup(runs=1)
+    pipeline.level = 1
+    snapshot = pipeline.snapshot(0.5)
+    torch.set_num_threads(2)
+    assert in_a_thread(lambda: (pipeline.make_frame(snapshot, 1 / 30), torch.get_num_threads())[1]) == 1
