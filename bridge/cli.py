@@ -237,6 +237,14 @@ def _tick_inputs(text: str) -> tuple[str, ...]:
 def cmd_bench(args) -> int:
     from bridge.bench import FAMILIES, default_cases, format_table, run_bench
 
+    if args.threads is not None:  # the whole bench at this count (recorded as torch_threads)
+        import torch
+        from bridge.errors import ConfigError
+        from bridge.runtime import parse_threads
+        threads = parse_threads(args.threads)
+        if threads == "auto":
+            raise ConfigError("bench --threads takes a count: auto chooses on live frames (vjbridge run)")
+        torch.set_num_threads(threads)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     variants = tuple(args.variants.split(","))
     families = FAMILIES if args.families == "all" else tuple(f.strip() for f in args.families.split(","))
@@ -416,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: yes on the CPU when onnxruntime is installed")
     p.add_argument("--plot", metavar="PNG", help="also draw each runtime's fps as a PNG")
     p.add_argument("--iterations", type=int, default=20)
+    p.add_argument("--threads", help="torch threads for the whole bench (default torch's own: all the cores)")
     p.add_argument("--sequential", action="store_true",
                    help="time all reference calls, then all optimized ones (default: alternate them)")
     p.set_defaults(func=cmd_bench)

@@ -290,10 +290,12 @@ class LiveSession(Actions):
         if s.isolate:
             runner = self._isolated_runner(name, model)
         else:
-            # a mix's other models take the lead's count (switching it per call would clear
-            # oneDNN's prepared kernels every frame); a fixed count is everyone's
-            threads = s.threads if lead or s.threads != "auto" else None
-            runner = make_runner(model, runtime=s.runtime, device=s.device, threads=threads)
+            # a mix's other models play at the lead's count (switching it per call would clear
+            # oneDNN's prepared kernels every frame), warmed at each count its trial may set;
+            # a fixed count is everyone's
+            follow = not lead and s.threads == "auto"
+            runner = make_runner(model, runtime=s.runtime, device=s.device, threads=None if follow else s.threads,
+                                 follow_counts=follow)
         own_walk = name == s.model
         upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
@@ -525,10 +527,16 @@ class LiveSession(Actions):
             lines.append(f"replaying control events from {s.replay}")
         return lines
 
+    def _runner_status(self) -> str:
+        lead = getattr(self.pipeline, "pipelines", [self.pipeline])[0]  # a mix: its lead model's
+        status = getattr(lead.runner, "status", None)  # none for an isolated worker
+        return f" ({status})" if status else ""
+
     def status_line(self, stats) -> str:
         s = stats.summary()
         parts = [f"fps {s['fps']:5.1f}", f"latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms",
-                 f"model {self.model_name} {s['generate_ms_p50']:.0f} ms", f"repeated {s['repeated']} stalled {s['stalled']}"]
+                 f"model {self.model_name} {s['generate_ms_p50']:.0f} ms" + self._runner_status(),
+                 f"repeated {s['repeated']} stalled {s['stalled']}"]
         if s.get("degrade", "off") != "off":
             parts.append(f"degrade {s['degrade']}")
         parts += [f"{name} {state}" for name, state in self.parts().items()]

@@ -165,6 +165,9 @@ class Runner:
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
         self.threads: int | None = None  # see use_threads
+        # with no count of its own, the counts its caller may set (another runner's trial: a
+        # mix's other models); dynamo compiles for each count, so each is warmed
+        self.follow_counts: list[int] = []
         if runtime == "int8":
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
@@ -202,6 +205,11 @@ class Runner:
     def draws_condition(self) -> bool:
         """Whether `model.condition_params(snapshot)` may be given instead of the picture."""
         return self.info.draws_condition
+
+    @property
+    def status(self) -> str:
+        """For the status line: the runtime, and the thread count where one is set."""
+        return self.info.runtime + (f", {_threads_label(self.threads)}" if self.threads else "")
 
     @property
     def level_threads(self) -> int | None:
@@ -280,13 +288,16 @@ class Runner:
         (the one that builds, not the one that plays) keeps its own thread count."""
         before = torch.get_num_threads()
         try:
-            for _ in range(runs):
-                try:
-                    self(cond, latent)
-                except Exception as e:
-                    if self.info.runtime == "int8" or not self.info.compiled:
-                        raise
-                    self._fall_back(e)
+            for count in ([] if self.threads is not None else self.follow_counts) or [None]:
+                if count is not None:
+                    set_threads(count)
+                for _ in range(runs):
+                    try:
+                        self(cond, latent)
+                    except Exception as e:
+                        if self.info.runtime == "int8" or not self.info.compiled:
+                            raise
+                        self._fall_back(e)
         finally:
             set_threads(before)
 
@@ -498,22 +509,32 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
 
 
 def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu",
-                threads: int | str | None = None):
-    """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there)."""
+                threads: int | str | None = None, follow_counts: bool = False):
+    """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there).
+    `follow_counts` (with no count of its own, on the CPU): warmed at each count `--threads auto`
+    tries, as another runner's trial sets them (a mix's other models)."""
     threads = parse_threads(threads)
-    if threads == "auto" and torch.device(device).type != "cpu":
+    cpu = torch.device(device).type == "cpu"
+    if threads == "auto" and not cpu:
         threads = None  # the network runs on the GPU: the host's threads only feed it
-    if runtime != "auto" and threads != "auto":
+    counts = thread_choices() if follow_counts and cpu and threads is None else []
+
+    def built(runtime: str) -> Runner:
         runner = Runner(model, runtime=runtime, device=device)
+        runner.follow_counts = counts
+        return runner
+
+    if runtime != "auto" and threads != "auto":
+        runner = built(runtime)
         runner.use_threads(threads)
         return runner
     runners, note = [], ""
     if runtime == "auto":
-        runners.append(Runner(model, runtime="optimized", device=device))
+        runners.append(built("optimized"))
         why = int8_unavailable(model, device)
         if why is None:
             try:
-                int8 = Runner(model, runtime="int8", device=device)
+                int8 = built("int8")
                 if int8.info.psnr_db is not None and int8.info.psnr_db >= AUTO_MIN_PSNR_DB:
                     runners.append(int8)
                 else:
@@ -523,11 +544,11 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
         if why is not None:
             note = f"optimized (int8 {why})"
     else:
-        runners.append(Runner(model, runtime=runtime, device=device))
-    counts = thread_choices() if threads == "auto" else [threads]
-    if len(counts) == 1 and threads == "auto":
-        note = join_note(note, f"{_threads_label(counts[0])} (no other count to try)")
-    arms = [_Arm(runner, count) for runner in runners for count in counts]
+        runners.append(built(runtime))
+    tried = thread_choices() if threads == "auto" else [threads]
+    if len(tried) == 1 and threads == "auto":
+        note = join_note(note, f"{_threads_label(tried[0])} (no other count to try)")
+    arms = [_Arm(runner, count) for runner in runners for count in tried]
     if len(arms) == 1:
         runner = arms[0].runner
         runner.use_threads(arms[0].threads)
@@ -621,6 +642,13 @@ class AutoRunner:
     @property
     def draws_condition(self) -> bool:
         return self._current.draws_condition
+
+    @property
+    def status(self) -> str:
+        """For the status line: the trial while it runs, then what was kept."""
+        if self.chosen is None:
+            return f"auto: trying {', '.join(arm.label for arm in self.arms)}"
+        return self.chosen.status
 
     def warmup(self, cond, latent: torch.Tensor | None = None, runs: int = 3) -> None:
         """Warms the candidate that takes the next call (the pipeline warms each candidate)."""

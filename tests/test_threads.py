@@ -91,6 +91,7 @@ def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two
     runner = make_runner(model, threads="auto")
     assert isinstance(runner, AutoRunner)
     assert [arm.label for arm in runner.candidates] == ["1 thread", "2 threads"]
+    assert runner.status == "auto: trying 1 thread, 2 threads"
     pipeline = FramePipeline(model, runner=runner)
     pipeline.warmup(runs=1)  # each count warmed, this thread's count given back
     assert torch.get_num_threads() == 2
@@ -110,6 +111,7 @@ def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two
     assert runner.info.threads == kept and set(runner.info.auto_ms) == {"1 thread", "2 threads"}
     assert f"auto: {kept} thread" in runner.info.note and "more threads kept if" in runner.info.note
     assert in_a_thread(lambda: play(3)) == [kept] * 3  # and it plays on at the count kept
+    assert runner.status == f"optimized, {kept} thread{'s' if kept > 1 else ''}"
 
 
 def test_auto_runtime_and_threads_try_every_pair(monkeypatch, two_counts):
@@ -190,7 +192,9 @@ def test_live_session_passes_the_count(tmp_path, monkeypatch):
     with LiveSession(settings) as session:
         summary = session.run(duration=1.0, status_stream=None)
         runner = session.engine.pipeline.runner
+        line = session.status_line(session.engine.stats)
     assert summary["sent"] >= 15 and summary["errors"] == 0
+    assert "model tiny" in line and "ms (optimized, 1 thread) |" in line
     assert isinstance(runner, Runner) and runner.threads == 1
 
 
@@ -230,3 +234,38 @@ def test_a_fixed_count_holds_on_the_degraded_levels():
     snapshot = pipeline.snapshot(0.5)
     torch.set_num_threads(2)
     assert in_a_thread(lambda: (pipeline.make_frame(snapshot, 1 / 30), torch.get_num_threads())[1]) == 1
+
+
+def test_bench_runs_at_the_count_given_and_says_so():
+    import json
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "bridge", "bench", "--families", "analysis", "--threads", "1",
+                          "--json", "--iterations", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["machine"]["torch_threads"] == 1 and report["analysis"]["hops"] > 0
+    refused = subprocess.run([sys.executable, "-m", "bridge", "bench", "--threads", "auto"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "bench --threads takes a count" in refused.stderr
+
+
+def test_a_mix_s_other_models_are_warmed_at_every_count_the_lead_tries(two_counts):
+    """They play at whatever count the lead's trial sets: no compile while playing at either."""
+    model = tiny_pix2pix()
+    follower = make_runner(model, threads=None, follow_counts=True)
+    assert follower.follow_counts == [1, 2] and follower.threads is None
+    pipeline = FramePipeline(model, runner=follower)
+    pipeline.warmup(runs=1)
+    snapshot = pipeline.snapshot(0.5)
+    compiled = counters["frames"]["total"]
+
+    def play():
+        for count in (1, 2, 1):
+            torch.set_num_threads(count)
+            pipeline.make_frame(snapshot, 1 / 30)
+        return torch.get_num_threads()
+
+    assert in_a_thread(play) == 1  # the caller's count, not its own
+    assert counters["frames"]["total"] == compiled
+    assert make_runner(model, threads=2, follow_counts=True).follow_counts == []  # a count of its own
