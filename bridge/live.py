@@ -20,7 +20,7 @@ from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError, ControlError, ModelLoadError
 from bridge.generators.base import load_model
 from bridge.params import ParamStore
-from bridge.runtime import make_runner, parse_threads
+from bridge.runtime import DEFAULT_THREADS, make_runner, parse_threads, set_threads, thread_choices
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,14 @@ class LiveSession(Actions):
             # oneDNN's prepared kernels every frame), warmed at each count its trial may set;
             # a fixed count is everyone's
             follow = not lead and s.threads == "auto"
-            runner = make_runner(model, runtime=s.runtime, device=s.device, threads=None if follow else s.threads,
+            threads = None if follow else s.threads
+            if threads == "auto" and hasattr(self, "pipeline") and s.device.split(":")[0] == "cpu":
+                # a switch mid-set: dynamo compiles once per count, and each compile on the loader
+                # thread holds back the playing one (measured: two switches repeated 177 frames
+                # with a trial, 87 at one count), so the new model gets every core, no trial
+                threads = thread_choices()[-1]
+                log.info("switch: %s plays at %d threads (a trial runs at start only)", name, threads)
+            runner = make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
                                  follow_counts=follow)
         own_walk = name == s.model
         upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
@@ -402,6 +409,8 @@ class LiveSession(Actions):
 
         def load():
             try:
+                # a new thread starts at the count the playing one set last: build at torch's own
+                set_threads(DEFAULT_THREADS)
                 model, pipeline = self._build(name, output_size=self.size)
                 old = self.pipeline
                 self.engine.swap_pipeline(pipeline)

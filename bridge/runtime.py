@@ -72,9 +72,14 @@ def set_threads(count: int) -> None:
         torch.set_num_threads(count)
 
 
+# torch's own count (the physical cores, or OMP_NUM_THREADS), read before any of ours is set: a
+# thread started later begins at the count last set by any thread (the playing one's, perhaps 1)
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 def thread_choices(cores: int | None = None) -> list[int]:
     """The counts `--threads auto` tries: 1, half the cores from 4, and all of them."""
-    cores = cores or torch.get_num_threads()
+    cores = cores or DEFAULT_THREADS
     return sorted({1, cores} | ({cores // 2} if cores >= 4 else set()))
 
 
@@ -248,16 +253,22 @@ class Runner:
         if self._graphs:  # captured around the compiled function: capture again around the eager one
             self._graphs.clear()
 
-    def _autocast_context(self, cache: bool = True):
-        return torch.autocast(self.device.type, dtype=self._autocast, cache_enabled=cache)
+    def _autocast_context(self):
+        # Never autocast's weight cache. It lasts one autocast region, a call, where each weight is
+        # cast once anyway; it is one map for the whole process, cleared under its mutex at every
+        # region's end, and clearing drops tensors, which takes the GIL. A model compiling on the
+        # loader thread (a switch) holds the GIL and waits for that mutex in its traced casts,
+        # while the playing thread holds the mutex and waits for the GIL: both froze (seen on a
+        # live switch with bf16). With no thread caching, the map stays empty. Inside a captured
+        # CUDA graph it must be off too: a cached cast would be made once, at capture, by a
+        # kernel later replays skip (torch.cuda.graph's advice).
+        return torch.autocast(self.device.type, dtype=self._autocast, cache_enabled=False)
 
     def _network(self, cond, latent):
         """The network in its precision, its outputs float32 (what a graph captures)."""
         if self._autocast is None:
             return self._fn(cond, latent)
-        # no autocast weight cache inside a captured graph: a cached cast would be made once, at
-        # capture, by a kernel that later replays would skip (torch.cuda.graph's advice)
-        with self._autocast_context(cache=self._graphs is None):
+        with self._autocast_context():
             out = self._fn(cond, latent)
         return _to_float(out)
 

@@ -2,6 +2,7 @@
 int8's ONNX Runtime session per count, and `auto` trying the counts on live calls, alone and with
 `--runtime auto`, in a real engine beside a real audio file."""
 import threading
+import time
 
 import pytest
 import torch
@@ -269,3 +270,49 @@ def test_a_mix_s_other_models_are_warmed_at_every_count_the_lead_tries(two_count
     assert in_a_thread(play) == 1  # the caller's count, not its own
     assert counters["frames"]["total"] == compiled
     assert make_runner(model, threads=2, follow_counts=True).follow_counts == []  # a count of its own
+
+
+def test_auto_tries_the_machine_s_counts_from_a_thread_started_after_one_played_at_1():
+    """torch starts a new thread at the count any thread set last: a model switched to on a
+    loader thread, after the playing thread kept 1, must still try every count."""
+    in_a_thread(lambda: torch.set_num_threads(1))
+    assert in_a_thread(torch.get_num_threads) == 1  # torch's behaviour this guards against
+    assert in_a_thread(runtime.thread_choices) == runtime.thread_choices(runtime.DEFAULT_THREADS)
+    if runtime.DEFAULT_THREADS > 1:
+        runner = in_a_thread(lambda: make_runner(tiny_pix2pix(), threads="auto"))
+        assert isinstance(runner, AutoRunner) and len(runner.candidates) >= 2
+
+
+def test_runner_autocast_keeps_no_weight_cache():
+    """autocast's weight cache is one map for the process, cleared under a mutex that a model
+    compiling on another thread waits for while holding the GIL: a live switch froze both threads.
+    The runner's autocast never caches, so the map stays empty."""
+    model = tiny_pix2pix()
+    runner = Runner(model, runtime="optimized", compile=False)
+    runner._autocast = torch.bfloat16  # as on a CPU with native bf16, or any GPU
+    seen = []
+    conv = next(m for m in runner.net.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_pre_hook(
+        lambda module, args: seen.append((torch.is_autocast_enabled("cpu"), torch.is_autocast_cache_enabled())))
+    out = runner(demo_conditions(model, count=2, every_s=1.0)[1:])
+    assert out.dtype == torch.float32 and seen and all(on and not cached for on, cached in seen)
+
+
+def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_path, monkeypatch, two_counts):
+    """A trial would compile the new model once per count while the set plays (each compile
+    holds the playing thread back): a switch gets the most threads, once."""
+    from tests.helpers.streams import wait_for
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    save_bundle(tiny_pix2pix(), tmp_path / "tiny-a")
+    save_bundle(tiny_pix2pix(), tmp_path / "tiny-b")
+    settings = LiveSettings(model="tiny-a", audio_in=AMEN, outs=["null"], fps=20)
+    with LiveSession(settings) as session:
+        assert isinstance(session.pipeline.runner, AutoRunner)  # at start: the trial
+        worker = threading.Thread(target=lambda: session.run(duration=3.0, status_stream=None))
+        worker.start()
+        time.sleep(0.5)
+        session.switch_model("tiny-b")
+        assert wait_for(lambda: session.model_name == "tiny-b", timeout=30)
+        worker.join(30)
+        runner = session.engine.pipeline.runner
+    assert not worker.is_alive() and isinstance(runner, Runner) and runner.threads == 2
