@@ -313,6 +313,6 @@ def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_
         time.sleep(0.5)
         session.switch_model("tiny-b")
         assert wait_for(lambda: session.model_name == "tiny-b", timeout=30)
+        runner = session.pipeline.runner  # built and handed to the engine (it swaps it in between frames)
         worker.join(30)
-        runner = session.engine.pipeline.runner
     assert not worker.is_alive() and isinstance(runner, Runner) and runner.threads == 2
