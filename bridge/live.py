@@ -20,7 +20,7 @@ from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError, ControlError, ModelLoadError
 from bridge.generators.base import load_model
 from bridge.params import ParamStore
-from bridge.runtime import DEFAULT_THREADS, make_runner, parse_threads, set_threads, thread_choices
+from bridge.runtime import DEFAULT_THREADS, make_runner, parse_threads, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class LiveSession(Actions):
                 # a switch mid-set: dynamo compiles once per count, and each compile on the loader
                 # thread holds back the playing one (measured: two switches repeated 177 frames
                 # with a trial, 87 at one count), so the new model gets every core, no trial
-                threads = thread_choices()[-1]
+                threads = DEFAULT_THREADS  # the most any trial offers
                 log.info("switch: %s plays at %d threads (a trial runs at start only)", name, threads)
             runner = make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
                                  follow_counts=follow)
