@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 STOP_SIGNALS = ("SIGINT", "SIGTERM")  # Ctrl-C, and what service managers and `kill` send
 SLOW_CLOSE_S = 20.0  # closing taking longer than this prints where every thread is
+# How long a thread may keep the GIL while another waits for it, during a model switch (Python's
+# default is 5 ms; see `playing_thread_first`)
+SWITCH_GIL_INTERVAL_S = 20e-6
 
 
 @contextlib.contextmanager
@@ -55,6 +58,22 @@ def stop_on_signals(request_stop):
     finally:
         for number, handler in previous.items():  # None: one set outside Python, not restorable
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def playing_thread_first(interval_s: float = SWITCH_GIL_INTERVAL_S):
+    """While inside, a thread holding the GIL hands it over after `interval_s` when another one
+    waits, instead of Python's 5 ms. For a model switch: the new model compiles on a loader thread,
+    which is Python holding the GIL nearly all the time, and the playing thread lets the GIL go
+    around every kernel of its frame and waits to take it back each time. At 5 ms a wait, two
+    switches on 2 cores repeated 89-104 frames; at 20 us, 7-12 (benchmarks/README.md). The
+    interval is the whole process's: put back on leaving (one switch runs at a time)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, interval_s))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 class _SlowCloseReport:
@@ -411,7 +430,8 @@ class LiveSession(Actions):
             try:
                 # a new thread starts at the count the playing one set last: build at torch's own
                 set_threads(DEFAULT_THREADS)
-                model, pipeline = self._build(name, output_size=self.size)
+                with playing_thread_first():
+                    model, pipeline = self._build(name, output_size=self.size)
                 old = self.pipeline
                 self.engine.swap_pipeline(pipeline)
                 self.model, self.pipeline, self.model_name = model, pipeline, name

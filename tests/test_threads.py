@@ -1,6 +1,7 @@
 """--threads: a fixed count set in the thread that plays (the one that builds keeps its own),
 int8's ONNX Runtime session per count, and `auto` trying the counts on live calls, alone and with
 `--runtime auto`, in a real engine beside a real audio file."""
+import sys
 import threading
 import time
 
@@ -316,3 +317,43 @@ def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_
         runner = session.pipeline.runner  # built and handed to the engine (it swaps it in between frames)
         worker.join(30)
     assert not worker.is_alive() and isinstance(runner, Runner) and runner.threads == 2
+
+
+class _IntervalWatch(LiveSession):
+    """A live session noting the GIL switch interval each model build runs under."""
+
+    def _build(self, name, output_size=None):
+        self.intervals = getattr(self, "intervals", []) + [(name, sys.getswitchinterval())]
+        return super()._build(name, output_size)
+
+
+def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_interval_back(tmp_path, monkeypatch):
+    """The loader thread compiling holds the GIL; the playing thread waits for it around every
+    kernel. During a build (only then) the holder hands it over after 20 us, not 5 ms; after the
+    build, and after a build that fails, the interval is what it was."""
+    from bridge.live import SWITCH_GIL_INTERVAL_S
+    from tests.helpers.streams import wait_for
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    save_bundle(tiny_pix2pix(), tmp_path / "tiny-a")
+    save_bundle(tiny_pix2pix(), tmp_path / "tiny-b")
+    save_bundle(tiny_pix2pix(), tmp_path / "broken")
+    (tmp_path / "broken" / "weights.safetensors").write_bytes(b"not a safetensors file")
+    before = sys.getswitchinterval()
+    assert before > SWITCH_GIL_INTERVAL_S  # Python's own, 5 ms
+    settings = LiveSettings(model="tiny-a", audio_in=AMEN, outs=["null"], fps=20, threads=1)
+    with _IntervalWatch(settings) as session:
+        worker = threading.Thread(target=lambda: session.run(duration=4.0, status_stream=None))
+        worker.start()
+        time.sleep(0.3)
+        session.switch_model("tiny-b")
+        assert wait_for(lambda: session.model_name == "tiny-b" and not session._lock.locked(), timeout=30)
+        assert sys.getswitchinterval() == before
+        session.switch_model("broken")
+        assert wait_for(lambda: not session._lock.locked(), timeout=30)
+        assert sys.getswitchinterval() == before
+        assert session.model_name == "tiny-b" and "model broken not loaded" in session.messages[-1]
+        worker.join(30)
+    assert not worker.is_alive()
+    assert [name for name, _ in session.intervals] == ["tiny-a", "tiny-b", "broken"]
+    # Python keeps the interval in whole microseconds
+    assert [seen for _, seen in session.intervals] == pytest.approx([before] + [SWITCH_GIL_INTERVAL_S] * 2)

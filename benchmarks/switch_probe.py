@@ -1,0 +1,102 @@
+"""Model switches mid-set: how many frames go out again (late pictures) while a switched model
+builds on the loader thread, and how long the switch takes. Each run is its own process (a
+live session from `bridge.live`, the bundled demo song as line-in, a null output at 30 fps):
+pix2pix-pulse plays, then a switch to cvae-faces and one back. Variants are interleaved run by
+run, so a busy moment on a shared machine hits both:
+
+- `as-is`: the switch as the bridge does it;
+- `gil-5ms`: the same with the GIL's switch interval left at Python's 5 ms during the build
+  (how switches ran before `bridge.live.playing_thread_first`).
+
+    python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = ("as-is", "gil-5ms")
+
+
+def one_run(variant: str, threads: str, duration: float, at: list[float], models: list[str]) -> dict:
+    """One live session in this process; the switches made from a side thread, as OSC would."""
+    import bridge.live as live
+    if variant == "gil-5ms":
+        live.playing_thread_first = contextlib.nullcontext
+    settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
+                                 outs=["null"], fps=30, threads=threads)
+    switches = []
+    with live.LiveSession(settings) as session:
+        def switcher():
+            start = time.perf_counter()
+            for when, name in zip(at, models):
+                time.sleep(max(0.0, when - (time.perf_counter() - start)))
+                before, t = session.engine.stats.repeated, time.perf_counter()
+                session.switch_model(name)
+                while session.model_name != name and time.perf_counter() - t < 60:
+                    time.sleep(0.005)
+                swapped, building = time.perf_counter() - t, session.engine.stats.repeated - before
+                time.sleep(1.0)  # the new model's first frames, on the playing thread
+                switches.append({"model": name, "swap_s": round(swapped, 2), "repeated_building": building,
+                                 "repeated_first_second": session.engine.stats.repeated - before - building})
+        threading.Thread(target=switcher, daemon=True).start()
+        stats = session.run(duration=duration, status_stream=None)
+    return {"variant": variant, "switches": switches,
+            **{k: stats.get(k) for k in ("sent", "repeated", "stalled", "generate_ms_p50", "latency_ms_p95")}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--threads", default="auto")
+    p.add_argument("--duration", type=float, default=16.0)
+    p.add_argument("--at", default="3,9", help="seconds into the run of each switch")
+    p.add_argument("--models", default="cvae-faces,pix2pix-pulse", help="switched to, in order")
+    p.add_argument("--out", default=None, help="write the runs and a summary as JSON here")
+    p.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # a child process: one run
+    a = p.parse_args()
+    at, models = [float(x) for x in a.at.split(",")], a.models.split(",")
+    if a.one:
+        print(json.dumps(one_run(a.one, a.threads, a.duration, at, models)))
+        return
+    from bridge.bench import machine_info
+    runs = []
+    for i in range(a.runs):
+        for variant in VARIANTS:
+            child = subprocess.run([sys.executable, __file__, "--one", variant, "--threads", a.threads,
+                                    "--duration", str(a.duration), "--at", a.at, "--models", a.models],
+                                   capture_output=True, text=True, cwd=ROOT, timeout=300)
+            if child.returncode != 0:
+                sys.exit(f"switch_probe: run {i + 1} ({variant}) failed:\n{child.stderr[-2000:]}")
+            run = json.loads(child.stdout.strip().splitlines()[-1])
+            runs.append(run)
+            print(f"run {i + 1} {variant:8s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
+                  + ", ".join(f"{s['model']} {s['swap_s']} s, {s['repeated_building']}+{s['repeated_first_second']}"
+                              for s in run["switches"]), flush=True)
+    summary = {}
+    for variant in VARIANTS:
+        mine = [r for r in runs if r["variant"] == variant]
+        per_switch = [s["repeated_building"] + s["repeated_first_second"] for r in mine for s in r["switches"]]
+        summary[variant] = {"repeated_per_run_median": statistics.median(r["repeated"] for r in mine),
+                            "repeated_per_switch_median": statistics.median(per_switch),
+                            "swap_s_median": round(statistics.median(s["swap_s"] for r in mine for s in r["switches"]), 2)}
+        print(f"{variant:8s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
+              f"{summary[variant]['repeated_per_switch_median']}, switch {summary[variant]['swap_s_median']} s")
+    if a.out:
+        Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "threads": a.threads, "at": at,
+                                           "models": models, "duration_s": a.duration, "runs": runs,
+                                           "summary": summary}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
