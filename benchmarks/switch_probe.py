@@ -4,9 +4,10 @@ live session from `bridge.live`, the bundled demo song as line-in, a null output
 pix2pix-pulse plays, then a switch to cvae-faces and one back. Variants are interleaved run by
 run, so a busy moment on a shared machine hits both:
 
-- `as-is`: the switch as the bridge does it;
-- `gil-5ms`: the same with the GIL's switch interval left at Python's 5 ms during the build
-  (how switches ran before `bridge.live.playing_thread_first`).
+- `as-is`: the switch as the bridge does it (the switch back finds pix2pix-pulse kept warm);
+- `keep-warm-0`: every switch loads its model (`--keep-warm 0`);
+- `gil-5ms`: that, with the GIL's switch interval left at Python's 5 ms during the build (how
+  switches ran before `bridge.live.playing_thread_first`).
 
     python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--out FILE.json]
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "gil-5ms")
+VARIANTS = ("as-is", "keep-warm-0", "gil-5ms")
 
 
 def one_run(variant: str, threads: str, duration: float, at: list[float], models: list[str]) -> dict:
@@ -34,7 +35,8 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
     if variant == "gil-5ms":
         live.playing_thread_first = contextlib.nullcontext
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
-                                 outs=["null"], fps=30, threads=threads)
+                                 outs=["null"], fps=30, threads=threads,
+                                 keep_warm=2 if variant == "as-is" else 0)
     switches = []
     with live.LiveSession(settings) as session:
         def switcher():
@@ -80,7 +82,7 @@ def main() -> None:
                 sys.exit(f"switch_probe: run {i + 1} ({variant}) failed:\n{child.stderr[-2000:]}")
             run = json.loads(child.stdout.strip().splitlines()[-1])
             runs.append(run)
-            print(f"run {i + 1} {variant:8s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
+            print(f"run {i + 1} {variant:11s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
                   + ", ".join(f"{s['model']} {s['swap_s']} s, {s['repeated_building']}+{s['repeated_first_second']}"
                               for s in run["switches"]), flush=True)
     summary = {}
@@ -90,7 +92,7 @@ def main() -> None:
         summary[variant] = {"repeated_per_run_median": statistics.median(r["repeated"] for r in mine),
                             "repeated_per_switch_median": statistics.median(per_switch),
                             "swap_s_median": round(statistics.median(s["swap_s"] for r in mine for s in r["switches"]), 2)}
-        print(f"{variant:8s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
+        print(f"{variant:11s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
               f"{summary[variant]['repeated_per_switch_median']}, switch {summary[variant]['swap_s_median']} s")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "threads": a.threads, "at": at,

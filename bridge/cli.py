@@ -84,6 +84,7 @@ def run_settings(args):
                         preset=args.preset, midi_in=args.midi_in, midi_out=args.midi_out,
                         midi_map=given["midi_map"], midi_api=args.midi_api, record=args.record,
                         replay=args.replay, degrade=args.degrade, isolate=args.isolate,
+                        keep_warm=args.keep_warm, preload=args.preload,
                         mix_models=models[1:], mix_mode=args.mix_mode, out_size=args.out_size,
                         upscale=args.upscale, fit=args.fit)
 
@@ -363,6 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(full, 3/4, 1/2, 1/4) or scales like 1,0.75,0.5 (default: off; pix2pix only)")
     p.add_argument("--isolate", action="store_true", help="run the model's network in a worker process: "
                    "if it crashes or hangs, the last good frame plays on while a new worker starts")
+    p.add_argument("--keep-warm", type=int, default=2, metavar="N",
+                   help="models switched away from (or cued with /vjbridge/model/cue) kept loaded and "
+                   "warmed, so switching back lands at the next frame (default 2; 0: none, least memory)")
+    p.add_argument("--preload", action="append", default=[], metavar="NAME",
+                   help="also load and warm this model at start, ready to switch to at once (repeatable; "
+                   "kept warm whatever --keep-warm)")
     _add_generation(p)
     _add_runtime(p)
     _add_threads(p, "auto")

@@ -112,6 +112,13 @@ class FramePipeline:
         if samples.size:
             self.analyzer.feed(samples)
 
+    def listen_with(self, analyzer: StreamingAnalyzer) -> None:
+        """Play on from `analyzer` (a model switched in takes over the playing one's: its history,
+        levels and tempo, where its own would start from silence), and from no earlier picture
+        (one kept warm would smooth toward the last it made, however long ago)."""
+        self.analyzer = analyzer
+        self._previous = None
+
     def snapshot(self, audio_time: float | None, image: np.ndarray | None = None,
                  image_time: float | None = None) -> Snapshot:
         features = self.analyzer.snapshot(audio_time or 0.0)
@@ -246,6 +253,11 @@ class Engine:
                  degrade: bool | DegradeSettings = False):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
+        # The generation thread sets its own compile settings (recompile_room) as it starts; the
+        # import behind them takes a second where nothing compiled yet (the reference or int8
+        # runtime, --isolate): here, at start-up, not on that thread while the output waits for
+        # its first picture (it was a second of no frames at the start of such runs).
+        import torch._dynamo.config  # noqa: F401
         self._degrade_settings = degrade if isinstance(degrade, DegradeSettings) else (
             DegradeSettings() if degrade else None)
         self.degrade: DegradeController | None = None

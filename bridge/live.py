@@ -11,6 +11,8 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 from bridge.config import check_fps
 from bridge.control.osc import Actions
@@ -30,6 +32,7 @@ SLOW_CLOSE_S = 20.0  # closing taking longer than this prints where every thread
 # How long a thread may keep the GIL while another waits for it, during a model switch (Python's
 # default is 5 ms; see `playing_thread_first`)
 SWITCH_GIL_INTERVAL_S = 20e-6
+MAX_WARM = 8  # models kept ready besides the one playing (--keep-warm, --preload)
 
 
 @contextlib.contextmanager
@@ -74,6 +77,32 @@ def playing_thread_first(interval_s: float = SWITCH_GIL_INTERVAL_S):
         yield
     finally:
         sys.setswitchinterval(before)
+
+
+def bundle_stamp(name: str) -> tuple:
+    """What tells that a bundle changed on disk (trained again, replaced): its config's and
+    weights' sizes and modification times. A model kept warm whose stamp moved is loaded again."""
+    from bridge.generators.base import CONFIG_FILE, WEIGHTS_FILE, find_bundle
+    folder = find_bundle(name)
+    stamp = []
+    for file in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            st = (Path(folder) / file).stat()
+            stamp.append((file, st.st_size, st.st_mtime_ns))
+        except OSError:  # missing: loading it says so, in its own words
+            stamp.append((file, None, None))
+    return tuple(stamp)
+
+
+class _Warm(NamedTuple):
+    """A model built and warmed, not playing: switched away from, cued, or preloaded."""
+    model: object
+    pipeline: object  # its FramePipeline (the lead of a mix)
+    stamp: tuple
+
+
+def _lead(pipeline):
+    return pipeline.pipelines[0] if hasattr(pipeline, "pipelines") else pipeline
 
 
 class _SlowCloseReport:
@@ -140,6 +169,8 @@ class LiveSettings:
     degrade: str | None = None  # graceful degradation: 'auto', scales '1,0.75,0.5', or None/off
     isolate: bool = False  # run the generator's network in a worker process, restarted if it dies
     mix_models: list[str] = field(default_factory=list)  # more models played at once (bridge.mix)
+    keep_warm: int = 2  # models switched away from (or cued) kept built and warmed: switching back is instant
+    preload: list[str] = field(default_factory=list)  # models built at start, ready to switch to at once
     mix_mode: str | None = None  # how they blend: mix, add, screen, lighten (None: the parameter's default)
     out_size: str | None = None  # output resolution WxH, the picture upscaled to it (bridge.upscale)
     upscale: str = "bicubic"  # bilinear, bicubic, lanczos
@@ -164,6 +195,14 @@ class LiveSettings:
                               "give --runtime optimized or int8")
         if len(self.mix_models) > 3:
             raise ConfigError(f"at most 4 --model at once, got {1 + len(self.mix_models)}")
+        if isinstance(self.keep_warm, bool) or not isinstance(self.keep_warm, int) \
+                or not 0 <= self.keep_warm <= MAX_WARM:
+            raise ConfigError(f"--keep-warm must be 0..{MAX_WARM} models, got {self.keep_warm!r}")
+        if len(self.preload) > MAX_WARM:
+            raise ConfigError(f"at most {MAX_WARM} --preload, got {len(self.preload)}")
+        for name in self.preload:
+            if not MODEL_NAME.match(name):
+                raise ConfigError(f"--preload wants a bundle name (see `vjbridge models`), got {name!r}")
         self.upscaler()  # a bad --out-size, --upscale or --fit fails here too
 
     def upscaler(self):
@@ -212,7 +251,10 @@ class LiveSession(Actions):
         self.settings = settings
         self.model_name = settings.model
         self._opened: list = []
-        self._lock = threading.Lock()  # one model switch or recall at a time
+        self._lock = threading.Lock()  # held while the loader thread switches or cues models
+        self._queue_lock = threading.Lock()
+        self._queued: list[tuple[str, str]] = []  # ("switch" or "cue", name) waiting for the loader
+        self._warm: dict[str, _Warm] = {}  # models ready to switch to, least recently played first
         self.osc = self.midi = self.recorder = self.replayer = None
         self._watcher = self._morph = None
         self.messages: list[str] = []  # what the control surfaces were told went wrong (newest last)
@@ -222,6 +264,7 @@ class LiveSession(Actions):
             self.params.set("smoothing", settings.smoothing, source="cli")
             if settings.walk is not None and "walk" in self.params.params:
                 self.params.set("walk", settings.walk, source="cli")
+            self._stamp = bundle_stamp(settings.model)
             self.model, self.pipeline = self._build(settings.model)
             # The model in use refuses what it cannot do (a walk it lacks, anchor 40 of 8) before
             # the store accepts it, so a refusal leaves the state as it was.
@@ -238,6 +281,10 @@ class LiveSession(Actions):
                 self.video = open_video_source(settings.camera)
                 self._open(self.video)
             self.size = settings.size or self.model.output_size
+            for name in settings.preload:  # the set's models, built before it starts, at its size
+                if name != settings.model and name not in self._warm:
+                    stamp = bundle_stamp(name)
+                    self._keep(name, _Warm(*self._build_one(name, self.size), stamp))
             self.width = self.height = self.size
             upscaler = settings.upscaler()
             if upscaler is not None:
@@ -267,11 +314,11 @@ class LiveSession(Actions):
             raise
 
     # --- building -------------------------------------------------------------------------------
-    def _build(self, name: str, output_size: int | None = None):
-        """Load, prepare and warm a model and its pipeline (used at start and by a switch); with
-        --model given more than once, the others join it in a MixPipeline (a switch replaces the
-        first, the others play on)."""
-        model, pipeline = self._build_one(name, output_size)
+    def _build(self, name: str, output_size: int | None = None, ready: _Warm | None = None):
+        """Load, prepare and warm a model and its pipeline (used at start and by a switch; `ready`:
+        one kept warm); with --model given more than once, the others join it in a MixPipeline
+        (a switch replaces the first, the others play on)."""
+        model, pipeline = (ready.model, ready.pipeline) if ready is not None else self._build_one(name, output_size)
         built = []  # pipelines made here: closed again (isolated workers) if the mix cannot be made
         try:
             if hasattr(self, "pipeline"):  # a switch: the new lead joins the others playing now
@@ -413,46 +460,151 @@ class LiveSession(Actions):
         if self.osc is not None:
             self.osc.send("/vjbridge/error", message)
 
-    def switch_model(self, name: str) -> None:
-        """Switch model: load and warm it on a thread, then swap it in between two frames. A
-        model that fails to load is reported; the current one keeps playing."""
+    @staticmethod
+    def _checked_name(name: str, address: str = "/vjbridge/model") -> None:
         from bridge.generators.base import find_bundle
         if not MODEL_NAME.match(name):  # a name from the network never points at a folder
-            raise ControlError(f"/vjbridge/model wants a bundle name (see `vjbridge models`), got {name!r}")
+            raise ControlError(f"{address} wants a bundle name (see `vjbridge models`), got {name!r}")
         try:
             find_bundle(name)  # an unknown name is refused at once, with the list of known ones
         except ModelLoadError as e:
             raise ControlError(str(e)) from None
-        if not self._lock.acquire(blocking=False):
-            raise ControlError(f"still switching models; /vjbridge/model {name} ignored")
 
-        def load():
+    def _capacity(self) -> int:
+        """How many models are kept ready besides the one playing."""
+        return max(self.settings.keep_warm, len(self.settings.preload))
+
+    def _keep(self, name: str, warm: _Warm) -> None:
+        """Keep a built model ready (the most recent last); past the capacity the least recently
+        played or cued one is closed."""
+        self._warm.pop(name, None)
+        self._warm[name] = warm
+        while len(self._warm) > self._capacity():
+            oldest = next(iter(self._warm))
+            log.info("model %s let go (--keep-warm %d)", oldest, self._capacity())
+            self._warm.pop(oldest).pipeline.close()
+
+    def _take_warm(self, name: str, stamp: tuple) -> _Warm | None:
+        """The model kept ready under `name`, if its bundle is as it was built from."""
+        warm = self._warm.pop(name, None)
+        if warm is not None and warm.stamp != stamp:
+            log.info("model %s changed on disk since it was built: loading it again", name)
+            warm.pipeline.close()
+            return None
+        return warm
+
+    def switch_model(self, name: str) -> None:
+        """Switch model: load and warm it on a thread, then swap it in between two frames; one
+        kept warm (played before, cued, preloaded) swaps in at the next frame. A model that fails
+        to load is reported; the current one keeps playing. The one playing, unchanged on disk,
+        is not loaded again. Asked while another loads, it runs after (a later switch replaces it)."""
+        self._checked_name(name)
+        self._request("switch", name)
+
+    def cue_model(self, name: str) -> None:
+        """Build a model now, while the set plays, so that a switch to it later lands at the
+        next frame; `/vjbridge/model/cued NAME` goes back when it is ready."""
+        self._checked_name(name, "/vjbridge/model/cue")
+        if self._capacity() == 0:
+            raise ControlError(f"--keep-warm 0 keeps no model ready: /vjbridge/model/cue {name} needs "
+                               "--keep-warm 1 or more")
+        self._request("cue", name)
+
+    def _request(self, kind: str, name: str) -> None:
+        """Run a switch or a cue on the loader thread, one at a time. One asked for meanwhile waits
+        its turn: a cue then a switch to it (pressed before the cue was ready) switches once it is;
+        of switches waiting, only the last asked for is made."""
+        with self._queue_lock:
+            if self._lock.acquire(blocking=False):
+                threading.Thread(target=self._loader, args=((kind, name),), name="vjbridge-model-load",
+                                 daemon=True).start()
+                return
+            if (kind, name) in self._queued:
+                return
+            if kind == "switch":
+                self._queued = [r for r in self._queued if r[0] != "switch"]
+            if len(self._queued) > MAX_WARM:
+                address = "/vjbridge/model" + ("/cue" if kind == "cue" else "")
+                raise ControlError(f"{len(self._queued)} model loads waiting already; {address} {name} ignored")
+            self._queued.append((kind, name))
+            log.info("%s %s after the model loading now", kind, name)
+
+    def _loader(self, request: tuple[str, str] | None) -> None:
+        while request is not None:
+            kind, name = request
             try:
-                # a new thread starts at the count the playing one set last: build at torch's own
-                set_threads(DEFAULT_THREADS)
-                with playing_thread_first():
-                    model, pipeline = self._build(name, output_size=self.size)
-                old = self.pipeline
-                self.engine.swap_pipeline(pipeline)
-                self.model, self.pipeline, self.model_name = model, pipeline, name
-                self._let_go(old)
-                if self.osc is not None:
-                    self.osc.send("/vjbridge/model", name)
+                (self._switch_now if kind == "switch" else self._cue_now)(name)
             except Exception as e:
-                self.report(f"model {name} not loaded, {self.model_name} keeps playing: {e}")
-            finally:
-                self._lock.release()
-        threading.Thread(target=load, name="vjbridge-model-load", daemon=True).start()
+                self.report(f"model {name} not loaded, {self.model_name} keeps playing: {e}" if kind == "switch"
+                            else f"model {name} not cued: {e}")
+            with self._queue_lock:
+                request = self._queued.pop(0) if self._queued else None
+                if request is None:
+                    self._lock.release()
 
-    def _let_go(self, old) -> None:
-        """Close a swapped-out pipeline (its worker process, if isolated) once the engine uses the
-        new one; not before, or the last frames of the old model would fail. In a mix only the
-        replaced lead goes: the others play on in the new mix."""
+    def _switch_now(self, name: str) -> None:
+        stamp = bundle_stamp(name)
+        if name == self.model_name and stamp == self._stamp:
+            log.info("model %s is playing already", name)
+        else:
+            self._switch(name, stamp)
+        if self.osc is not None:
+            self.osc.send("/vjbridge/model", name)
+
+    def _cue_now(self, name: str) -> None:
+        stamp = bundle_stamp(name)
+        if not (name == self.model_name and stamp == self._stamp):
+            warm = self._take_warm(name, stamp)
+            if warm is None:
+                set_threads(DEFAULT_THREADS)  # as a switch builds it: see _switch
+                with playing_thread_first():
+                    warm = _Warm(*self._build_one(name, self.size), stamp)
+            self._keep(name, warm)
+        log.info("model %s cued", name)
+        if self.osc is not None:
+            self.osc.send("/vjbridge/model/cued", name)
+
+    def _switch(self, name: str, stamp: tuple) -> None:
+        """On the loader thread, with the lock: build (or take warm) and swap in."""
+        # a new thread starts at the count the playing one set last: build at torch's own
+        set_threads(DEFAULT_THREADS)
+        ready = self._take_warm(name, stamp)
+        with playing_thread_first():
+            model, pipeline = self._build(name, output_size=self.size, ready=ready)
+        old = self._hand_over(pipeline)
+        self.engine.swap_pipeline(pipeline)
+        old_warm = _Warm(self.model, _lead(old), self._stamp)
+        old_name = self.model_name
+        self.model, self.pipeline, self.model_name, self._stamp = model, pipeline, name, stamp
+        self._let_go(old_name, old_warm)
+
+    def _hand_over(self, new):
+        """The model switched in listens on from the playing one's analysis (its 10 s history,
+        levels, tempo), where its own would start from silence, if both analyse alike; returns
+        the pipeline playing now."""
+        old = self.pipeline
+        lead = _lead(new)
+        if lead.analysis_config == _lead(old).analysis_config:
+            analyzer = _lead(old).analyzer  # fed by the playing thread until the swap, then by the new one
+        else:
+            from bridge.analysis import StreamingAnalyzer
+            analyzer = StreamingAnalyzer(lead.analysis_config)
+        for part in getattr(new, "pipelines", [new]):
+            part.listen_with(analyzer)
+        return old
+
+    def _let_go(self, name: str, warm: _Warm) -> None:
+        """Keep a swapped-out model warm (or close it, its worker process too, if isolated) once
+        the engine uses the new one; not before, or the last frames of the old model would fail.
+        In a mix only the replaced lead goes: the others play on in the new mix."""
         for _ in range(200):
             if not self.engine.swapping:
                 break
             threading.Event().wait(0.01)
-        (old.pipelines[0] if hasattr(old, "pipelines") else old).close()
+        if self._capacity() > 0:
+            self._keep(name, warm)
+        else:
+            warm.pipeline.close()
 
     def preset_load(self, name: str) -> list[str]:
         """Recall a whole state: parameters (all or nothing), the model (switched off-thread), and
@@ -608,6 +760,9 @@ class LiveSession(Actions):
         if self._morph is not None:
             self._morph.cancel()
         pipeline = getattr(self, "pipeline", None)
+        for warm in getattr(self, "_warm", {}).values():
+            self._opened.append(warm.pipeline)
+        self._warm = {}
         if pipeline is not None:
             self._opened.append(pipeline)  # closed first: an isolated worker must not outlive us
         with _SlowCloseReport():

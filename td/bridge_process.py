@@ -60,6 +60,7 @@ class LaunchSettings:
     size: int = 0  # 0: the model's own size
     runtime: str = "optimized"
     threads: str = "auto"  # torch threads of the network: auto (tried on the first frames) or a count
+    keep_warm: int = 2  # models switched away from (or cued) kept loaded: switching back is at once
     device: str = "cpu"
     bridge_host: str = "127.0.0.1"  # where the bridge runs; any other machine: remote
     osc_port: int = 9000
@@ -88,6 +89,8 @@ class LaunchSettings:
         self.threads = str(self.threads).strip() or "auto"
         if self.threads != "auto" and not (self.threads.isdigit() and int(self.threads) >= 1):
             raise ValueError(f"threads must be auto or a count of at least 1, got {self.threads!r}")
+        if not 0 <= int(self.keep_warm) <= 8:
+            raise ValueError(f"keep_warm must be 0..8 models, got {self.keep_warm}")
         try:
             shlex.split(self.extra_args)
         except ValueError as e:
@@ -108,7 +111,8 @@ def command_line(s: LaunchSettings) -> list:
     argv += ["--fps", f"{float(s.fps):g}"]
     if int(s.size):
         argv += ["--size", str(int(s.size))]
-    argv += ["--runtime", s.runtime, "--threads", s.threads, "--device", s.device,
+    argv += ["--runtime", s.runtime, "--threads", s.threads, "--keep-warm", str(int(s.keep_warm)),
+             "--device", s.device,
              # a local bridge listens on loopback only; a remote one must accept the network
              "--osc-host", "0.0.0.0" if s.remote else "127.0.0.1", "--osc-port", str(int(s.osc_port)),
              "--osc-reply", f"{s.td_host.strip() or '127.0.0.1'}:{int(s.reply_port)}"]
@@ -341,6 +345,8 @@ class BridgeProcess:
             fb.latency_ms = float(first)
         elif address == f"{p}/model" and isinstance(first, str):
             fb.model = first
+        elif address == f"{p}/model/cued" and isinstance(first, str):
+            self.note(f"model {first} cued: switching to it plays it at once")
         elif address == f"{p}/error":
             message = " ".join(str(a) for a in args)
             fb.errors.append(message)

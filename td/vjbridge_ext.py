@@ -16,7 +16,7 @@ from collections import deque
 
 ROUTE_PARS = ("Transport", "Sender", "Ndisource", "Bridgehost")
 LAUNCH_PARS = ("Python", "Workdir", "Audiosource", "Audiodevice", "Camera", "Extraout", "Fps", "Size",
-               "Runtime", "Threads", "Device", "Midiin", "Extraargs", "Oscport", "Tdhost", "Replyport",
+               "Runtime", "Threads", "Keepwarm", "Device", "Midiin", "Extraargs", "Oscport", "Tdhost", "Replyport",
                "Streamport", "Streamname", "Autorestart", "Restartafter", "Startupgrace")
 ECHO_HOLD_S = 0.5  # echoes of values sent this recently, but since replaced, do not move the knob
 DISPLAY_EVERY_S = 0.25
@@ -68,6 +68,7 @@ class VJBridgeExt:
             python=p.Python.eval(), workdir=p.Workdir.eval(), model=p.Model.eval().strip() or "pix2pix-pulse",
             audio_in=audio, camera=p.Camera.eval().strip(), outs=tuple(outs), fps=float(p.Fps.eval()),
             size=int(p.Size.eval()), runtime=p.Runtime.eval(), threads=p.Threads.eval().strip() or "auto",
+            keep_warm=int(p.Keepwarm.eval()),
             device=p.Device.eval().strip() or "cpu",
             bridge_host=bridge_host, osc_port=int(p.Oscport.eval()), td_host=td_host,
             reply_port=int(p.Replyport.eval()), preset=p.Preset.eval().strip(),
@@ -154,6 +155,8 @@ class VJBridgeExt:
             self.Route()  # TouchDesigner's receivers follow at once
         if name == "Model" and running:
             self._send(f"{self.protocol.prefix}/model", [par.eval()])  # switched live, between frames
+        elif name == "Cue" and running and par.eval().strip():
+            self._send(f"{self.protocol.prefix}/model/cue", [par.eval().strip()])  # Model set to it later: at once
         elif (name in LAUNCH_PARS or name in ROUTE_PARS) and running:
             self.bridge.note(f"{name} applies to the bridge at the next Start or Restart")
 

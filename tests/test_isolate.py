@@ -146,8 +146,26 @@ def test_a_killed_or_hung_worker_is_replaced_while_the_output_keeps_its_rate(tin
     assert_none_escaped(thread_exceptions)
 
 
-def test_switching_models_starts_a_new_worker_and_ends_the_old(tiny_models):
+def test_switching_models_starts_a_new_worker_and_keeps_the_old_one_warm_until_the_end(tiny_models):
+    """The model switched away from keeps its worker (--keep-warm): switching back plays it again,
+    the same process, with no load; closing the session ends both."""
     with live(None, isolate=True, osc_port=None) as session:
+        old = session.pipeline.runner.iso.pid
+        run = Running(session, 5.0)
+        session.switch_model("tiny-b")
+        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 10.0)
+        new = session.pipeline.runner.iso.pid
+        assert new != old and alive(new) and alive(old)
+        session.switch_model("tiny-a")
+        assert wait_until(lambda: session.model_name == "tiny-a" and not session._lock.locked(), 10.0)
+        assert session.pipeline.runner.iso.pid == old and alive(new)
+        result = run.join()
+    assert not alive(old) and not alive(new)
+    assert result["fps"] >= FPS * 0.9 and result["errors"] == 0, result
+
+
+def test_with_keep_warm_0_a_switch_ends_the_old_worker(tiny_models):
+    with live(None, isolate=True, osc_port=None, keep_warm=0) as session:
         old = session.pipeline.runner.iso.pid
         run = Running(session, 4.0)
         session.switch_model("tiny-b")

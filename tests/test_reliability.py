@@ -157,7 +157,8 @@ def test_fifty_model_swaps_at_the_target_rate_drop_no_frame_and_leak_nothing(tin
     # every object holding the GIL, and 1.5 M of them stalled the output 18 times in this test until
     # the live session froze its start-up heap out of the collector's sight (LiveSession.run).
     heap = [{"n": [i, str(i)]} for i in range(1_500_000)]
-    with live(osc_port=None) as session:
+    # every swap loads its model anew, and the one swapped out must be freed: none kept warm
+    with live(osc_port=None, keep_warm=0) as session:
         run = Running(session, duration)
         time.sleep(0.5)
         gone = []  # weak references to every model swapped out: they must be freed

@@ -96,7 +96,8 @@ def test_command_line_routes_and_settings_checks():
     assert core.command_line(s) == [
         "/venv/bin/python", "-m", "bridge", "run", "--model", "vae-mirror", "--audio-in",
         "rtsp://127.0.0.1:8554/vjbridge", "--camera", "0", "--out", "syphon:vjbridge", "--out", "file:set.mp4",
-        "--fps", "25", "--size", "512", "--runtime", "optimized", "--threads", "auto", "--device", "cpu",
+        "--fps", "25", "--size", "512", "--runtime", "optimized", "--threads", "auto", "--keep-warm", "2",
+        "--device", "cpu",
         "--osc-host", "127.0.0.1",
         "--osc-port", "9000", "--osc-reply", "127.0.0.1:9001", "--preset", "club", "--midi-in", "*",
         "--walk", "magellan", "--walk-param", "seconds_per_anchor=4"]
@@ -122,7 +123,8 @@ def test_command_line_routes_and_settings_checks():
     assert core.pick_source([], "vj", "guess") == "guess"
     for bad, message in ((dict(osc_port=0), "osc_port"), (dict(fps=0.5), "fps"), (dict(size=8), "size"),
                          (dict(extra_args="--walk 'open"), "extra_args"), (dict(python=""), "python is empty"),
-                         (dict(threads="0"), "threads must be auto or a count"), (dict(threads="two"), "threads")):
+                         (dict(threads="0"), "threads must be auto or a count"), (dict(threads="two"), "threads"),
+                         (dict(keep_warm=9), "keep_warm must be 0..8")):
         with pytest.raises(ValueError, match=message):
             core.LaunchSettings(**{"python": "/p", **bad})
 
@@ -269,6 +271,10 @@ def test_extension_runs_a_real_bridge_inside_the_standin(tiny_models, tmp_path):
         p.Trigfreeze.pulse()  # the bridge toggles freeze; its echo moves the Freeze toggle here
         assert run_until(lambda: p.Freeze.eval() is True, frame)
         assert ("/vjbridge/trigger/freeze", []) in comp.op("osc_out").sent
+        p.Cue = "tiny-b"  # loaded now, while tiny-a plays; the bridge says when it is ready
+        assert run_until(lambda: "model tiny-b cued" in comp.op("log").text, frame), comp.op("log").text
+        assert ("/vjbridge/model/cue", ["tiny-b"]) in comp.op("osc_out").sent
+        assert status()["model"] == "tiny-a"
         p.Model = "tiny-b"  # while running: switched live, no restart
         assert run_until(lambda: status()["model"] == "tiny-b", frame), comp.op("log").text
         assert ext.bridge.restarts == 0

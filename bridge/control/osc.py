@@ -4,7 +4,9 @@ touch a model or a device, never block the engine, never let an exception out.
 In, under /vjbridge/:
   /vjbridge/param/<name> VALUE    write a declared parameter (bridge.params); out of range: clamped
   /vjbridge/trigger/<name> [N]    fire a declared trigger (next anchor, anchor N, reset, freeze...)
-  /vjbridge/model NAME            switch model (loaded and warmed off the engine's threads)
+  /vjbridge/model NAME            switch model (loaded and warmed off the engine's threads; one
+                                  kept warm, --keep-warm, swaps in at the next frame)
+  /vjbridge/model/cue NAME        load and warm a model now, ready for a switch to it later
   /vjbridge/preset/load NAME      recall presets/NAME.toml (all or nothing; watched for edits)
   /vjbridge/preset/save NAME      save the whole state as presets/NAME.toml
   /vjbridge/preset/morph NAME B   glide to presets/NAME.toml over B beats
@@ -23,6 +25,7 @@ Out, to --osc-reply HOST:PORT:
   /vjbridge/error "message"       for a refused command or an undecodable packet (at most
                                   ERRORS_PER_S a second; the next one says how many were held back)
   /vjbridge/midi/learned "note"   when MIDI learn has bound a control
+  /vjbridge/model/cued NAME       when a cued model is ready (a switch to it lands at the next frame)
 
 Two traps in python-osc are avoided by not using its server: its decoder lets UnicodeDecodeError
 escape on packets such as b'/\x80\x00\x00', and its dispatcher sleeps until a bundle's timetag
@@ -149,6 +152,9 @@ class Actions:
 
     def switch_model(self, name: str) -> None:
         raise ControlError("switching models needs a live session (vjbridge run)")
+
+    def cue_model(self, name: str) -> None:
+        raise ControlError("cueing models needs a live session (vjbridge run)")
 
     def preset_load(self, name: str) -> list[str]:
         from bridge.control.presets import apply_preset
@@ -327,6 +333,8 @@ class OscControl:
             self.actions.preset_morph(args[0], float(args[1]))
         elif address == f"{PREFIX}/model":
             self.actions.switch_model(_one_name(address, args))
+        elif address == f"{PREFIX}/model/cue":
+            self.actions.cue_model(_one_name(address, args))
         elif address == f"{PREFIX}/midi/learn":
             self.actions.midi_learn(_one_name(address, args))
         elif address == f"{PREFIX}/midi/save":

@@ -37,14 +37,16 @@ def protocol() -> dict:
         "osc": {
             "prefix": PREFIX,
             "in": {"param": f"{PREFIX}/param/<name> VALUE", "trigger": f"{PREFIX}/trigger/<name> [N]",
-                   "model": f"{PREFIX}/model NAME", "preset_load": f"{PREFIX}/preset/load NAME",
+                   "model": f"{PREFIX}/model NAME", "model_cue": f"{PREFIX}/model/cue NAME",
+                   "preset_load": f"{PREFIX}/preset/load NAME",
                    "preset_save": f"{PREFIX}/preset/save NAME",
                    "preset_morph": f"{PREFIX}/preset/morph NAME BEATS",
                    "midi_learn": f"{PREFIX}/midi/learn NAME", "midi_save": f"{PREFIX}/midi/save NAME",
                    "query": f"{PREFIX}/query"},
             "out": {"heartbeat": f"{PREFIX}/heartbeat N", "every_s": HEARTBEAT_S,
                     "fps": f"{PREFIX}/fps F", "latency_ms": f"{PREFIX}/latency_ms F",
-                    "model": f"{PREFIX}/model NAME", "param": f"{PREFIX}/param/<name> VALUE",
+                    "model": f"{PREFIX}/model NAME", "model_cued": f"{PREFIX}/model/cued NAME",
+                    "param": f"{PREFIX}/param/<name> VALUE",
                     "trigger": f"{PREFIX}/trigger/<name> [N]", "midi_learned": f'{PREFIX}/midi/learned "note"',
                     "status": f'{PREFIX}/status/<part> STATE "reason"',  # audio, camera, generator (--isolate), out/<kind>
                     "degrade": f"{PREFIX}/degrade LEVEL",  # off, full, 3/4, 1/2, 1/4 (run --degrade)
