@@ -161,6 +161,7 @@ STALL_AFTER_S = 0.5
 RETRY_EVERY_S = 0.5  # a device that comes back is found within this (plus its own start-up)
 FIRST_CALLBACK_WAIT_S = 3.0  # a reopened stream that stays silent this long is tried again
 WATCH_EVERY_S = 0.05
+RELEASE_WAIT_S = 0.5  # see LineIn._release
 
 
 class LineIn(AudioSource):
@@ -258,8 +259,24 @@ class LineIn(AudioSource):
             self._release()
 
     def _release(self) -> None:
-        close_portaudio(self._stream, self._pa)
+        """Let go of the stream and PortAudio, waiting at most RELEASE_WAIT_S: with its sound
+        server gone, PortAudio's stop can wait for it for good (seen once in CI: the watchdog
+        stuck there, so no silence was written and close() waited on it). Past the wait, the
+        release finishes, or not, on its own thread."""
+        stream, pa = self._stream, self._pa
         self._stream = self._pa = None
+        if stream is None and pa is None:
+            return
+        released = threading.Event()
+
+        def release():
+            close_portaudio(stream, pa)
+            released.set()
+        threading.Thread(target=release, name="vjbridge-line-in-release", daemon=True).start()
+        if not released.wait(RELEASE_WAIT_S):
+            log.warning("audio input %r: PortAudio did not let go of the stream within %g s (its sound "
+                        "server gone?); left to finish on its own", self.device_name or self.device,
+                        RELEASE_WAIT_S)
 
     # --- the watchdog: loss, silence, return ------------------------------------------------------
     def _watch(self) -> None:
