@@ -188,3 +188,20 @@ def test_a_switch_asked_while_a_model_loads_waits_its_turn_and_the_last_one_aske
         thread.join(10)
     assert session.loaded == ["tiny-a", "tiny-b", "tiny-c"]
     assert session.messages == [] and result["errors"] == 0
+
+
+def test_a_cue_that_cannot_load_is_reported_and_changes_nothing(tiny_models, inbox):
+    broken = tiny_models / "models" / "broken"
+    torch.manual_seed(4)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), broken)
+    (broken / "weights.safetensors").write_bytes(b"not a safetensors file")
+    with Counting(settings(osc_port=0, osc_reply=f"127.0.0.1:{inbox.port}")) as session:
+        thread, result = play(session, 3.0)
+        session.cue_model("tiny-b")
+        session.cue_model("broken")  # waits for tiny-b's cue, then fails
+        assert wait_until(lambda: not session._lock.locked() and session.messages, 10.0)
+        assert list(session._warm) == ["tiny-b"] and session.model_name == "tiny-a"
+        assert wait_until(lambda: any("model broken not cued" in a[0] for a in inbox.wait_for("/vjbridge/error", 0.1)), 3.0)
+        assert "\n" not in session.messages[-1] and "weights.safetensors" in session.messages[-1]
+        thread.join(10)
+    assert result["errors"] == 0 and result["stalled"] == 0
