@@ -718,6 +718,9 @@ class LiveSession(Actions):
         parts = [f"fps {s['fps']:5.1f}", f"latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms",
                  f"model {self.model_name} {s['generate_ms_p50']:.0f} ms" + self._runner_status(),
                  f"repeated {s['repeated']} stalled {s['stalled']}"]
+        ready = list(self._warm)  # one C call: the loader thread may change it meanwhile
+        if ready:
+            parts.insert(3, "ready " + ", ".join(ready))  # a switch to these lands at the next frame
         if s.get("degrade", "off") != "off":
             parts.append(f"degrade {s['degrade']}")
         parts += [f"{name} {state}" for name, state in self.parts().items()]

@@ -58,6 +58,7 @@ def test_switching_back_plays_the_warm_model_with_no_load_and_the_oldest_is_let_
         switch(session, "tiny-a")  # warm: the very pipeline that played first
         assert session.pipeline is first and session.engine.pipeline is first
         assert list(session._warm) == ["tiny-b"] and session._warm["tiny-b"].pipeline is second
+        assert "| ready tiny-b |" in session.status_line(session.engine.stats)
         switch(session, "tiny-c")  # loaded; tiny-a kept warm, tiny-b (the oldest) let go
         assert list(session._warm) == ["tiny-a"]
         switch(session, "tiny-c")  # the one playing, unchanged: nothing loaded
