@@ -282,9 +282,8 @@ class LiveSession(Actions):
                 self._open(self.video)
             self.size = settings.size or self.model.output_size
             for name in settings.preload:  # the set's models, built before it starts, at its size
-                if name != settings.model and name not in self._warm:
-                    stamp = bundle_stamp(name)
-                    self._keep(name, _Warm(*self._build_one(name, self.size), stamp))
+                if name != settings.model:
+                    self._keep(name, self._ready(name, bundle_stamp(name)))
             self.width = self.height = self.size
             upscaler = settings.upscaler()
             if upscaler is not None:
@@ -484,14 +483,18 @@ class LiveSession(Actions):
             log.info("model %s let go (--keep-warm %d)", oldest, self._capacity())
             self._warm.pop(oldest).pipeline.close()
 
-    def _take_warm(self, name: str, stamp: tuple) -> _Warm | None:
-        """The model kept ready under `name`, if its bundle is as it was built from."""
+    def _ready(self, name: str, stamp: tuple) -> _Warm:
+        """`name` built and warmed: the one kept warm (taken out) if its bundle is as it was built
+        from (`stamp`), else built now."""
+        # a new thread starts at the count the playing one set last: build at torch's own
+        set_threads(DEFAULT_THREADS)
         warm = self._warm.pop(name, None)
-        if warm is not None and warm.stamp != stamp:
+        if warm is not None and warm.stamp == stamp:
+            return warm
+        if warm is not None:
             log.info("model %s changed on disk since it was built: loading it again", name)
             warm.pipeline.close()
-            return None
-        return warm
+        return _Warm(*self._build_one(name, self.size), stamp)
 
     def switch_model(self, name: str) -> None:
         """Switch model: load and warm it on a thread, then swap it in between two frames; one
@@ -554,35 +557,28 @@ class LiveSession(Actions):
     def _cue_now(self, name: str) -> None:
         stamp = bundle_stamp(name)
         if not (name == self.model_name and stamp == self._stamp):
-            warm = self._take_warm(name, stamp)
-            if warm is None:
-                set_threads(DEFAULT_THREADS)  # as a switch builds it: see _switch
-                with playing_thread_first():
-                    warm = _Warm(*self._build_one(name, self.size), stamp)
-            self._keep(name, warm)
+            with playing_thread_first():
+                self._keep(name, self._ready(name, stamp))
         log.info("model %s cued", name)
         if self.osc is not None:
             self.osc.send("/vjbridge/model/cued", name)
 
     def _switch(self, name: str, stamp: tuple) -> None:
         """On the loader thread, with the lock: build (or take warm) and swap in."""
-        # a new thread starts at the count the playing one set last: build at torch's own
-        set_threads(DEFAULT_THREADS)
-        ready = self._take_warm(name, stamp)
         with playing_thread_first():
-            model, pipeline = self._build(name, output_size=self.size, ready=ready)
-        old = self._hand_over(pipeline)
+            model, pipeline = self._build(name, output_size=self.size, ready=self._ready(name, stamp))
+        old = self.pipeline
+        self._hand_over(old, pipeline)
         self.engine.swap_pipeline(pipeline)
         old_warm = _Warm(self.model, _lead(old), self._stamp)
         old_name = self.model_name
         self.model, self.pipeline, self.model_name, self._stamp = model, pipeline, name, stamp
         self._let_go(old_name, old_warm)
 
-    def _hand_over(self, new):
+    @staticmethod
+    def _hand_over(old, new) -> None:
         """The model switched in listens on from the playing one's analysis (its 10 s history,
-        levels, tempo), where its own would start from silence, if both analyse alike; returns
-        the pipeline playing now."""
-        old = self.pipeline
+        levels, tempo), where its own would start from silence, if both analyse alike."""
         lead = _lead(new)
         if lead.analysis_config == _lead(old).analysis_config:
             analyzer = _lead(old).analyzer  # fed by the playing thread until the swap, then by the new one
@@ -591,7 +587,6 @@ class LiveSession(Actions):
             analyzer = StreamingAnalyzer(lead.analysis_config)
         for part in getattr(new, "pipelines", [new]):
             part.listen_with(analyzer)
-        return old
 
     def _let_go(self, name: str, warm: _Warm) -> None:
         """Keep a swapped-out model warm (or close it, its worker process too, if isolated) once
@@ -601,10 +596,7 @@ class LiveSession(Actions):
             if not self.engine.swapping:
                 break
             threading.Event().wait(0.01)
-        if self._capacity() > 0:
-            self._keep(name, warm)
-        else:
-            warm.pipeline.close()
+        self._keep(name, warm)  # with --keep-warm 0, let go at once
 
     def preset_load(self, name: str) -> list[str]:
         """Recall a whole state: parameters (all or nothing), the model (switched off-thread), and
@@ -709,7 +701,7 @@ class LiveSession(Actions):
         return lines
 
     def _runner_status(self) -> str:
-        lead = getattr(self.pipeline, "pipelines", [self.pipeline])[0]  # a mix: its lead model's
+        lead = _lead(self.pipeline)  # a mix: its lead model's
         status = getattr(lead.runner, "status", None)  # none for an isolated worker
         return f" ({status})" if status else ""
 

@@ -322,9 +322,9 @@ def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_
 class _IntervalWatch(LiveSession):
     """A live session noting the GIL switch interval each model build runs under."""
 
-    def _build(self, name, output_size=None, ready=None):
+    def _build_one(self, name, output_size=None, lead=True):
         self.intervals = getattr(self, "intervals", []) + [(name, sys.getswitchinterval())]
-        return super()._build(name, output_size, ready)
+        return super()._build_one(name, output_size, lead)
 
 
 def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_interval_back(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ from the playing one's analysis; a bundle changed on disk is loaded again. Real 
 bundles on disk, real UDP for OSC."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.live import LiveSession, LiveSettings
 from tests.test_control_live import wait_until
+from tests.test_reliability import Running
 
 SONG = str(Path(__file__).resolve().parents[1] / "bridge" / "data" / "demo.ogg")
 
@@ -34,13 +34,6 @@ def settings(**kw) -> LiveSettings:
     return LiveSettings(**given)
 
 
-def play(session: LiveSession, duration: float) -> tuple[threading.Thread, dict]:
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(session.run(duration=duration, status_stream=None)))
-    thread.start()
-    return thread, result
-
-
 def switch(session: LiveSession, name: str) -> None:
     session.switch_model(name)
     assert wait_until(lambda: session.model_name == name and not session._lock.locked(), 10.0)
@@ -52,7 +45,7 @@ def test_switching_back_plays_the_warm_model_with_no_load_and_the_oldest_is_let_
     save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), tiny_models / "models" / "tiny-c")
     with Counting(settings(keep_warm=1)) as session:
         first = session.pipeline
-        thread, result = play(session, 4.0)
+        run = Running(session, 4.0)
         switch(session, "tiny-b")
         second = session.pipeline
         switch(session, "tiny-a")  # warm: the very pipeline that played first
@@ -62,7 +55,7 @@ def test_switching_back_plays_the_warm_model_with_no_load_and_the_oldest_is_let_
         switch(session, "tiny-c")  # loaded; tiny-a kept warm, tiny-b (the oldest) let go
         assert list(session._warm) == ["tiny-a"]
         switch(session, "tiny-c")  # the one playing, unchanged: nothing loaded
-        thread.join(10)
+        result = run.join()
     assert session.loaded == ["tiny-a", "tiny-b", "tiny-c"]
     assert result["errors"] == 0 and result["stalled"] == 0, result
     assert session._warm == {}  # closed with the session
@@ -76,7 +69,7 @@ def test_a_switched_in_model_listens_on_from_the_playing_ones_analysis(tiny_mode
                 tiny_models / "models" / "tiny-short")
     with LiveSession(settings(audio_in=SONG)) as session:
         playing = session.pipeline.analyzer
-        thread, _ = play(session, 9.0)
+        run = Running(session, 9.0)
         assert wait_until(lambda: session.heard_tempo() > 0, 8.0)  # the song's beat found
         switch(session, "tiny-b")
         assert session.pipeline.analyzer is playing and session.heard_tempo() > 0
@@ -86,12 +79,12 @@ def test_a_switched_in_model_listens_on_from_the_playing_ones_analysis(tiny_mode
         switch(session, "tiny-b")  # warm, and analyses as tiny-short does not: a new analysis again
         assert session.pipeline.analyzer is not playing and session.pipeline.analyzer is not fresh
         assert session.pipeline.analyzer.config == playing.config
-        thread.join(15)
+        run.join()
 
 
 def test_a_cued_model_is_ready_before_the_switch_and_is_told_over_osc(tiny_models, inbox):
     with Counting(settings(osc_port=0, osc_reply=f"127.0.0.1:{inbox.port}")) as session:
-        thread, result = play(session, 4.0)
+        run = Running(session, 4.0)
         client = SimpleUDPClient("127.0.0.1", session.osc.port)
         client.send_message("/vjbridge/model/cue", "tiny-b")
         assert wait_until(lambda: ["tiny-b"] in inbox.wait_for("/vjbridge/model/cued", 0.1), 10.0)
@@ -102,7 +95,7 @@ def test_a_cued_model_is_ready_before_the_switch_and_is_told_over_osc(tiny_model
         client.send_message("/vjbridge/model/cue", "nope")
         client.send_message("/vjbridge/model/cue", "../tiny-a")
         assert wait_until(lambda: len(inbox.wait_for("/vjbridge/error", 0.1)) >= 2, 5.0)
-        thread.join(10)
+        result = run.join()
     assert session.loaded == ["tiny-a", "tiny-b"]  # the switch loaded nothing
     errors = " ".join(a[0] for a in inbox.wait_for("/vjbridge/error"))
     assert "model 'nope' not found" in errors and "/vjbridge/model/cue wants a bundle name" in errors
@@ -115,18 +108,18 @@ def test_with_keep_warm_0_a_cue_is_refused_in_one_line_and_nothing_is_kept(tiny_
         with pytest.raises(ControlError) as e:
             session.cue_model("tiny-b")
         assert "--keep-warm 0" in str(e.value) and "\n" not in str(e.value)
-        thread, _ = play(session, 3.0)
+        run = Running(session, 3.0)
         switch(session, "tiny-b")
         switch(session, "tiny-a")
         assert session._warm == {}
-        thread.join(10)
+        run.join()
     assert session.loaded == ["tiny-a", "tiny-b", "tiny-a"]
 
 
 def test_a_warm_model_whose_bundle_changed_on_disk_is_loaded_again(tiny_models):
     """A bundle trained again (or replaced) under the same name: switching to it plays the new one."""
     with Counting(settings()) as session:
-        thread, _ = play(session, 4.0)
+        run = Running(session, 4.0)
         switch(session, "tiny-b")
         warm_a = session._warm["tiny-a"].pipeline
         torch.manual_seed(7)
@@ -136,17 +129,17 @@ def test_a_warm_model_whose_bundle_changed_on_disk_is_loaded_again(tiny_models):
         assert session.pipeline is not warm_a
         now = session.model.state_dict()
         assert all(torch.equal(now[k], v) for k, v in retrained.state_dict().items())
-        thread.join(10)
+        run.join()
     assert session.loaded == ["tiny-a", "tiny-b", "tiny-a"]
 
 
 def test_preloaded_models_are_built_at_start_and_switched_to_with_no_load(tiny_models):
     with Counting(settings(preload=["tiny-b"], keep_warm=0)) as session:
         assert session.loaded == ["tiny-a", "tiny-b"] and list(session._warm) == ["tiny-b"]
-        thread, result = play(session, 3.0)
+        run = Running(session, 3.0)
         switch(session, "tiny-b")
         switch(session, "tiny-a")  # preloading keeps as many warm as were preloaded, at least
-        thread.join(10)
+        result = run.join()
     assert session.loaded == ["tiny-a", "tiny-b"] and result["errors"] == 0
 
 
@@ -177,7 +170,7 @@ def test_a_switch_asked_while_a_model_loads_waits_its_turn_and_the_last_one_aske
     torch.manual_seed(2)
     save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), tiny_models / "models" / "tiny-c")
     with Counting(settings(osc_port=0, osc_reply=f"127.0.0.1:{inbox.port}")) as session:
-        thread, result = play(session, 5.0)
+        run = Running(session, 5.0)
         session.cue_model("tiny-b")
         session.switch_model("tiny-b")  # the cue is still loading it
         assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 10.0)
@@ -186,7 +179,7 @@ def test_a_switch_asked_while_a_model_loads_waits_its_turn_and_the_last_one_aske
         session.switch_model("tiny-b")  # ...meanwhile: waits,
         session.switch_model("tiny-a")  # and is replaced by this one (warm: no load)
         assert wait_until(lambda: session.model_name == "tiny-a" and not session._lock.locked(), 10.0)
-        thread.join(10)
+        result = run.join()
     assert session.loaded == ["tiny-a", "tiny-b", "tiny-c"]
     assert session.messages == [] and result["errors"] == 0
 
@@ -197,12 +190,12 @@ def test_a_cue_that_cannot_load_is_reported_and_changes_nothing(tiny_models, inb
     save_bundle(Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")), broken)
     (broken / "weights.safetensors").write_bytes(b"not a safetensors file")
     with Counting(settings(osc_port=0, osc_reply=f"127.0.0.1:{inbox.port}")) as session:
-        thread, result = play(session, 3.0)
+        run = Running(session, 3.0)
         session.cue_model("tiny-b")
         session.cue_model("broken")  # waits for tiny-b's cue, then fails
         assert wait_until(lambda: not session._lock.locked() and session.messages, 10.0)
         assert list(session._warm) == ["tiny-b"] and session.model_name == "tiny-a"
         assert wait_until(lambda: any("model broken not cued" in a[0] for a in inbox.wait_for("/vjbridge/error", 0.1)), 3.0)
         assert "\n" not in session.messages[-1] and "weights.safetensors" in session.messages[-1]
-        thread.join(10)
+        result = run.join()
     assert result["errors"] == 0 and result["stalled"] == 0
