@@ -252,14 +252,22 @@ def osc_bundle(timetag: int, contents: list[bytes]) -> bytes:
         len(c).to_bytes(4, "big") + c for c in contents)
 
 
-def flood(port: int, count: int, seed: int, names: list[str], triggers: list[str]) -> None:
-    """Send the packets as fast as the socket takes them (run in another process: a network
-    peer, not a thread of ours sharing the GIL)."""
+FLOOD_RATE = 20_000  # packets a second: a storm the listener meets for seconds, not a 0.1 s burst
+
+
+def flood(port: int, count: int, seed: int, names: list[str], triggers: list[str],
+          rate: float = FLOOD_RATE) -> None:
+    """Send the packets at `rate` a second, in bursts of 200 (run in another process: a network
+    peer, not a thread of ours sharing the GIL). Unpaced, loopback took 100,000 in 0.1 s and
+    the kernel dropped nine in ten before the listener could read them: how many reached it
+    measured the sender's speed, not ours."""
     import socket
     packets = flood_packets(count, seed, names, triggers)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     started = time.perf_counter()
-    for packet in packets:
+    for i, packet in enumerate(packets):
+        if i % 200 == 0:
+            time.sleep(max(0.0, started + i / rate - time.perf_counter()))
         try:
             sock.sendto(packet[:65_000], ("127.0.0.1", port))
         except OSError:  # a full send buffer: the packet is lost, as on a flooded network
@@ -300,7 +308,11 @@ def test_hundred_thousand_hostile_packets_leave_heartbeat_rate_and_logs_intact(t
     assert len(beats) >= duration - 2  # one a second, through the storm
     assert_no_dropped_output_frame(session, result, duration)
     assert handled_during >= 10_000  # the storm did reach the handler (the kernel drops the rest)
-    assert len(osc_lines) <= LOG_PER_S * (duration + 2)  # rate-limited, not one per packet
+    # the model's "does nothing here" notes come once per name touched, however often; the rest
+    # (the listener's refusals, python-osc's parser on the root logger) are rate-limited
+    once = [r.getMessage() for r in osc_lines if r.name == "bridge.morph.control"]
+    assert len(once) == len(set(once)) <= len(names) + len(triggers), once
+    assert len(osc_lines) - len(once) <= LOG_PER_S * (duration + 2)  # rate-limited, not one per packet
     assert not any("Unhandled parameter type" in r.getMessage() for r in osc_lines)
     assert_none_escaped(thread_exceptions)
     assert osc.log_limit.held_back > 0
