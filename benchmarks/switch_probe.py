@@ -1,13 +1,15 @@
-"""Model switches mid-set: how many frames go out again (late pictures) while a switched model
-builds on the loader thread, and how long the switch takes. Each run is its own process (a
-live session from `bridge.live`, the bundled demo song as line-in, a null output at 30 fps):
-pix2pix-pulse plays, then a switch to cvae-faces and one back. Variants are interleaved run by
-run, so a busy moment on a shared machine hits both:
+"""Model switches mid-set: how long until the new model shows (`swap_s`), how long until it
+plays compiled (`ready_s`), and how many frames go out again (late pictures) meanwhile. Each run
+is its own process (a live session from `bridge.live`, the bundled demo song as line-in, a null
+output at 30 fps): pix2pix-pulse plays, then a switch to cvae-faces and one back. Variants are
+interleaved run by run, so a busy moment on a shared machine hits all:
 
-- `as-is`: the switch as the bridge does it (the switch back finds pix2pix-pulse kept warm);
-- `keep-warm-0`: every switch loads its model (`--keep-warm 0`);
-- `gil-5ms`: that, with the GIL's switch interval left at Python's 5 ms during the build (how
-  switches ran before `bridge.live.playing_thread_first`).
+- `as-is`: the switch as the bridge does it: a cold model plays eager at once while it
+  compiles (`bridge.live.PLAY_WHILE_COMPILING`); the switch back finds pix2pix-pulse kept warm;
+- `compile-first`: the switch waits for the compiled model (how switches ran before);
+- `keep-warm-0`: as-is, but every switch loads its model (`--keep-warm 0`);
+- `gil-5ms`: keep-warm-0 and compile-first, with the GIL's switch interval left at Python's
+  5 ms during the build (how switches ran before `bridge.live.playing_thread_first`; --variants).
 
     python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--out FILE.json]
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "keep-warm-0", "gil-5ms")
+VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms")
 
 
 def one_run(variant: str, threads: str, duration: float, at: list[float], models: list[str]) -> dict:
@@ -34,9 +36,11 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
     import bridge.live as live
     if variant == "gil-5ms":
         live.playing_thread_first = contextlib.nullcontext
+    if variant in ("compile-first", "gil-5ms"):
+        live.PLAY_WHILE_COMPILING = False
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
-                                 keep_warm=2 if variant == "as-is" else 0)
+                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms") else 2)
     switches = []
     with live.LiveSession(settings) as session:
         def switcher():
@@ -47,9 +51,13 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
                 session.switch_model(name)
                 while session.model_name != name and time.perf_counter() - t < 60:
                     time.sleep(0.005)
-                swapped, building = time.perf_counter() - t, session.engine.stats.repeated - before
-                time.sleep(1.0)  # the new model's first frames, on the playing thread
-                switches.append({"model": name, "swap_s": round(swapped, 2), "repeated_building": building,
+                swapped = time.perf_counter() - t
+                while session._lock.locked() and time.perf_counter() - t < 60:  # compiling it still
+                    time.sleep(0.005)
+                ready, building = time.perf_counter() - t, session.engine.stats.repeated - before
+                time.sleep(1.0)  # the new model's first compiled frames, on the playing thread
+                switches.append({"model": name, "swap_s": round(swapped, 2), "ready_s": round(ready, 2),
+                                 "repeated_building": building,
                                  "repeated_first_second": session.engine.stats.repeated - before - building})
         threading.Thread(target=switcher, daemon=True).start()
         stats = session.run(duration=duration, status_stream=None)
@@ -64,36 +72,45 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=16.0)
     p.add_argument("--at", default="3,9", help="seconds into the run of each switch")
     p.add_argument("--models", default="cvae-faces,pix2pix-pulse", help="switched to, in order")
+    p.add_argument("--variants", default="as-is,compile-first,keep-warm-0",
+                   help=f"which to run, of {', '.join(VARIANTS)}")
     p.add_argument("--out", default=None, help="write the runs and a summary as JSON here")
     p.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # a child process: one run
     a = p.parse_args()
     at, models = [float(x) for x in a.at.split(",")], a.models.split(",")
+    variants = a.variants.split(",")
+    if not set(variants) <= set(VARIANTS):
+        sys.exit(f"switch_probe: --variants from {', '.join(VARIANTS)}, got {a.variants}")
     if a.one:
         print(json.dumps(one_run(a.one, a.threads, a.duration, at, models)))
         return
     from bridge.bench import machine_info
     runs = []
     for i in range(a.runs):
-        for variant in VARIANTS:
+        for variant in variants:
             child = subprocess.run([sys.executable, __file__, "--one", variant, "--threads", a.threads,
-                                    "--duration", str(a.duration), "--at", a.at, "--models", a.models],
+                                    "--duration", str(a.duration), "--at", a.at, "--models", a.models,
+                                    "--variants", a.variants],
                                    capture_output=True, text=True, cwd=ROOT, timeout=300)
             if child.returncode != 0:
                 sys.exit(f"switch_probe: run {i + 1} ({variant}) failed:\n{child.stderr[-2000:]}")
             run = json.loads(child.stdout.strip().splitlines()[-1])
             runs.append(run)
-            print(f"run {i + 1} {variant:11s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
-                  + ", ".join(f"{s['model']} {s['swap_s']} s, {s['repeated_building']}+{s['repeated_first_second']}"
+            print(f"run {i + 1} {variant:13s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
+                  + ", ".join(f"{s['model']} {s['swap_s']} s (compiled {s['ready_s']} s), "
+                              f"{s['repeated_building']}+{s['repeated_first_second']}"
                               for s in run["switches"]), flush=True)
     summary = {}
-    for variant in VARIANTS:
+    for variant in variants:
         mine = [r for r in runs if r["variant"] == variant]
         per_switch = [s["repeated_building"] + s["repeated_first_second"] for r in mine for s in r["switches"]]
         summary[variant] = {"repeated_per_run_median": statistics.median(r["repeated"] for r in mine),
                             "repeated_per_switch_median": statistics.median(per_switch),
-                            "swap_s_median": round(statistics.median(s["swap_s"] for r in mine for s in r["switches"]), 2)}
-        print(f"{variant:11s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
-              f"{summary[variant]['repeated_per_switch_median']}, switch {summary[variant]['swap_s_median']} s")
+                            "swap_s_median": round(statistics.median(s["swap_s"] for r in mine for s in r["switches"]), 2),
+                            "ready_s_median": round(statistics.median(s["ready_s"] for r in mine for s in r["switches"]), 2)}
+        print(f"{variant:13s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
+              f"{summary[variant]['repeated_per_switch_median']}, switch {summary[variant]['swap_s_median']} s, "
+              f"compiled {summary[variant]['ready_s_median']} s")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "threads": a.threads, "at": at,
                                            "models": models, "duration_s": a.duration, "runs": runs,

@@ -78,14 +78,19 @@ class FramePipeline:
         self.last_sound: np.ndarray | None = None
         self._sound_due = 0.0
         self._previous: torch.Tensor | None = None
+        self._warm_inputs: tuple | None = None  # (snapshot, latent) `warmup` ran on
 
-    def _level_runner(self, index: int, size: int):
-        at_level = getattr(self.runner, "at_level", None)  # an isolated worker holds its own levels
+    def _level_runner(self, index: int, size: int, base=None):
+        """The runner for degradation level `index` (internal size `size`), made like `base`
+        (the pipeline's own runner by default): its runtime, device, thread count, compiled or not."""
+        base = base or self.runner
+        at_level = getattr(base, "at_level", None)  # an isolated worker holds its own levels
         if at_level is not None:
             return at_level(index, size)
-        runtime = getattr(self.runner, "level_runtime", None) or self.runner.info.runtime
-        runner = Runner(ScaledPix2Pix(self.model, size), runtime=runtime, device=str(self.runner.device))
-        runner.use_threads(getattr(self.runner, "level_threads", None))  # warmed, then played, at it
+        runtime = getattr(base, "level_runtime", None) or base.info.runtime
+        runner = Runner(ScaledPix2Pix(self.model, size), runtime=runtime, device=str(base.device),
+                        compile=getattr(base, "compile", True))
+        runner.use_threads(getattr(base, "level_threads", None))  # warmed, then played, at it
         return runner
 
     def close(self) -> None:
@@ -131,12 +136,32 @@ class FramePipeline:
             latent = self.control.warmup_latent(snapshot.audio)
         else:
             latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
-        for level_runner in self.level_runners:  # every level compiled now: a switch never stalls
+        self._warm_inputs = (snapshot, latent)  # kept for `use_runner`, which must not move the walk
+        self._warm(self.level_runners, runs)
+        if self.navigator is not None:
+            self.navigator.reset()
+
+    def _warm(self, level_runners: list, runs: int) -> None:
+        snapshot, latent = self._warm_inputs
+        for level_runner in level_runners:  # every level compiled now: a switch never stalls
             # --runtime auto: each runtime it will try, with the condition that one takes
             for runner in getattr(level_runner, "candidates", [level_runner]):
                 runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
-        if self.navigator is not None:
-            self.navigator.reset()
+
+    def use_runner(self, runner, runs: int = 3) -> None:
+        """Play `runner` (the same network made another way: the compiled one of a pipeline that
+        started playing eager) from the next frame on, at every degradation level: the levels are
+        made like it and everything is warmed here, on the calling thread, on the inputs `warmup`
+        used (the playing pipeline's walk and analysis are left alone); the frames made
+        meanwhile use the runners there were."""
+        if self._warm_inputs is None:
+            raise RuntimeError("use_runner replaces the runner of a warmed pipeline: call warmup() first")
+        levels = [runner] + [self._level_runner(i, level.size, base=runner)
+                             for i, level in enumerate(self.levels[1:], 1)]
+        self._warm(levels, runs)
+        # the generation thread reads `level_runners` once a frame: one assignment swaps all levels
+        self.level_runners = levels
+        self.runner = runner
 
     def condition(self, snapshot: Snapshot, runner):
         """What `runner` is given: what the picture is drawn from (a tensor or a tuple) when it

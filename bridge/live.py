@@ -10,6 +10,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +34,11 @@ SLOW_CLOSE_S = 20.0  # closing taking longer than this prints where every thread
 # default is 5 ms; see `playing_thread_first`)
 SWITCH_GIL_INTERVAL_S = 20e-6
 MAX_WARM = 8  # models kept ready besides the one playing (--keep-warm, --preload)
+# A switch to a model not kept warm (optimized runtime) plays it uncompiled at once, traced to
+# TorchScript in a tenth of a second (bridge.runtime.TracedNetwork), while its compiled runner
+# builds (seconds), which then takes over between two frames; False: the switch waits for the
+# compiled one (benchmarks/switch_probe.py compares both)
+PLAY_WHILE_COMPILING = True
 
 
 @contextlib.contextmanager
@@ -255,6 +261,7 @@ class LiveSession(Actions):
         self._queue_lock = threading.Lock()
         self._queued: list[tuple[str, str]] = []  # ("switch" or "cue", name) waiting for the loader
         self._warm: dict[str, _Warm] = {}  # models ready to switch to, least recently played first
+        self._compiling: str | None = None  # the model playing uncompiled while its compiled runner builds
         self.osc = self.midi = self.recorder = self.replayer = None
         self._watcher = self._morph = None
         self.messages: list[str] = []  # what the control surfaces were told went wrong (newest last)
@@ -339,9 +346,11 @@ class LiveSession(Actions):
             self.params.set("mix_mode", self.settings.mix_mode, source="cli")
         return model, mix
 
-    def _build_one(self, name: str, output_size: int | None = None, lead: bool = True):
+    def _build_one(self, name: str, output_size: int | None = None, lead: bool = True,
+                   compile: bool = True):
         """One model's pipeline. Only the lead model of a mix follows the live parameters (walk,
-        knobs, anchors, smoothing, brightness); the others walk on their own with the music."""
+        knobs, anchors, smoothing, brightness); the others walk on their own with the music.
+        `compile=False`: its network uncompiled, traced (see `_compile_playing`)."""
         s = self.settings
         model = load_model(name, device=s.device)
         prepare_model(model, s.mode if name == s.model else None, s.mix if name == s.model else None,
@@ -352,22 +361,7 @@ class LiveSession(Actions):
             idle = IdleMode(model.idle_images(), IdleSettings(after_s=s.idle_after, detector=s.idle_detector))
         elif s.idle_after is not None and name == s.model:
             raise ConfigError("--idle watches the camera: start with --camera and a model that uses it")
-        if s.isolate:
-            runner = self._isolated_runner(name, model)
-        else:
-            # a mix's other models play at the lead's count (switching it per call would clear
-            # oneDNN's prepared kernels every frame), warmed at each count its trial may set;
-            # a fixed count is everyone's
-            follow = not lead and s.threads == "auto"
-            threads = None if follow else s.threads
-            if threads == "auto" and hasattr(self, "pipeline") and s.device.split(":")[0] == "cpu":
-                # a switch mid-set: dynamo compiles once per count, and each compile on the loader
-                # thread holds back the playing one (measured: two switches repeated 177 frames
-                # with a trial, 87 at one count), so the new model gets every core, no trial
-                threads = DEFAULT_THREADS  # the most any trial offers
-                log.info("switch: %s plays at %d threads (a trial runs at start only)", name, threads)
-            runner = make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
-                                 follow_counts=follow)
+        runner = self._runner(name, model, lead, compile)
         own_walk = name == s.model
         upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
@@ -385,6 +379,27 @@ class LiveSession(Actions):
             pipeline.close()
             raise
         return model, pipeline
+
+    def _runner(self, name: str, model, lead: bool = True, compile: bool = True):
+        """The runner of one model's network, as the settings ask."""
+        s = self.settings
+        if s.isolate:
+            return self._isolated_runner(name, model)
+        # a mix's other models play at the lead's count (switching it per call would clear
+        # oneDNN's prepared kernels every frame), warmed at each count its trial may set;
+        # a fixed count is everyone's
+        follow = not lead and s.threads == "auto"
+        threads = None if follow else s.threads
+        if threads == "auto" and hasattr(self, "pipeline") and s.device.split(":")[0] == "cpu":
+            # a switch mid-set: dynamo compiles once per count, and each compile on the loader
+            # thread holds back the playing one (measured: two switches repeated 177 frames
+            # with a trial, 87 at one count), so the new model gets every core, no trial
+            threads = DEFAULT_THREADS  # the most any trial offers
+            if not compile:  # played while its compiled runner builds: leave that a core
+                threads = max(1, threads - 1)
+            log.info("switch: %s plays at %d threads (a trial runs at start only)", name, threads)
+        return make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
+                           follow_counts=follow, compile=compile)
 
     def _isolated_runner(self, name: str, model):
         """The network in a worker process (`--isolate`), with the degradation levels' sizes."""
@@ -483,9 +498,9 @@ class LiveSession(Actions):
             log.info("model %s let go (--keep-warm %d)", oldest, self._capacity())
             self._warm.pop(oldest).pipeline.close()
 
-    def _ready(self, name: str, stamp: tuple) -> _Warm:
+    def _ready(self, name: str, stamp: tuple, compile: bool = True) -> _Warm:
         """`name` built and warmed: the one kept warm (taken out) if its bundle is as it was built
-        from (`stamp`), else built now."""
+        from (`stamp`), else built now (`compile=False`: uncompiled, see `_compile_playing`)."""
         # a new thread starts at the count the playing one set last: build at torch's own
         set_threads(DEFAULT_THREADS)
         warm = self._warm.pop(name, None)
@@ -494,7 +509,7 @@ class LiveSession(Actions):
         if warm is not None:
             log.info("model %s changed on disk since it was built: loading it again", name)
             warm.pipeline.close()
-        return _Warm(*self._build_one(name, self.size), stamp)
+        return _Warm(*self._build_one(name, self.size, compile=compile), stamp)
 
     def switch_model(self, name: str) -> None:
         """Switch model: load and warm it on a thread, then swap it in between two frames; one
@@ -564,9 +579,13 @@ class LiveSession(Actions):
             self.osc.send("/vjbridge/model/cued", name)
 
     def _switch(self, name: str, stamp: tuple) -> None:
-        """On the loader thread, with the lock: build (or take warm) and swap in."""
+        """On the loader thread, with the lock: build (or take warm) and swap in; one built
+        uncompiled (see PLAY_WHILE_COMPILING) then gets its compiled runner while it plays."""
+        s = self.settings
+        first = PLAY_WHILE_COMPILING and s.runtime == "optimized" and not s.isolate
         with playing_thread_first():
-            model, pipeline = self._build(name, output_size=self.size, ready=self._ready(name, stamp))
+            model, pipeline = self._build(name, output_size=self.size,
+                                          ready=self._ready(name, stamp, compile=not first))
         old = self.pipeline
         self._hand_over(old, pipeline)
         self.engine.swap_pipeline(pipeline)
@@ -574,6 +593,25 @@ class LiveSession(Actions):
         old_name = self.model_name
         self.model, self.pipeline, self.model_name, self._stamp = model, pipeline, name, stamp
         self._let_go(old_name, old_warm)
+        if not getattr(_lead(pipeline).runner, "compile", True):
+            self._compile_playing(name, model, _lead(pipeline))
+
+    def _compile_playing(self, name: str, model, pipeline) -> None:
+        """The model just switched in plays uncompiled (traced: 1.3-3x slower than compiled on the
+        bundled ones, inside a frame at 30 fps on 2 cores, at one thread fewer with --threads
+        auto); here, on the loader thread, its compiled runner builds and warms at every level,
+        then takes over between two frames. Should that fail, it plays on uncompiled."""
+        self._compiling = name
+        started = time.perf_counter()
+        try:
+            with playing_thread_first():
+                set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
+                pipeline.use_runner(self._runner(name, model))
+            log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
+        except Exception as e:  # compiling is an optimisation: the traced one plays on
+            self.report(f"model {name} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
+        finally:
+            self._compiling = None
 
     @staticmethod
     def _hand_over(old, new) -> None:
@@ -703,6 +741,8 @@ class LiveSession(Actions):
     def _runner_status(self) -> str:
         lead = _lead(self.pipeline)  # a mix: its lead model's
         status = getattr(lead.runner, "status", None)  # none for an isolated worker
+        if status and self._compiling == self.model_name:
+            status += ", compiling"  # played traced (or eager) until then
         return f" ({status})" if status else ""
 
     def status_line(self, stats) -> str:

@@ -301,7 +301,8 @@ def test_runner_autocast_keeps_no_weight_cache():
 
 def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_path, monkeypatch, two_counts):
     """A trial would compile the new model once per count while the set plays (each compile
-    holds the playing thread back): a switch gets the most threads, once."""
+    holds the playing thread back): a switch gets the most threads, once. Until that compile is
+    done the new model plays traced at one thread fewer, leaving the compile a core."""
     from tests.helpers.streams import wait_for
     monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
     save_bundle(tiny_pix2pix(), tmp_path / "tiny-a")
@@ -314,17 +315,26 @@ def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_
         time.sleep(0.5)
         session.switch_model("tiny-b")
         assert wait_for(lambda: session.model_name == "tiny-b", timeout=30)
-        runner = session.pipeline.runner  # built and handed to the engine (it swaps it in between frames)
+        traced = session.pipeline.runner  # built and handed to the engine (it swaps it in between frames)
+        assert wait_for(lambda: not session._lock.locked(), timeout=30)  # compiled, and playing
+        runner = session.pipeline.runner
         worker.join(30)
-    assert not worker.is_alive() and isinstance(runner, Runner) and runner.threads == 2
+    assert not worker.is_alive()
+    assert isinstance(traced, Runner) and not traced.compile and traced.threads == runtime.DEFAULT_THREADS - 1 == 1
+    assert isinstance(runner, Runner) and runner.info.compiled and runner.threads == runtime.DEFAULT_THREADS == 2
 
 
 class _IntervalWatch(LiveSession):
     """A live session noting the GIL switch interval each model build runs under."""
 
-    def _build_one(self, name, output_size=None, lead=True):
+    def _build_one(self, name, output_size=None, lead=True, compile=True):
         self.intervals = getattr(self, "intervals", []) + [(name, sys.getswitchinterval())]
-        return super()._build_one(name, output_size, lead)
+        return super()._build_one(name, output_size, lead, compile)
+
+    def _runner(self, name, model, lead=True, compile=True):
+        if compile and hasattr(self, "engine"):  # the compile of a model switched in, as it plays
+            self.intervals = getattr(self, "intervals", []) + [(name + " compiled", sys.getswitchinterval())]
+        return super()._runner(name, model, lead, compile)
 
 
 def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_interval_back(tmp_path, monkeypatch):
@@ -354,6 +364,6 @@ def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_
         assert session.model_name == "tiny-b" and "model broken not loaded" in session.messages[-1]
         worker.join(30)
     assert not worker.is_alive()
-    assert [name for name, _ in session.intervals] == ["tiny-a", "tiny-b", "broken"]
+    assert [name for name, _ in session.intervals] == ["tiny-a", "tiny-b", "tiny-b compiled", "broken"]
     # Python keeps the interval in whole microseconds
-    assert [seen for _, seen in session.intervals] == pytest.approx([before] + [SWITCH_GIL_INTERVAL_S] * 2)
+    assert [seen for _, seen in session.intervals] == pytest.approx([before] + [SWITCH_GIL_INTERVAL_S] * 3)

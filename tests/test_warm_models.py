@@ -23,9 +23,9 @@ SONG = str(Path(__file__).resolve().parents[1] / "bridge" / "data" / "demo.ogg")
 class Counting(LiveSession):
     """A live session counting the models it loads (a switch to a warm one loads none)."""
 
-    def _build_one(self, name, output_size=None, lead=True):
+    def _build_one(self, name, output_size=None, lead=True, compile=True):
         self.loaded = getattr(self, "loaded", []) + [name]
-        return super()._build_one(name, output_size, lead)
+        return super()._build_one(name, output_size, lead, compile)
 
 
 def settings(**kw) -> LiveSettings:

@@ -1,0 +1,171 @@
+"""A switch to a model not kept warm shows it at once: it plays traced (TorchScript, built in a
+tenth of a second) while its compiled runner builds on the loader thread, which then takes over
+between two frames at every degradation level. Real sessions on real bundles; the compile is
+held at a gate so that "before it is compiled" is a state the test sees, not a race it hopes to win."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import bridge.live as live
+from bridge.engine import FramePipeline
+from bridge.generators.base import load_model, save_bundle
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.live import LiveSession, LiveSettings
+from bridge.runtime import Runner, TracedNetwork
+from tests.test_control_live import wait_until
+from tests.test_reliability import Running
+
+
+class Gated(LiveSession):
+    """Holds the compiled runner of a switched-in model until `gate` is set (or fails it)."""
+    fail_compile = False
+
+    def __init__(self, settings):
+        self.gate = threading.Event()
+        self.compiles: list[str] = []
+        super().__init__(settings)
+
+    def _runner(self, name, model, lead=True, compile=True):
+        if compile and hasattr(self, "engine"):  # mid-set, not the model built at start
+            self.compiles.append(name)
+            assert self.gate.wait(30.0)
+            if self.fail_compile:
+                raise RuntimeError("no room for the compiled kernels")
+        return super()._runner(name, model, lead, compile)
+
+
+def settings(**kw) -> LiveSettings:
+    given = dict(model="tiny-a", audio_in="silence", outs=["null"], fps=30, runtime="optimized",
+                 threads=1, degrade="1,0.5")
+    given.update(kw)
+    return LiveSettings(**given)
+
+
+def compiled(runner) -> bool:
+    return runner.compile and runner.info.compiled and not isinstance(runner._fn, TracedNetwork)
+
+
+def test_a_cold_switch_plays_the_new_model_traced_at_once_then_compiled_at_every_level(tiny_models):
+    torch.manual_seed(5)  # 64 px: a half-size level of its own (32 px is the smallest there is)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
+    with Gated(settings()) as session:
+        run = Running(session, 30.0)
+        session.switch_model("tiny-64")
+        # shown while its compile is held back: the new pipeline makes the frames
+        assert wait_until(lambda: session.model_name == "tiny-64" and not session.engine.swapping, 10.0)
+        pipeline = session.pipeline
+        assert session.engine.pipeline is pipeline
+        assert wait_until(lambda: session.compiles == ["tiny-64"], 5.0)  # held at the gate
+        assert len(pipeline.level_runners) == 2
+        for runner in pipeline.level_runners:
+            assert runner.compile is False and isinstance(runner._fn, TracedNetwork) and runner._fn.traced
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)
+        assert "compiling)" in session.status_line(session.engine.stats)
+        session.gate.set()
+        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        assert session.pipeline is pipeline  # the same pipeline (its analysis, walk, smoothing) plays on
+        assert all(compiled(r) for r in pipeline.level_runners) and pipeline.runner is pipeline.level_runners[0]
+        assert [getattr(r.model, "size", 64) for r in pipeline.level_runners] == [64, 32]  # the levels, as before
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # on the compiled ones
+        assert "compiling)" not in session.status_line(session.engine.stats)
+        session.engine.stop()
+        result = run.join()
+    assert result["errors"] == 0 and result["stalled"] == 0, result
+
+
+def test_a_compile_that_fails_is_reported_and_the_traced_model_plays_on(tiny_models):
+    with Gated(settings(degrade=None)) as session:
+        session.fail_compile = True
+        session.gate.set()
+        run = Running(session, 30.0)
+        session.switch_model("tiny-b")
+        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 30.0)
+        assert any("model tiny-b not compiled" in m and "no room" in m for m in session.messages), session.messages
+        assert isinstance(session.pipeline.runner._fn, TracedNetwork)
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)
+        session.engine.stop()
+        result = run.join()
+    assert result["errors"] == 0, result
+
+
+def test_without_play_while_compiling_the_switch_waits_for_the_compiled_model(tiny_models, monkeypatch):
+    monkeypatch.setattr(live, "PLAY_WHILE_COMPILING", False)
+    with Gated(settings(degrade=None)) as session:
+        run = Running(session, 30.0)
+        session.switch_model("tiny-b")
+        assert wait_until(lambda: session.compiles == ["tiny-b"], 10.0)
+        assert not wait_until(lambda: session.model_name == "tiny-b", 1.0)  # the old one plays on
+        session.gate.set()
+        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 60.0)
+        assert compiled(session.pipeline.runner)
+        session.engine.stop()
+        result = run.join()
+    assert result["errors"] == 0, result
+
+
+@pytest.mark.parametrize("name", ["pix2pix-pulse", "cvae-faces", "vae-mirror", "realnvp-faces"])
+def test_every_bundled_model_traces_to_the_pictures_it_makes_eager(name):
+    """Every family, with its own condition (drawn on the device for pix2pix-pulse), latent and
+    sound: the traced call gives what the same folded network gives eager, in the same precision."""
+    model = load_model(name)
+    model.check_inputs(has_audio=True, has_image=False)
+    traced = Runner(model, runtime="optimized", compile=False)
+    eager = Runner(model, runtime="optimized", compile=False)
+    eager._fn = getattr(eager.net, eager._entry)  # what TracedNetwork stands in for
+    pipeline = FramePipeline(model, runner=traced)
+    pipeline.warmup(runs=1)
+    snapshot = pipeline.snapshot(None)
+    cond = pipeline.condition(snapshot, traced)
+    latent = pipeline.navigator.step(snapshot.audio, 0.5) if pipeline.navigator is not None else None
+    outs = [runner(cond, latent) for runner in (traced, eager)]
+    assert traced._fn.traced, name
+    pictures = [out[0] if isinstance(out, tuple) else out for out in outs]
+    assert pictures[0].dtype == torch.float32 and pictures[0].shape == pictures[1].shape
+    assert (pictures[0] - pictures[1]).abs().max() < 1e-3, name
+    if isinstance(outs[0], tuple):  # the sound's mel frames too
+        assert (outs[0][1].float() - outs[1][1].float()).abs().max() < 1e-2
+
+
+class Branchy(torch.nn.Module):
+    """A network that branches on a value: a trace would keep one side for good."""
+
+    def generate(self, cond, latent=None):
+        return cond * 2 if float(cond.mean()) > 0 else cond - 1
+
+
+def test_a_network_the_trace_cannot_follow_runs_eager_and_right_on_both_branches():
+    net = TracedNetwork(Branchy(), "generate", "cpu")
+    up, down = torch.ones(1, 3, 4, 4), -torch.ones(1, 3, 4, 4)
+    assert torch.equal(net(up), up * 2)
+    assert not net.traced
+    assert torch.equal(net(down), down - 1)
+
+
+def test_use_runner_leaves_the_playing_walk_where_it_is_and_needs_a_warmed_pipeline():
+    """Two pipelines of the same model and seed make the same frames; one gets its runner
+    replaced mid-way: its walk carries on exactly as the other's."""
+    model = load_model("cvae-faces")
+    model.check_inputs(has_audio=True, has_image=False)
+    fresh = FramePipeline(model, runner=Runner(model, runtime="optimized", compile=False), seed=4)
+    with pytest.raises(RuntimeError, match="warmup"):
+        fresh.use_runner(Runner(model, runtime="reference"))
+    a, b = (FramePipeline(model, runner=Runner(model, runtime="optimized", compile=False), seed=4)
+            for _ in range(2))
+    for p in (a, b):
+        p.warmup(runs=1)
+    latents = {id(a): [], id(b): []}
+    for frame in range(6):
+        if frame == 3:
+            a.use_runner(Runner(model, runtime="reference"))
+            assert a.runner.info.runtime == "reference" and a.level_runners == [a.runner]
+        for p in (a, b):
+            snapshot = p.snapshot(frame / 30)
+            p.make_frame(snapshot, 1 / 30)
+            latents[id(p)].append(p.navigator.step(snapshot.audio, 0.0).clone())  # where the walk is
+    assert all(torch.equal(x, y) for x, y in zip(latents[id(a)], latents[id(b)]))
