@@ -36,8 +36,9 @@ SWITCH_GIL_INTERVAL_S = 20e-6
 MAX_WARM = 8  # models kept ready besides the one playing (--keep-warm, --preload)
 # A switch to a model not kept warm (optimized runtime) plays it uncompiled at once, traced to
 # TorchScript in a tenth of a second (bridge.runtime.TracedNetwork), while its compiled runner
-# builds (seconds), which then takes over between two frames; False: the switch waits for the
-# compiled one (benchmarks/switch_probe.py compares both)
+# builds (seconds), which then takes over between two frames; the model a run starts with too
+# (its first frame after ~2 s instead of 7-17 s). False: both wait for the compiled one
+# (benchmarks/switch_probe.py compares both)
 PLAY_WHILE_COMPILING = True
 
 
@@ -262,6 +263,7 @@ class LiveSession(Actions):
         self._queued: list[tuple[str, str]] = []  # ("switch" or "cue", name) waiting for the loader
         self._warm: dict[str, _Warm] = {}  # models ready to switch to, least recently played first
         self._compiling: str | None = None  # the model playing uncompiled while its compiled runner builds
+        self._closed = False  # a compile still to start then does not (it cannot be stopped once going)
         self.osc = self.midi = self.recorder = self.replayer = None
         self._watcher = self._morph = None
         self.messages: list[str] = []  # what the control surfaces were told went wrong (newest last)
@@ -272,7 +274,9 @@ class LiveSession(Actions):
             if settings.walk is not None and "walk" in self.params.params:
                 self.params.set("walk", settings.walk, source="cli")
             self._stamp = bundle_stamp(settings.model)
-            self.model, self.pipeline = self._build(settings.model)
+            # played uncompiled from the first frame, compiled once `run` starts (`_compile_playing`)
+            self._compile_at_start = self._plays_while_compiling()
+            self.model, self.pipeline = self._build(settings.model, compile=not self._compile_at_start)
             # The model in use refuses what it cannot do (a walk it lacks, anchor 40 of 8) before
             # the store accepts it, so a refusal leaves the state as it was.
             self.params.add_check(self._check_for_model)
@@ -320,11 +324,14 @@ class LiveSession(Actions):
             raise
 
     # --- building -------------------------------------------------------------------------------
-    def _build(self, name: str, output_size: int | None = None, ready: _Warm | None = None):
+    def _build(self, name: str, output_size: int | None = None, ready: _Warm | None = None,
+               compile: bool = True):
         """Load, prepare and warm a model and its pipeline (used at start and by a switch; `ready`:
-        one kept warm); with --model given more than once, the others join it in a MixPipeline
-        (a switch replaces the first, the others play on)."""
-        model, pipeline = (ready.model, ready.pipeline) if ready is not None else self._build_one(name, output_size)
+        one kept warm; `compile=False`: uncompiled, see `_compile_playing`); with --model given
+        more than once, the others join it in a MixPipeline (a switch replaces the first, the
+        others play on; they are compiled before the start)."""
+        model, pipeline = (ready.model, ready.pipeline) if ready is not None else \
+            self._build_one(name, output_size, compile=compile)
         built = []  # pipelines made here: closed again (isolated workers) if the mix cannot be made
         try:
             if hasattr(self, "pipeline"):  # a switch: the new lead joins the others playing now
@@ -380,8 +387,10 @@ class LiveSession(Actions):
             raise
         return model, pipeline
 
-    def _runner(self, name: str, model, lead: bool = True, compile: bool = True):
-        """The runner of one model's network, as the settings ask."""
+    def _runner(self, name: str, model, lead: bool = True, compile: bool = True,
+                trial: bool | None = None):
+        """The runner of one model's network, as the settings ask. `trial` (default: at start,
+        not for a switch): with --threads auto, try the counts on the first live frames."""
         s = self.settings
         if s.isolate:
             return self._isolated_runner(name, model)
@@ -390,13 +399,15 @@ class LiveSession(Actions):
         # a fixed count is everyone's
         follow = not lead and s.threads == "auto"
         threads = None if follow else s.threads
-        if threads == "auto" and hasattr(self, "pipeline") and s.device.split(":")[0] == "cpu":
+        trial = not hasattr(self, "pipeline") if trial is None else trial
+        if threads == "auto" and s.device.split(":")[0] == "cpu" and not compile:
+            # played while its compiled runner builds: no trial, and a core left to that compile
+            threads = max(1, DEFAULT_THREADS - 1)
+        elif threads == "auto" and s.device.split(":")[0] == "cpu" and not trial:
             # a switch mid-set: dynamo compiles once per count, and each compile on the loader
             # thread holds back the playing one (measured: two switches repeated 177 frames
             # with a trial, 87 at one count), so the new model gets every core, no trial
             threads = DEFAULT_THREADS  # the most any trial offers
-            if not compile:  # played while its compiled runner builds: leave that a core
-                threads = max(1, threads - 1)
             log.info("switch: %s plays at %d threads (a trial runs at start only)", name, threads)
         return make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
                            follow_counts=follow, compile=compile)
@@ -551,7 +562,7 @@ class LiveSession(Actions):
         while request is not None:
             kind, name = request
             try:
-                (self._switch_now if kind == "switch" else self._cue_now)(name)
+                {"switch": self._switch_now, "cue": self._cue_now, "compile": self._compile_start}[kind](name)
             except Exception as e:
                 self.report(f"model {name} not loaded, {self.model_name} keeps playing: {e}" if kind == "switch"
                             else f"model {name} not cued: {e}")
@@ -578,14 +589,16 @@ class LiveSession(Actions):
         if self.osc is not None:
             self.osc.send("/vjbridge/model/cued", name)
 
+    def _plays_while_compiling(self) -> bool:
+        s = self.settings
+        return PLAY_WHILE_COMPILING and s.runtime == "optimized" and not s.isolate
+
     def _switch(self, name: str, stamp: tuple) -> None:
         """On the loader thread, with the lock: build (or take warm) and swap in; one built
         uncompiled (see PLAY_WHILE_COMPILING) then gets its compiled runner while it plays."""
-        s = self.settings
-        first = PLAY_WHILE_COMPILING and s.runtime == "optimized" and not s.isolate
         with playing_thread_first():
             model, pipeline = self._build(name, output_size=self.size,
-                                          ready=self._ready(name, stamp, compile=not first))
+                                          ready=self._ready(name, stamp, compile=not self._plays_while_compiling()))
         old = self.pipeline
         self._hand_over(old, pipeline)
         self.engine.swap_pipeline(pipeline)
@@ -596,17 +609,25 @@ class LiveSession(Actions):
         if not getattr(_lead(pipeline).runner, "compile", True):
             self._compile_playing(name, model, _lead(pipeline))
 
-    def _compile_playing(self, name: str, model, pipeline) -> None:
-        """The model just switched in plays uncompiled (traced: 1.3-3x slower than compiled on the
-        bundled ones, inside a frame at 30 fps on 2 cores, at one thread fewer with --threads
-        auto); here, on the loader thread, its compiled runner builds and warms at every level,
-        then takes over between two frames. Should that fail, it plays on uncompiled."""
+    def _compile_start(self, name: str) -> None:
+        """The model the run started with, compiled as it plays (with its thread trial)."""
+        if name == self.model_name and not getattr(_lead(self.pipeline).runner, "compile", True):
+            self._compile_playing(name, self.model, _lead(self.pipeline), trial=True)
+
+    def _compile_playing(self, name: str, model, pipeline, trial: bool = False) -> None:
+        """The model just switched in, or the run started with, plays uncompiled (traced: 1.3-3x
+        slower than compiled on the bundled ones, inside a frame at 30 fps on 2 cores, at one
+        thread fewer with --threads auto); here, on the loader thread, its compiled runner
+        builds and warms at every level (with `trial`, --threads auto's counts), then takes over
+        between two frames. Should that fail, it plays on uncompiled."""
+        if self._closed:
+            return
         self._compiling = name
         started = time.perf_counter()
         try:
             with playing_thread_first():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
-                pipeline.use_runner(self._runner(name, model))
+                pipeline.use_runner(self._runner(name, model, trial=trial))
             log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
         except Exception as e:  # compiling is an optimisation: the traced one plays on
             self.report(f"model {name} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
@@ -783,6 +804,9 @@ class LiveSession(Actions):
         # with a big heap that stalled the output past a frame while a switched model loaded.
         gc.collect()
         gc.freeze()
+        if self._compile_at_start:  # once: the model started with plays uncompiled until then
+            self._compile_at_start = False
+            self._request("compile", self.model_name)
         try:
             with stop_on_signals(self.engine.request_stop):
                 return self.engine.run(duration=duration, on_second=report)
@@ -792,6 +816,7 @@ class LiveSession(Actions):
                 status_stream.write("\n")
 
     def close(self) -> None:
+        self._closed = True
         if self._morph is not None:
             self._morph.cancel()
         pipeline = getattr(self, "pipeline", None)

@@ -444,7 +444,10 @@ class TracedNetwork:
         if not isinstance(call, torch.jit.ScriptModule):
             return call(cond, latent)
         with torch.autocast(self.device_type, enabled=False):  # its casts are in the trace
-            return call(*_flatten(cond, latent))
+            # `forward`, not `call(...)`: nn.Module.__call__ is what torch.fx's tracer patches for
+            # the whole process while it traces, and a compile on another thread traces with it
+            # (the call then fails: "module is not installed as a submodule")
+            return call.forward(*_flatten(cond, latent))
 
 
 CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)

@@ -188,16 +188,20 @@ def test_auto_threads_in_a_live_engine_on_real_audio(monkeypatch, two_counts):
 
 
 def test_live_session_passes_the_count(tmp_path, monkeypatch):
+    from tests.helpers.streams import wait_for
     monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
     save_bundle(tiny_pix2pix(), tmp_path / "tiny")
     settings = LiveSettings(model="tiny", audio_in=AMEN, outs=["null"], fps=20, threads="1")
     with LiveSession(settings) as session:
+        traced = session.pipeline.runner  # played from the first frame, as the compiled one builds
         summary = session.run(duration=1.0, status_stream=None)
+        assert wait_for(lambda: not session._lock.locked(), timeout=30)
         runner = session.engine.pipeline.runner
         line = session.status_line(session.engine.stats)
     assert summary["sent"] >= 15 and summary["errors"] == 0
     assert "model tiny" in line and "ms (optimized, 1 thread) |" in line
-    assert isinstance(runner, Runner) and runner.threads == 1
+    assert isinstance(traced, Runner) and not traced.compile and traced.threads == 1
+    assert isinstance(runner, Runner) and runner.info.compiled and runner.threads == 1
 
 
 def test_degraded_levels_run_at_the_most_threads_tried(monkeypatch, two_counts):
@@ -309,10 +313,11 @@ def test_a_switch_mid_set_plays_the_new_model_at_every_core_without_a_trial(tmp_
     save_bundle(tiny_pix2pix(), tmp_path / "tiny-b")
     settings = LiveSettings(model="tiny-a", audio_in=AMEN, outs=["null"], fps=20)
     with LiveSession(settings) as session:
-        assert isinstance(session.pipeline.runner, AutoRunner)  # at start: the trial
-        worker = threading.Thread(target=lambda: session.run(duration=3.0, status_stream=None))
+        worker = threading.Thread(target=lambda: session.run(duration=6.0, status_stream=None))
         worker.start()
         time.sleep(0.5)
+        assert wait_for(lambda: not session._lock.locked(), timeout=30)  # the model started with, compiled
+        assert isinstance(session.pipeline.runner, AutoRunner)  # at start: the trial
         session.switch_model("tiny-b")
         assert wait_for(lambda: session.model_name == "tiny-b", timeout=30)
         traced = session.pipeline.runner  # built and handed to the engine (it swaps it in between frames)
@@ -331,10 +336,10 @@ class _IntervalWatch(LiveSession):
         self.intervals = getattr(self, "intervals", []) + [(name, sys.getswitchinterval())]
         return super()._build_one(name, output_size, lead, compile)
 
-    def _runner(self, name, model, lead=True, compile=True):
-        if compile and hasattr(self, "engine"):  # the compile of a model switched in, as it plays
+    def _runner(self, name, model, lead=True, compile=True, trial=None):
+        if compile and hasattr(self, "engine"):  # a compile as the model plays
             self.intervals = getattr(self, "intervals", []) + [(name + " compiled", sys.getswitchinterval())]
-        return super()._runner(name, model, lead, compile)
+        return super()._runner(name, model, lead, compile, trial)
 
 
 def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_interval_back(tmp_path, monkeypatch):
@@ -364,6 +369,7 @@ def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_
         assert session.model_name == "tiny-b" and "model broken not loaded" in session.messages[-1]
         worker.join(30)
     assert not worker.is_alive()
-    assert [name for name, _ in session.intervals] == ["tiny-a", "tiny-b", "tiny-b compiled", "broken"]
+    assert [name for name, _ in session.intervals] == ["tiny-a", "tiny-a compiled", "tiny-b", "tiny-b compiled",
+                                                       "broken"]
     # Python keeps the interval in whole microseconds
-    assert [seen for _, seen in session.intervals] == pytest.approx([before] + [SWITCH_GIL_INTERVAL_S] * 3)
+    assert [seen for _, seen in session.intervals] == pytest.approx([before] + [SWITCH_GIL_INTERVAL_S] * 4)

@@ -1,0 +1,91 @@
+"""How soon a live run shows its first frame, and what its first seconds cost: each run is its
+own process (a live session from `bridge.live` on the bundled demo song, a null output at 30 fps,
+`--threads auto`), timed from the process's start. Variants, interleaved run by run:
+
+- `as-is`: the model plays traced from the first frame while it compiles
+  (`bridge.live.PLAY_WHILE_COMPILING`), its thread trial after;
+- `compile-first`: the run starts once the model is compiled (how runs started before).
+
+    python3 benchmarks/start_probe.py [--runs 2] [--models pix2pix-pulse,realnvp-faces] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import time
+
+STARTED = time.perf_counter()  # before the imports: they are part of a start
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = ("as-is", "compile-first")
+
+
+def one_run(variant: str, model: str, duration: float) -> dict:
+    import bridge.live as live
+    live.PLAY_WHILE_COMPILING = variant == "as-is"
+    settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
+                                 fps=30, threads="auto")
+    marks = {}
+    with live.LiveSession(settings) as session:
+        marks["session_s"] = time.perf_counter() - STARTED
+
+        def watch():
+            while session.engine.stats.generated == 0:
+                time.sleep(0.002)
+            marks["first_frame_s"] = time.perf_counter() - STARTED
+            while session._compile_at_start or session._lock.locked():
+                time.sleep(0.01)
+            marks["compiled_s"] = time.perf_counter() - STARTED
+        threading.Thread(target=watch, daemon=True).start()
+        stats = session.run(duration=duration, status_stream=None)
+    return {"variant": variant, "model": model, **{k: round(v, 2) for k, v in marks.items()},
+            **{k: stats.get(k) for k in ("sent", "repeated", "stalled", "errors", "latency_ms_p95")}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--models", default="pix2pix-pulse,cvae-faces,realnvp-faces")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds each run plays")
+    p.add_argument("--out", default=None, help="write the runs and a summary as JSON here")
+    p.add_argument("--one", nargs=2, metavar=("VARIANT", "MODEL"), help=argparse.SUPPRESS)  # a child
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(one_run(a.one[0], a.one[1], a.duration)))
+        return
+    from bridge.bench import machine_info
+    runs = []
+    for i in range(a.runs):
+        for model in a.models.split(","):
+            for variant in VARIANTS:
+                child = subprocess.run([sys.executable, __file__, "--one", variant, model, "--duration", str(a.duration)],
+                                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+                if child.returncode != 0:
+                    sys.exit(f"start_probe: run {i + 1} ({variant}, {model}) failed:\n{child.stderr[-2000:]}")
+                run = json.loads(child.stdout.strip().splitlines()[-1])
+                runs.append(run)
+                print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, compiled "
+                      f"{run.get('compiled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
+                      f"{run['stalled']}, errors {run['errors']}", flush=True)
+    summary = {}
+    for model in a.models.split(","):
+        for variant in VARIANTS:
+            mine = [r for r in runs if r["model"] == model and r["variant"] == variant]
+            summary[f"{model} {variant}"] = {k: statistics.median(r[k] for r in mine)
+                                             for k in ("first_frame_s", "repeated", "stalled")}
+    print(json.dumps(summary, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "duration_s": a.duration,
+                                           "runs": runs, "summary": summary}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
