@@ -150,7 +150,7 @@ class FramePipeline:
 
     def use_runner(self, runner, runs: int = 3) -> None:
         """Play `runner` (the same network made another way: the compiled one of a pipeline that
-        started playing eager) from the next frame on, at every degradation level: the levels are
+        started playing uncompiled) from the next frame on, at every degradation level: the levels are
         made like it and everything is warmed here, on the calling thread, on the inputs `warmup`
         used (the playing pipeline's walk and analysis are left alone); the frames made
         meanwhile use the runners there were."""

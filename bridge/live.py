@@ -260,7 +260,7 @@ class LiveSession(Actions):
         self._opened: list = []
         self._lock = threading.Lock()  # held while the loader thread switches or cues models
         self._queue_lock = threading.Lock()
-        self._queued: list[tuple[str, str]] = []  # ("switch" or "cue", name) waiting for the loader
+        self._queued: list[tuple[str, str]] = []  # ("switch", "cue" or "compile", name) waiting for the loader
         self._warm: dict[str, _Warm] = {}  # models ready to switch to, least recently played first
         self._compiling: str | None = None  # the model playing uncompiled while its compiled runner builds
         self._closed = False  # a compile still to start then does not (it cannot be stopped once going)
@@ -540,9 +540,9 @@ class LiveSession(Actions):
         self._request("cue", name)
 
     def _request(self, kind: str, name: str) -> None:
-        """Run a switch or a cue on the loader thread, one at a time. One asked for meanwhile waits
-        its turn: a cue then a switch to it (pressed before the cue was ready) switches once it is;
-        of switches waiting, only the last asked for is made."""
+        """Run a switch, a cue or the start's compile on the loader thread, one at a time. One asked
+        for meanwhile waits its turn: a cue then a switch to it (pressed before the cue was ready)
+        switches once it is; of switches waiting, only the last asked for is made."""
         with self._queue_lock:
             if self._lock.acquire(blocking=False):
                 threading.Thread(target=self._loader, args=((kind, name),), name="vjbridge-model-load",
@@ -565,7 +565,7 @@ class LiveSession(Actions):
                 {"switch": self._switch_now, "cue": self._cue_now, "compile": self._compile_start}[kind](name)
             except Exception as e:
                 self.report(f"model {name} not loaded, {self.model_name} keeps playing: {e}" if kind == "switch"
-                            else f"model {name} not cued: {e}")
+                            else f"model {name} not cued: {e}" if kind == "cue" else f"model {name} not compiled: {e}")
             with self._queue_lock:
                 request = self._queued.pop(0) if self._queued else None
                 if request is None:

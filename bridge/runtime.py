@@ -9,7 +9,8 @@ copy into pinned memory, one asynchronous copy to the device and one graph repla
 microseconds of host work, where `reduce-overhead`'s graph trees spent about a hundred checking
 their inputs. If compiling fails (no C++ compiler, an unsupported op), it falls back to the folded
 eager model and says so once; if capturing fails, it runs without the graph and says so once.
-Optimized with `compile=False` (a model switched in mid-set, while its compiled runner builds):
+Optimized with `compile=False` (a live run's model, or one switched to mid-set, while its compiled
+runner builds):
 the same folded network in its precision, traced to TorchScript (TracedNetwork): ready in a
 tenth of a second, and one call for the whole network, where eager is a call per layer.
 
@@ -168,7 +169,7 @@ class Runner:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.device = torch.device(device)
         self.model = model
-        self.compile = compile  # False: eager until a compiled one replaces it (its levels alike)
+        self.compile = compile  # False: traced until a compiled one replaces it (its levels alike)
         self.info = RunnerInfo(runtime=runtime, device=str(self.device))
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
@@ -402,7 +403,7 @@ class TracedNetwork:
     gives the GIL up and takes it back: while another thread compiles a model (Python holding
     the GIL nearly all the time), that cost pix2pix-pulse 15 -> 29 ms a call on 2 cores, the
     trace 12.6 -> 13.1 ms (its eager calls, 110 ops). Slower than compiled (3.4 ms there): what a
-    switched model plays while its compiled runner builds. A trace keeps the branches its inputs
+    live run's model, or one switched to, plays while its compiled runner builds. A trace keeps the branches its inputs
     took; shapes are fixed per trace, but a branch on a value would be frozen to one side: the
     trace is checked against eager on other values once, and a network that disagrees (or that
     cannot be traced) runs eager."""
