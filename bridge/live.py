@@ -276,6 +276,12 @@ class LiveSession(Actions):
             self._stamp = bundle_stamp(settings.model)
             # played uncompiled from the first frame, compiled once `run` starts (`_compile_playing`)
             self._compile_at_start = self._plays_while_compiling()
+            if self._compile_at_start:
+                # The compiler's modules, imported now rather than by the compile as the run plays:
+                # `run` freezes what lives then out of the garbage collector's sight, and a full
+                # collection scanning these (200,000 objects) held the GIL 50-100 ms at a time,
+                # several times a compile: output ticks lost.
+                import torch._inductor.compile_fx  # noqa: F401
             self.model, self.pipeline = self._build(settings.model, compile=not self._compile_at_start)
             # The model in use refuses what it cannot do (a walk it lacks, anchor 40 of 8) before
             # the store accepts it, so a refusal leaves the state as it was.

@@ -5,6 +5,7 @@ held at a gate so that "before it is compiled" is a state the test sees, not a r
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,3 +243,19 @@ def test_a_traced_call_plays_while_another_thread_traces_with_torch_fx():
         release.set()
         tracer.join(10.0)
     assert picture.shape == (1, 3, model.output_size, model.output_size)
+
+
+@pytest.mark.parametrize("runtime, imported", [("optimized", True), ("reference", False)])
+def test_a_run_that_compiles_as_it_plays_imports_the_compiler_before_it_starts(tiny_models, runtime, imported):
+    """`run` freezes what lives at its start out of the garbage collector's sight; the compiler's
+    modules imported later, by the compile, were scanned by every full collection while the set
+    played (50-100 ms each, output ticks lost). A fresh process: nothing imported them before."""
+    import subprocess
+    import sys
+    code = ("import sys; from bridge.live import LiveSession, LiveSettings; "
+            f"s = LiveSession(LiveSettings(model='tiny-a', audio_in='silence', outs=['null'], runtime='{runtime}')); "
+            "print('torch._inductor.compile_fx' in sys.modules); s.close()")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           cwd=str(Path(__file__).resolve().parents[1]))
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == str(imported)
