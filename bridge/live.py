@@ -621,7 +621,7 @@ class LiveSession(Actions):
             self._compile_playing(name, self.model, _lead(self.pipeline), trial=True)
 
     def _compile_playing(self, name: str, model, pipeline, trial: bool = False) -> None:
-        """The model just switched in, or the run started with, plays uncompiled (traced: 1.3-3x
+        """The model just switched in, or the run started with, plays uncompiled (traced: 1.1-3x
         slower than compiled on the bundled ones, inside a frame at 30 fps on 2 cores, at one
         thread fewer with --threads auto); here, on the loader thread, its compiled runner
         builds and warms at every level (with `trial`, --threads auto's counts), then takes over
