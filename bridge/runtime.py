@@ -364,15 +364,13 @@ class _FlatCall(torch.nn.Module):
     """`net.<entry>(cond, latent)` taking the call's tensors flat, in `_flatten`'s order: what
     TorchScript traces (tensors only, no None, no nesting)."""
 
-    def __init__(self, net: torch.nn.Module, entry: str, cond_count: int | None, has_latent: bool):
+    def __init__(self, net: torch.nn.Module, entry: str, cond_is_tuple: bool, has_latent: bool):
         super().__init__()
         self.net, self.entry = net, entry
-        self.cond_count, self.has_latent = cond_count, has_latent  # cond_count None: one tensor
+        self.cond_is_tuple, self.has_latent = cond_is_tuple, has_latent
 
     def forward(self, *tensors):
-        n = self.cond_count or 1
-        cond = tuple(tensors[:n]) if self.cond_count is not None else tensors[0]
-        return getattr(self.net, self.entry)(cond, tensors[n] if self.has_latent else None)
+        return getattr(self.net, self.entry)(*_unflatten(tensors, self.cond_is_tuple, self.has_latent))
 
 
 def _other_inputs(tensors: list) -> list:
@@ -415,8 +413,7 @@ class TracedNetwork:
 
     def _trace(self, cond, latent) -> Callable:
         import warnings
-        cond_count = len(cond) if isinstance(cond, (tuple, list)) else None
-        flat = _FlatCall(self.net, self.entry, cond_count, latent is not None)
+        flat = _FlatCall(self.net, self.entry, isinstance(cond, (tuple, list)), latent is not None)
         tensors = _flatten(cond, latent)
         try:
             with warnings.catch_warnings():
@@ -460,6 +457,12 @@ def _flatten(cond, latent) -> list:
     """The input tensors of a call, in order: cond (one, or a tuple's), then the latent if any."""
     tensors = list(cond) if isinstance(cond, (tuple, list)) else [cond]
     return tensors + ([latent] if latent is not None else [])
+
+
+def _unflatten(tensors, cond_is_tuple: bool, has_latent: bool) -> tuple:
+    """`_flatten`'s tensors back to (cond, latent)."""
+    n = len(tensors) - has_latent
+    return (tuple(tensors[:n]) if cond_is_tuple else tensors[0]), (tensors[-1] if has_latent else None)
 
 
 def _numpy_or_none(t: torch.Tensor):
@@ -515,9 +518,7 @@ class CudaGraphStep:
         self.graph, self.outputs = graph, outputs
 
     def _args(self):
-        n = len(self.inputs) - self.has_latent
-        cond = tuple(self.inputs[:n]) if self.cond_is_tuple else self.inputs[0]
-        return cond, (self.inputs[-1] if self.has_latent else None)
+        return _unflatten(self.inputs, self.cond_is_tuple, self.has_latent)
 
     @staticmethod
     def signature(cond, latent) -> tuple:
