@@ -406,10 +406,11 @@ class LiveSession(Actions):
         follow = not lead and s.threads == "auto"
         threads = None if follow else s.threads
         trial = not hasattr(self, "pipeline") if trial is None else trial
-        if threads == "auto" and s.device.split(":")[0] == "cpu" and not compile:
+        cpu_auto = threads == "auto" and s.device.split(":")[0] == "cpu"
+        if cpu_auto and not compile:
             # played while its compiled runner builds: no trial, and a core left to that compile
             threads = max(1, DEFAULT_THREADS - 1)
-        elif threads == "auto" and s.device.split(":")[0] == "cpu" and not trial:
+        elif cpu_auto and not trial:
             # a switch mid-set: dynamo compiles once per count, and each compile on the loader
             # thread holds back the playing one (measured: two switches repeated 177 frames
             # with a trial, 87 at one count), so the new model gets every core, no trial
@@ -612,12 +613,11 @@ class LiveSession(Actions):
         old_name = self.model_name
         self.model, self.pipeline, self.model_name, self._stamp = model, pipeline, name, stamp
         self._let_go(old_name, old_warm)
-        if not getattr(_lead(pipeline).runner, "compile", True):
-            self._compile_playing(name, model, _lead(pipeline))
+        self._compile_playing(name, model, _lead(pipeline))
 
     def _compile_start(self, name: str) -> None:
         """The model the run started with, compiled as it plays (with its thread trial)."""
-        if name == self.model_name and not getattr(_lead(self.pipeline).runner, "compile", True):
+        if name == self.model_name:
             self._compile_playing(name, self.model, _lead(self.pipeline), trial=True)
 
     def _compile_playing(self, name: str, model, pipeline, trial: bool = False) -> None:
@@ -625,8 +625,9 @@ class LiveSession(Actions):
         slower than compiled on the bundled ones, inside a frame at 30 fps on 2 cores, at one
         thread fewer with --threads auto); here, on the loader thread, its compiled runner
         builds and warms at every level (with `trial`, --threads auto's counts), then takes over
-        between two frames. Should that fail, it plays on uncompiled."""
-        if self._closed:
+        between two frames. Should that fail, it plays on uncompiled. One built compiled (kept
+        warm, or the runtime compiles nothing) has nothing to do here."""
+        if self._closed or getattr(pipeline.runner, "compile", True):
             return
         self._compiling = name
         started = time.perf_counter()
