@@ -17,7 +17,6 @@ STARTED = time.perf_counter()  # before the imports: they are part of a start
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -61,16 +60,14 @@ def main() -> None:
     if a.one:
         print(json.dumps(one_run(a.one[0], a.one[1], a.duration)))
         return
+    from benchmarks.switch_probe import child_run
     from bridge.bench import machine_info
     runs = []
     for i in range(a.runs):
         for model in a.models.split(","):
             for variant in VARIANTS:
-                child = subprocess.run([sys.executable, __file__, "--one", variant, model, "--duration", str(a.duration)],
-                                       capture_output=True, text=True, cwd=ROOT, timeout=300)
-                if child.returncode != 0:
-                    sys.exit(f"start_probe: run {i + 1} ({variant}, {model}) failed:\n{child.stderr[-2000:]}")
-                run = json.loads(child.stdout.strip().splitlines()[-1])
+                run = child_run(__file__, [variant, model, "--duration", str(a.duration)],
+                                f"run {i + 1} ({variant}, {model})")
                 runs.append(run)
                 print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, compiled "
                       f"{run.get('compiled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "

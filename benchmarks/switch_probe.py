@@ -1,8 +1,9 @@
 """Model switches mid-set: how long until the new model shows (`swap_s`), how long until it
 plays compiled (`ready_s`), and how many frames go out again (late pictures) meanwhile. Each run
 is its own process (a live session from `bridge.live`, the bundled demo song as line-in, a null
-output at 30 fps): pix2pix-pulse plays, then a switch to cvae-faces and one back. Variants are
-interleaved run by run, so a busy moment on a shared machine hits all:
+output at 30 fps): pix2pix-pulse plays, then a switch to cvae-faces and one back, timed from when
+the model the run started with is compiled (counts too). Variants are interleaved run by run, so a
+busy moment on a shared machine hits all:
 
 - `as-is`: the switch as the bridge does it: a cold model plays eager at once while it
   compiles (`bridge.live.PLAY_WHILE_COMPILING`); the switch back finds pix2pix-pulse kept warm;
@@ -31,6 +32,15 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms")
 
 
+def child_run(script: str, args: list[str], label: str) -> dict:
+    """One run of `script --one ...` in its own process: the JSON it prints last (exits on failure)."""
+    child = subprocess.run([sys.executable, script, "--one", *args], capture_output=True, text=True,
+                           cwd=ROOT, timeout=300)
+    if child.returncode != 0:
+        sys.exit(f"{Path(script).stem}: {label} failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def one_run(variant: str, threads: str, duration: float, at: list[float], models: list[str]) -> dict:
     """One live session in this process; the switches made from a side thread, as OSC would."""
     import bridge.live as live
@@ -41,28 +51,37 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
                                  keep_warm=0 if variant in ("keep-warm-0", "gil-5ms") else 2)
-    switches = []
+    switches, base = [], {}
     with live.LiveSession(settings) as session:
         def switcher():
+            # from when the model the run started with is compiled (it compiles as it plays, and
+            # a switch asked meanwhile would wait for that): the run's figures count from then
+            while session._compile_at_start or session._lock.locked():
+                time.sleep(0.005)
+            stats = session.engine.stats
+            base.update(sent=stats.sent, repeated=stats.repeated, stalled=stats.stalled)
             start = time.perf_counter()
             for when, name in zip(at, models):
                 time.sleep(max(0.0, when - (time.perf_counter() - start)))
-                before, t = session.engine.stats.repeated, time.perf_counter()
+                before, t = stats.repeated, time.perf_counter()
                 session.switch_model(name)
                 while session.model_name != name and time.perf_counter() - t < 60:
                     time.sleep(0.005)
                 swapped = time.perf_counter() - t
                 while session._lock.locked() and time.perf_counter() - t < 60:  # compiling it still
                     time.sleep(0.005)
-                ready, building = time.perf_counter() - t, session.engine.stats.repeated - before
+                ready, building = time.perf_counter() - t, stats.repeated - before
                 time.sleep(1.0)  # the new model's first compiled frames, on the playing thread
                 switches.append({"model": name, "swap_s": round(swapped, 2), "ready_s": round(ready, 2),
                                  "repeated_building": building,
-                                 "repeated_first_second": session.engine.stats.repeated - before - building})
+                                 "repeated_first_second": stats.repeated - before - building})
+            time.sleep(max(0.0, duration - (time.perf_counter() - start)))
+            session.engine.stop()
         threading.Thread(target=switcher, daemon=True).start()
-        stats = session.run(duration=duration, status_stream=None)
+        stats = session.run(duration=duration + 60, status_stream=None)
     return {"variant": variant, "switches": switches,
-            **{k: stats.get(k) for k in ("sent", "repeated", "stalled", "generate_ms_p50", "latency_ms_p95")}}
+            **{k: stats.get(k) - base.get(k, 0) for k in ("sent", "repeated", "stalled")},
+            **{k: stats.get(k) for k in ("generate_ms_p50", "latency_ms_p95")}}
 
 
 def main() -> None:
@@ -88,13 +107,8 @@ def main() -> None:
     runs = []
     for i in range(a.runs):
         for variant in variants:
-            child = subprocess.run([sys.executable, __file__, "--one", variant, "--threads", a.threads,
-                                    "--duration", str(a.duration), "--at", a.at, "--models", a.models,
-                                    "--variants", a.variants],
-                                   capture_output=True, text=True, cwd=ROOT, timeout=300)
-            if child.returncode != 0:
-                sys.exit(f"switch_probe: run {i + 1} ({variant}) failed:\n{child.stderr[-2000:]}")
-            run = json.loads(child.stdout.strip().splitlines()[-1])
+            run = child_run(__file__, [variant, "--threads", a.threads, "--duration", str(a.duration), "--at", a.at,
+                                       "--models", a.models, "--variants", a.variants], f"run {i + 1} ({variant})")
             runs.append(run)
             print(f"run {i + 1} {variant:13s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
                   + ", ".join(f"{s['model']} {s['swap_s']} s (compiled {s['ready_s']} s), "
