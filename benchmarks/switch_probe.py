@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms")
 
 
-def child_run(script: str, args: list[str], label: str) -> dict:
+def child_run(script: str, args: list[str], label: str, timeout: float = 300) -> dict:
     """One run of `script --one ...` in its own process: the JSON it prints last (exits on failure)."""
     child = subprocess.run([sys.executable, script, "--one", *args], capture_output=True, text=True,
-                           cwd=ROOT, timeout=300)
+                           cwd=ROOT, timeout=timeout)
     if child.returncode != 0:
         sys.exit(f"{Path(script).stem}: {label} failed:\n{child.stderr[-2000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])

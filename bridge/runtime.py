@@ -35,9 +35,13 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
 import statistics
+import sys
 import time
+import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -55,6 +59,35 @@ AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster wit
 AUTO_TRIAL_FRAMES = 30  # auto: timed live calls each candidate makes before the faster is kept
 AUTO_BLOCK = 6  # auto: calls a candidate makes in a row; the first of each (settling after a switch) is not timed
 MAX_THREADS = 1024
+
+
+def compile_cache_dir() -> Path:
+    """Where Inductor keeps what it compiled (C++ kernels, built once per kernel source), unless
+    TORCHINDUCTOR_CACHE_DIR says: $VJBRIDGE_CACHE/inductor, else the user's cache folder
+    (%LOCALAPPDATA% on Windows, ~/Library/Caches on macOS, $XDG_CACHE_HOME or ~/.cache). torch's
+    own default is the temporary folder, which Ubuntu empties at boot and macOS after three days
+    unused: the first compile after that built every kernel again (pix2pix-pulse: 17.7 s to
+    compile and warm with an empty cache, 6.0 s with its kernels there, 2-core CPU)."""
+    base = os.environ.get("VJBRIDGE_CACHE")
+    if base:
+        return Path(base).expanduser() / "inductor"
+    if sys.platform == "win32":
+        root = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Caches"
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "vjbridge" / "inductor"
+
+
+def use_compile_cache_dir() -> None:
+    """Inductor's cache in `compile_cache_dir()`, unless the user named one. Called as a compile
+    is set up: importing torch._dynamo already writes torch's default into the environment, so
+    that value is taken as not chosen."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if given is None or os.path.abspath(given) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
 
 
 def parse_threads(value) -> int | str | None:
@@ -88,14 +121,88 @@ def thread_choices(cores: int | None = None) -> list[int]:
 
 
 def recompile_room() -> None:
-    """Every model compiled in this process (a switch, a mix of four; each thread count it runs
-    at: dynamo guards on torch's count) is another entry for the same `generate`: past dynamo's
-    default of 8 the next would silently run eager. torch's compile settings are per thread:
-    called in each thread that builds or plays a model."""
+    """Each thread count a compiled runner plays at (dynamo guards on torch's count) is another
+    entry for its `generate` (its own copy, see `_own_entry`): room for them all, past dynamo's
+    default of 8. torch's compile settings are per thread: called in each thread that builds or
+    plays a model."""
     import torch._dynamo.config as dynamo_config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+
+
+# The code objects of compiled runners gone (garbage), appended by their finalizers on whatever
+# thread dropped them, let go of by the next compile set up (`_let_go_of_compiled`).
+_gone_compiled: list = []
+
+
+def _own_entry(net: torch.nn.Module, entry: str):
+    """`net.<entry>`, bound to a copy of its function: its own code object and its own copy of
+    its module's globals, and that code object (None where the entry is not a plain function:
+    then the shared one). Dynamo keeps what it compiles on the code object (one cache entry per
+    compile, limited per code object) and installs the compiled graph, Inductor's frozen weights
+    inside, in the function's globals; both are per class method, shared by every model of a
+    family and never let go. Measured before this: each compile of a model switched to kept its
+    frozen weights for good (pix2pix-pulse: about 22 MB a compile, one a degradation level), and
+    once 64 compiles of one family had added up (16 cold switches with four levels) the next ran
+    eager, silently. Copied, they are the runner's own, and go with it (`_let_go_of_compiled`)."""
+    import types
+    function = getattr(type(net), entry, None)
+    if not isinstance(function, types.FunctionType):
+        return getattr(net, entry), None
+    code = function.__code__.replace()  # a new code object, the same bytecode
+    own = types.FunctionType(code, dict(function.__globals__), function.__name__,
+                             function.__defaults__, function.__closure__)
+    own.__kwdefaults__, own.__qualname__ = function.__kwdefaults__, function.__qualname__
+    return types.MethodType(own, net), code
+
+
+def _let_go_of_compiled() -> None:
+    """Free what dynamo and Inductor still hold of the compiled runners gone: the cache entries
+    on their own code objects (which refer back to that code: a cycle through C, which Python's
+    collector cannot see), their guard-failure notes, the generated modules (Inductor keeps
+    each in a list and in sys.modules, frozen weights attached; a live compiled graph keeps what
+    it uses through its functions' globals, so only what nothing uses goes) and the shape
+    environments memoised with them. On a thread that builds, under dynamo's compile lock (no
+    compile half done), never on the playing one."""
+    if not _gone_compiled:
+        return
+    try:
+        import torch._dynamo.convert_frame as convert_frame
+        from torch._C._dynamo.eval_frame import reset_code
+        from torch._dynamo.guards import CheckFunctionManager
+        from torch._dynamo.utils import guard_failures
+        from torch._inductor.codecache import PyCodeCache
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    except ImportError as e:  # a torch without these: what it kept stays
+        log.info("compiled runners gone not let go of (%s)", e)
+        _gone_compiled.clear()
+        return
+    with convert_frame.compile_lock:
+        while _gone_compiled:
+            code = _gone_compiled.pop()
+            reset_code(code)
+            guard_failures.pop(code, None)
+        # a compile's guards watch what they name (types, modules, weights) through finalizers
+        # that hold its guard manager, and the types and modules never go: once its cache entry
+        # is gone (none), those finalizers would do nothing, and are detached
+        for finalizer, info in list(weakref.finalize._registry.items()):
+            manager = getattr(getattr(info.func, "func", None), "__self__", None)
+            if isinstance(manager, CheckFunctionManager) and \
+                    getattr(getattr(manager, "guard_manager", None), "cache_entry", True) is None:
+                finalizer.detach()
+        shared = {id(module) for module in PyCodeCache.modules_no_attr.values()}
+        for module in [m for m in PyCodeCache.modules if id(m) not in shared]:
+            PyCodeCache.modules.remove(module)
+            if sys.modules.get(module.__name__) is module:
+                del sys.modules[module.__name__]
+        # ShapeEnv's methods memoised per class (up to 256 calls each, some without a bound),
+        # `self` in each key: every compile's shape environment, its fake tensors and through
+        # them the real weights, kept (about 14 MB a pix2pix-pulse compile). Caches only.
+        for member in vars(ShapeEnv).values():
+            clear = getattr(member, "cache_clear", None)
+            if callable(clear):
+                clear()
 
 
 def _threads_label(count: int) -> str:
@@ -174,6 +281,7 @@ class Runner:
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
+        self._own_code = None  # compiled: the code object dynamo keeps its compiles on (`_own_entry`)
         self.threads: int | None = None  # see use_threads
         # with no count of its own, the counts its caller may set (another runner's trial: a
         # mix's other models); dynamo compiles for each count, so each is warmed
@@ -243,7 +351,11 @@ class Runner:
             # ran the bundled model at 6.9 ms a call against 4.5: it is read outside the option's reach)
             inductor_config.freezing = True
             recompile_room()
-            entry = getattr(self.net, self._entry)
+            use_compile_cache_dir()
+            _let_go_of_compiled()
+            entry, self._own_code = _own_entry(self.net, self._entry)
+            if self._own_code is not None:
+                weakref.finalize(self, _gone_compiled.append, self._own_code)
             # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
             self._compiled = torch.compile(entry, mode=CUDA_COMPILE_MODE if self.device.type == "cuda" else None,
                                            dynamic=False)
@@ -394,6 +506,44 @@ def _same_outputs(a, b, tolerance: float = 1e-3) -> bool:
         x.shape == y.shape and float((x.float() - y.float()).abs().max()) <= tolerance for x, y in zip(a, b))
 
 
+# Traces kept for the process, shared by every build of the same network (see TracedNetwork):
+# key -> the traced module (no weights in it), the least recently made dropped past MAX_SHARED_TRACES.
+_shared_traces: dict[tuple, Callable] = {}
+MAX_SHARED_TRACES = 64
+
+
+def _bundle_identity(net: torch.nn.Module) -> tuple | None:
+    """The bundle `net` was loaded from (its folder and config, the weights' sha256 in it), or None."""
+    import json
+    for module in net.modules():
+        path = getattr(module, "bundle_path", None)
+        if path is not None:
+            return str(path), json.dumps(getattr(module, "bundle_config", None), sort_keys=True, default=str)
+    return None
+
+
+def _plain_settings(module: torch.nn.Module) -> tuple:
+    """A module's attributes that are plain values (sizes, flags, names), sorted."""
+    plain = (bool, int, float, str, type(None))
+
+    def is_plain(value) -> bool:
+        return isinstance(value, plain) or (isinstance(value, tuple) and all(isinstance(v, plain) for v in value))
+    return tuple(sorted((name, value) for name, value in vars(module).items() if is_plain(value)))
+
+
+class _Stateless(torch.nn.Module):
+    """What TracedNetwork traces: a module (a traced module's call runs without the GIL; a traced
+    function's, measured, did not always) around a call that takes the network's weights and
+    buffers as inputs, holding that call out of the module's sight, so the trace keeps no weights."""
+
+    def __init__(self, call: Callable):
+        super().__init__()
+        self._hidden = [call]  # a list: not a submodule, its weights not the traced module's
+
+    def forward(self, *tensors):
+        return self._hidden[0](*tensors)
+
+
 class TracedNetwork:
     """A network run as TorchScript, traced on its first call for each input structure (the
     calling thread's autocast recorded in the trace as plain casts): built in about a tenth of
@@ -404,35 +554,84 @@ class TracedNetwork:
     live run's model, or one switched to, plays while its compiled runner builds. A trace keeps the branches its inputs
     took; shapes are fixed per trace, but a branch on a value would be frozen to one side: the
     trace is checked against eager on other values once, and a network that disagrees (or that
-    cannot be traced) runs eager."""
+    cannot be traced) runs eager.
+
+    TorchScript never gives back all of what a trace made (measured: 5-8 MB a trace of
+    pix2pix-pulse, kept after the network is gone; a known torch leak): every cold switch, at every
+    degradation level, added that for good. So what is traced takes the weights and buffers
+    with each call rather than keeping them (`_Stateless`), is made once per network (the
+    bundle, its config, the level's shapes, the inputs' structure, the precision) and is shared
+    by every later build of it, each build checking it against its own eager pictures first."""
 
     def __init__(self, net: torch.nn.Module, entry: str, device_type: str):
         self.net, self.entry, self.device_type = net, entry, device_type
         self._calls: dict[tuple, Callable] = {}  # input signature -> traced module or eager entry
         self.traced = True  # False once a structure could not be traced
+        # where each weight and buffer lives: given to the trace with each call, in this order
+        self._slots = [(module, kind, name) for module in net.modules() for kind in ("_parameters", "_buffers")
+                       for name, value in getattr(module, kind).items() if value is not None]
+        self._state = tuple(getattr(module, kind)[name] for module, kind, name in self._slots)
+        bundle = _bundle_identity(net)
+        # what makes two builds the same network: the bundle, each module's class and plain
+        # settings (a degradation level's size is one), the weights' names and shapes
+        self._network_key = None if bundle is None else (
+            bundle, entry, device_type, tuple((type(module).__qualname__, _plain_settings(module))
+                                              for module in net.modules()),
+            tuple((name, tuple(value.shape), value.dtype) for (_, _, name), value in zip(self._slots, self._state)))
+
+    def _stateless(self, flat: torch.nn.Module, count: int) -> Callable:
+        """flat(*inputs), its network's weights and buffers the call's last tensors instead."""
+        slots = self._slots
+
+        def call(*tensors):
+            held = [getattr(module, kind)[name] for module, kind, name in slots]
+            try:
+                for (module, kind, name), value in zip(slots, tensors[count:]):
+                    getattr(module, kind)[name] = value
+                return flat(*tensors[:count])
+            finally:
+                for (module, kind, name), value in zip(slots, held):
+                    getattr(module, kind)[name] = value
+        return call
 
     def _trace(self, cond, latent) -> Callable:
         import warnings
         flat = _FlatCall(self.net, self.entry, isinstance(cond, (tuple, list)), latent is not None)
         tensors = _flatten(cond, latent)
+        autocast = (torch.is_autocast_enabled(self.device_type),
+                    torch.get_autocast_dtype(self.device_type) if torch.is_autocast_enabled(self.device_type) else None)
+        key = None if self._network_key is None else (self._network_key, CudaGraphStep.signature(cond, latent), autocast)
         try:
             with warnings.catch_warnings():
                 # a size read as a number (`unet_any_size`'s padding) is fine: a trace is per shape
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 # torch 2.13 calls TorchScript deprecated: chosen here knowingly, eager if it goes
                 warnings.simplefilter("ignore", DeprecationWarning)
-                traced = torch.jit.trace(flat, tuple(tensors), check_trace=False)
-                other = _other_inputs(tensors)
-                with torch.autocast(self.device_type, enabled=False):
-                    got = traced(*other)
-                if not _same_outputs(got, flat(*other)):  # flat: eager, in the caller's autocast
-                    raise ValueError("it branches on its inputs' values")
+                traced = _shared_traces.get(key) if key is not None else None
+                if traced is None or not self._agrees(traced, flat, tensors):
+                    traced = torch.jit.trace(_Stateless(self._stateless(flat, len(tensors))),
+                                             tuple(tensors) + self._state, check_trace=False)
+                    if not self._agrees(traced, flat, tensors):
+                        raise ValueError("it branches on its inputs' values")
+                    if key is not None:
+                        _shared_traces.pop(key, None)
+                        _shared_traces[key] = traced
+                        while len(_shared_traces) > MAX_SHARED_TRACES:
+                            _shared_traces.pop(next(iter(_shared_traces)))
                 return traced
         except Exception as e:  # tracing is an optimisation: eager plays the same network
             self.traced = False
             log.info("%s: not traced (%s: %s); eager until compiled", type(self.net).__name__,
                      type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             return getattr(self.net, self.entry)
+
+    def _agrees(self, traced, flat, tensors) -> bool:
+        """The trace makes what this network makes eager (in the caller's autocast), on inputs
+        of the same shapes with other values."""
+        other = _other_inputs(tensors)
+        with torch.autocast(self.device_type, enabled=False):
+            got = traced.forward(*other, *self._state)
+        return _same_outputs(got, flat(*other))
 
     def __call__(self, cond, latent=None):
         key = CudaGraphStep.signature(cond, latent)
@@ -445,7 +644,7 @@ class TracedNetwork:
             # `forward`, not `call(...)`: nn.Module.__call__ is what torch.fx's tracer patches for
             # the whole process while it traces, and a compile on another thread traces with it
             # (the call then fails: "module is not installed as a submodule")
-            return call.forward(*_flatten(cond, latent))
+            return call.forward(*_flatten(cond, latent), *self._state)
 
 
 CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)

@@ -1,0 +1,201 @@
+"""A compiled runner keeps what it compiled to itself, and lets go of it when it goes.
+
+Dynamo keeps its compiles on the code object of the function compiled (a limited number per code
+object) and Inductor keeps the generated modules, frozen weights attached, in lists of its own.
+Compiled straight from the class's `generate`, every model of a family shared one code object:
+each compile of a set's switches stayed for good (measured: about 25 MB a pix2pix-pulse compile),
+and past the limit the next compile ran eager, silently. Real compiles of real (tiny) bundles."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+from torch._inductor.codecache import PyCodeCache
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+import bridge.runtime as runtime
+from bridge.engine import FramePipeline
+from bridge.generators.base import load_model
+from bridge.generators.pix2pix import Pix2Pix
+from bridge.live import LiveSession
+from bridge.runtime import Runner
+from tests.test_control_live import wait_until
+from tests.test_reliability import Running
+from tests.test_switch_compile import compiled, settings, settled
+
+
+def built(name: str = "tiny-a"):
+    """A compiled runner of `name`, warmed (compiled) by its pipeline, and that pipeline."""
+    model = load_model(name)
+    runner = Runner(model, compile=True)
+    pipeline = FramePipeline(model, runner=runner, output_size=None)
+    pipeline.warmup()
+    return runner, pipeline
+
+
+def entries(code) -> int:
+    return len(_debug_get_cache_entry_list(code))
+
+
+def picture(runner, pipeline) -> torch.Tensor:
+    snapshot, latent = pipeline._warm_inputs
+    return runner(pipeline.condition(snapshot, runner), latent).clone()
+
+
+def shared_codes() -> list:
+    """The class-level code objects every compile went through before: none gets a compile now."""
+    from bridge.degrade import ScaledPix2Pix
+    return [Pix2Pix.generate.__code__, runtime._DrawThenGenerate.generate.__code__,
+            ScaledPix2Pix.generate.__code__]
+
+
+def test_each_compiled_runner_compiles_its_own_copy_and_no_limit_is_shared(tiny_models, monkeypatch):
+    import torch._dynamo.config as dynamo_config
+    # dynamo's limit of compiles per code object, made 2: with one code object for the family,
+    # the third runner here ran eager (as the 65th did at the limit the bridge sets)
+    monkeypatch.setattr(runtime, "recompile_room", lambda: None)
+    with dynamo_config.patch(recompile_limit=2):
+        runners = [built(name) for name in ("tiny-a", "tiny-b", "tiny-a", "tiny-b")]
+    codes = [runner._own_code for runner, _ in runners]
+    assert len({id(code) for code in codes}) == 4
+    assert [entries(code) for code in codes] == [1, 1, 1, 1]  # each compiled, once, on its own
+    assert [entries(code) for code in shared_codes()] == [0, 0, 0]
+    first, second = picture(*runners[0]), picture(*runners[2])  # the same bundle, compiled twice
+    assert torch.equal(first, second)
+
+
+def test_a_runner_gone_leaves_no_compile_behind_and_the_live_one_plays_on(tiny_models):
+    keep, keep_pipeline = built("tiny-a")
+    before = picture(keep, keep_pipeline)
+
+    def cycle() -> None:  # a switched-away model built, compiled and let go, then the next built
+        runner, _ = built("tiny-b")
+        code = weakref.ref(runner)
+        gone.append(runner._own_code)
+        del runner, _
+        gc.collect()
+        assert code() is None
+
+    gone: list = []
+    cycle()
+    built("tiny-b")  # setting up a compile lets go of what the runners gone left
+    gc.collect()
+    counts = (len(PyCodeCache.modules), len(weakref.finalize._registry),
+              sum(isinstance(o, ShapeEnv) for o in gc.get_objects()))
+    for _ in range(3):
+        cycle()
+        built("tiny-b")
+        gc.collect()
+    assert [entries(code) for code in gone] == [0, 0, 0, 0]
+    # what each compile made is let go: nothing adds up over the cycles
+    assert (len(PyCodeCache.modules), len(weakref.finalize._registry),
+            sum(isinstance(o, ShapeEnv) for o in gc.get_objects())) <= counts
+    assert entries(keep._own_code) == 1  # the one still playing keeps its compile...
+    assert torch.equal(picture(keep, keep_pipeline), before)  # ...and plays the same pictures
+
+
+def test_a_set_of_cold_switches_compiles_every_model_and_keeps_nothing_of_those_gone(tiny_models):
+    with LiveSession(settings(keep_warm=0)) as session:
+        run = Running(session, 60.0)
+        assert wait_until(lambda: settled(session), 60.0)
+        seen, codes = [], []
+        for name in ("tiny-b", "tiny-a", "tiny-b", "tiny-a", "tiny-b"):
+            session.switch_model(name)
+            assert wait_until(lambda: session.model_name == name and not session._lock.locked(), 60.0)
+            levels = session.pipeline.level_runners
+            assert all(compiled(runner) for runner in levels)
+            assert all(entries(runner._own_code) == 1 for runner in levels)  # compiled, not eager
+            codes.append([weakref.ref(runner) for runner in levels])
+            seen.append(len(PyCodeCache.modules))
+        assert [entries(code) for code in shared_codes()] == [0, 0, 0]
+        gc.collect()
+        # every model switched away from (--keep-warm 0) is gone, its compiles with it
+        assert all(ref() is None for refs in codes[:-1] for ref in refs)
+        assert seen[-1] <= seen[1]
+        session.engine.stop()
+        stats = run.join()
+    assert stats["errors"] == 0
+
+
+def test_a_network_is_traced_once_keeps_no_weights_in_its_trace_and_each_build_plays_its_own(tiny_models):
+    """TorchScript keeps some of every trace for good (5-8 MB a pix2pix-pulse trace): one trace
+    per network, shared by its builds (each cold switch built one at every level before)."""
+    def traced(model):
+        runner = Runner(model, compile=False)
+        pipeline = FramePipeline(model, runner=runner, output_size=None)
+        pipeline.warmup()
+        (trace,) = runner._fn._calls.values()
+        return runner, pipeline, trace
+
+    first, first_pipeline, trace = traced(load_model("tiny-a"))
+    assert isinstance(trace, torch.jit.ScriptModule) and not list(trace.parameters())  # no weights in it
+    other = load_model("tiny-a")  # the same bundle, its weights changed (as in a mix's own copy)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(0.5)
+    second, second_pipeline, shared = traced(other)
+    assert shared is trace  # not traced again...
+    # ...and each plays its own weights: the same inputs, other pictures
+    assert not torch.allclose(picture(first, first_pipeline), picture(second, second_pipeline), atol=1e-3)
+    assert second._fn.traced  # it passed the check against its own eager pictures, so plays traced
+    gone = weakref.ref(first._fn.net)
+    del first, first_pipeline
+    gc.collect()
+    assert gone() is None  # the shared trace keeps no network alive
+
+
+def test_every_degradation_level_has_its_own_trace_and_the_next_build_reuses_them_all(tiny_models):
+    from bridge.degrade import parse_degrade
+    from bridge.generators.base import save_bundle
+    from bridge.generators.pix2pix import Pix2PixConfig
+    torch.manual_seed(3)  # 64 px: room for levels of 48 and 32 px, the same weights' shapes at each
+    save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
+
+    def level_traces():
+        model = load_model("tiny-64")
+        pipeline = FramePipeline(model, runner=Runner(model, compile=False), output_size=None,
+                                 degrade=parse_degrade("1,0.75,0.5"))
+        pipeline.warmup()
+        assert len(pipeline.level_runners) == 3
+        return [next(iter(runner._fn._calls.values())) for runner in pipeline.level_runners]
+
+    first = level_traces()
+    assert len({id(trace) for trace in first}) == 3  # a level's size is part of what is traced
+    assert all(isinstance(trace, torch.jit.ScriptModule) for trace in first)
+    assert [id(trace) for trace in level_traces()] == [id(trace) for trace in first]  # none traced again
+
+
+COMPILE_IN_CHILD = """
+import os, sys
+import torch._dynamo  # (it puts torch's own default in the environment)
+import bridge.runtime as runtime
+from bridge.engine import FramePipeline
+from bridge.generators.base import load_model
+model = load_model("tiny-a")
+runner = runtime.Runner(model, compile=True)
+FramePipeline(model, runner=runner, output_size=None).warmup()
+print(os.environ["TORCHINDUCTOR_CACHE_DIR"], runner.info.compiled)
+"""
+
+
+@pytest.mark.parametrize("own_dir", [False, True])
+def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_one(tiny_models, tmp_path, own_dir):
+    """torch's default is the temporary folder: emptied at boot (Ubuntu) or after days (macOS)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env.update(VJBRIDGE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    if own_dir:  # the user's own choice stays
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
+    child = subprocess.run([sys.executable, "-c", COMPILE_IN_CHILD], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    where, compiled_there = child.stdout.split()
+    expected = tmp_path / ("mine" if own_dir else "cache/inductor")
+    assert Path(where) == expected and compiled_there == "True"
+    assert any(path.suffix == ".so" for path in expected.rglob("*"))  # its kernels, built and kept there
