@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import threading
 import time
@@ -34,7 +35,6 @@ VARIANTS = ("as-is", "shared")
 
 def resident_mb() -> float:
     with open("/proc/self/statm") as statm:  # Linux: pages resident
-        import os
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 

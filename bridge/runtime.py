@@ -532,16 +532,25 @@ def _plain_settings(module: torch.nn.Module) -> tuple:
 
 
 class _Stateless(torch.nn.Module):
-    """What TracedNetwork traces: a module (a traced module's call runs without the GIL; a traced
-    function's, measured, did not always) around a call that takes the network's weights and
-    buffers as inputs, holding that call out of the module's sight, so the trace keeps no weights."""
+    """What TracedNetwork traces: `flat(*inputs)` with its network's weights and buffers (at
+    `slots`) taken from the call's last tensors instead. A module (a traced module's call runs
+    without the GIL; a traced function's, measured, did not always), holding `flat` out of its
+    own sight, so the trace keeps no weights."""
 
-    def __init__(self, call: Callable):
+    def __init__(self, flat: torch.nn.Module, slots: list, count: int):
         super().__init__()
-        self._hidden = [call]  # a list: not a submodule, its weights not the traced module's
+        self._hidden = (flat, slots, count)  # a tuple: no submodule, its weights not the trace's
 
     def forward(self, *tensors):
-        return self._hidden[0](*tensors)
+        flat, slots, count = self._hidden
+        held = [getattr(module, kind)[name] for module, kind, name in slots]
+        try:
+            for (module, kind, name), value in zip(slots, tensors[count:]):
+                getattr(module, kind)[name] = value
+            return flat(*tensors[:count])
+        finally:
+            for (module, kind, name), value in zip(slots, held):
+                getattr(module, kind)[name] = value
 
 
 class TracedNetwork:
@@ -579,27 +588,11 @@ class TracedNetwork:
                                               for module in net.modules()),
             tuple((name, tuple(value.shape), value.dtype) for (_, _, name), value in zip(self._slots, self._state)))
 
-    def _stateless(self, flat: torch.nn.Module, count: int) -> Callable:
-        """flat(*inputs), its network's weights and buffers the call's last tensors instead."""
-        slots = self._slots
-
-        def call(*tensors):
-            held = [getattr(module, kind)[name] for module, kind, name in slots]
-            try:
-                for (module, kind, name), value in zip(slots, tensors[count:]):
-                    getattr(module, kind)[name] = value
-                return flat(*tensors[:count])
-            finally:
-                for (module, kind, name), value in zip(slots, held):
-                    getattr(module, kind)[name] = value
-        return call
-
     def _trace(self, cond, latent) -> Callable:
         import warnings
         flat = _FlatCall(self.net, self.entry, isinstance(cond, (tuple, list)), latent is not None)
         tensors = _flatten(cond, latent)
-        autocast = (torch.is_autocast_enabled(self.device_type),
-                    torch.get_autocast_dtype(self.device_type) if torch.is_autocast_enabled(self.device_type) else None)
+        autocast = torch.get_autocast_dtype(self.device_type) if torch.is_autocast_enabled(self.device_type) else None
         key = None if self._network_key is None else (self._network_key, CudaGraphStep.signature(cond, latent), autocast)
         try:
             with warnings.catch_warnings():
@@ -609,7 +602,7 @@ class TracedNetwork:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 traced = _shared_traces.get(key) if key is not None else None
                 if traced is None or not self._agrees(traced, flat, tensors):
-                    traced = torch.jit.trace(_Stateless(self._stateless(flat, len(tensors))),
+                    traced = torch.jit.trace(_Stateless(flat, self._slots, len(tensors)),
                                              tuple(tensors) + self._state, check_trace=False)
                     if not self._agrees(traced, flat, tensors):
                         raise ValueError("it branches on its inputs' values")
