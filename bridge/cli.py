@@ -24,6 +24,7 @@ keep_freed_memory()  # big per-frame arrays reused, not faulted in afresh (bridg
 DEFAULT_MODEL = "pix2pix-pulse"
 DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
 SINK_HELP = "where frames go, repeatable: " + ", ".join(SINK_FORMS)
+_SESSIONS: list = []  # the live sessions this program ran (see `program`)
 SOURCE_HELP = "audio in: 'default', a device index or name, an audio file, a URL (http, rtsp, udp, srt…), or 'silence'"
 
 
@@ -96,6 +97,7 @@ def cmd_run(args) -> int:
     print(f"vjbridge: loading {settings.model} and warming it up (the first run on a machine compiles "
           f"it, which can take a minute)", file=sys.stderr)
     with LiveSession(settings) as session:
+        _SESSIONS.append(session)
         print(f"vjbridge {__version__}: model {settings.model}, audio {settings.audio_in}, camera "
               f"{settings.camera}, out {', '.join(settings.outs)}, {settings.fps:g} fps; Ctrl-C stops",
               file=sys.stderr)
@@ -153,6 +155,7 @@ def cmd_demo(args) -> int:
               file=sys.stderr)
         settings = LiveSettings(model=args.model, audio_in=str(DEMO_AUDIO), outs=["null"], fps=args.fps)
         with LiveSession(settings) as session:
+            _SESSIONS.append(session)
             stats["live"] = session.run(duration=args.live_seconds)
     print(json.dumps(stats))
     return 0
@@ -462,6 +465,24 @@ def build_parser() -> argparse.ArgumentParser:
     if train_commands is not None:
         train_commands.register(sub)
     return parser
+
+
+def program() -> None:
+    """The `vjbridge` program (`main` is its body, which tests call in-process). A live session
+    stopped while a model still compiled (or built) on its loader thread: Python would wait at
+    exit until that compile reaches a point where it can stop (up to a minute on a fresh
+    machine), so with everything of the session closed already the process ends at once. Nothing
+    is lost: the outputs are closed, a recording finished, and Inductor writes its cache files
+    whole or not at all."""
+    code = main()
+    busy = [what for what in (session.still_loading() for session in _SESSIONS) if what]
+    if busy:
+        print(f"vjbridge: stopped during {busy[0]}; not waiting for it", file=sys.stderr)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

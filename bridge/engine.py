@@ -129,36 +129,40 @@ class FramePipeline:
         features = self.analyzer.snapshot(audio_time or 0.0)
         return Snapshot(audio=features, image=image, audio_time=audio_time, image_time=image_time)
 
-    def warmup(self, runs: int = 3) -> None:
-        """Compile and warm the runner on silence (and the walk's first latent)."""
+    def warmup(self, runs: int = 3, between=None) -> None:
+        """Compile and warm the runner on silence (and the walk's first latent). `between`, if
+        given, is called before each level's (and each candidate's) compile; it may raise to stop
+        there (a compile itself cannot be stopped once going)."""
         snapshot = self.snapshot(None)
         if self.control is not None:  # the kind of latent the control will give, store untouched
             latent = self.control.warmup_latent(snapshot.audio)
         else:
             latent = self.navigator.step(snapshot.audio, 0.0) if self.navigator is not None else None
         self._warm_inputs = (snapshot, latent)  # kept for `use_runner`, which must not move the walk
-        self._warm(self.level_runners, runs)
+        self._warm(self.level_runners, runs, between)
         if self.navigator is not None:
             self.navigator.reset()
 
-    def _warm(self, level_runners: list, runs: int) -> None:
+    def _warm(self, level_runners: list, runs: int, between=None) -> None:
         snapshot, latent = self._warm_inputs
         for level_runner in level_runners:  # every level compiled now: a switch never stalls
             # --runtime auto: each runtime it will try, with the condition that one takes
             for runner in getattr(level_runner, "candidates", [level_runner]):
+                if between is not None:
+                    between()
                 runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
 
-    def use_runner(self, runner, runs: int = 3) -> None:
+    def use_runner(self, runner, runs: int = 3, between=None) -> None:
         """Play `runner` (the same network made another way: the compiled one of a pipeline that
         started playing uncompiled) from the next frame on, at every degradation level: the levels are
         made like it and everything is warmed here, on the calling thread, on the inputs `warmup`
         used (the playing pipeline's walk and analysis are left alone); the frames made
-        meanwhile use the runners there were."""
+        meanwhile use the runners there were. `between`: as for `warmup`."""
         if self._warm_inputs is None:
             raise RuntimeError("use_runner replaces the runner of a warmed pipeline: call warmup() first")
         levels = [runner] + [self._level_runner(i, level.size, base=runner)
                              for i, level in enumerate(self.levels[1:], 1)]
-        self._warm(levels, runs)
+        self._warm(levels, runs, between)
         # the generation thread reads `level_runners` once a frame: one assignment swaps all levels
         self.level_runners = levels
         self.runner = runner

@@ -101,6 +101,11 @@ def bundle_stamp(name: str) -> tuple:
     return tuple(stamp)
 
 
+class _Closing(Exception):
+    """The session closed while the loader thread built or compiled a model: it stops at the
+    next piece (a level, a thread count), and what it made is let go."""
+
+
 class _Warm(NamedTuple):
     """A model built and warmed, not playing: switched away from, cued, or preloaded."""
     model: object
@@ -264,6 +269,8 @@ class LiveSession(Actions):
         self._warm: dict[str, _Warm] = {}  # models ready to switch to, least recently played first
         self._compiling: str | None = None  # the model playing uncompiled while its compiled runner builds
         self._closed = False  # a compile still to start then does not (it cannot be stopped once going)
+        self._loader_thread: threading.Thread | None = None
+        self._loading: str | None = None  # what the loader thread does now, for `still_loading`
         self.osc = self.midi = self.recorder = self.replayer = None
         self._watcher = self._morph = None
         self.messages: list[str] = []  # what the control surfaces were told went wrong (newest last)
@@ -387,7 +394,7 @@ class LiveSession(Actions):
         if pipeline.control is not None:
             pipeline.control.on_refusal = self.report  # told from the generation thread
         try:
-            pipeline.warmup()
+            pipeline.warmup(between=self._check_open)
         except BaseException:
             pipeline.close()
             raise
@@ -551,9 +558,17 @@ class LiveSession(Actions):
         for meanwhile waits its turn: a cue then a switch to it (pressed before the cue was ready)
         switches once it is; of switches waiting, only the last asked for is made."""
         with self._queue_lock:
+            if self._closed:
+                log.info("%s %s not started: the session is closed", kind, name)
+                return
             if self._lock.acquire(blocking=False):
-                threading.Thread(target=self._loader, args=((kind, name),), name="vjbridge-model-load",
-                                 daemon=True).start()
+                # Not a daemon: Python ends a daemon thread by unwinding it where it next takes the
+                # GIL, and in torch's C++ (a compile, a trace) that aborts the process ("terminate
+                # called without an active exception"). Python waits for this one at exit; after
+                # `close` it stops at the next piece (`_check_open`).
+                self._loader_thread = threading.Thread(target=self._loader, args=((kind, name),),
+                                                       name="vjbridge-model-load", daemon=False)
+                self._loader_thread.start()
                 return
             if (kind, name) in self._queued:
                 return
@@ -568,15 +583,34 @@ class LiveSession(Actions):
     def _loader(self, request: tuple[str, str] | None) -> None:
         while request is not None:
             kind, name = request
+            self._loading = f"the {kind} of {name}"
             try:
+                self._check_open()
                 {"switch": self._switch_now, "cue": self._cue_now, "compile": self._compile_start}[kind](name)
+            except _Closing:
+                log.info("%s of model %s stopped: the session closed", kind, name)
             except Exception as e:
                 self.report(f"model {name} not loaded, {self.model_name} keeps playing: {e}" if kind == "switch"
                             else f"model {name} not cued: {e}" if kind == "cue" else f"model {name} not compiled: {e}")
             with self._queue_lock:
-                request = self._queued.pop(0) if self._queued else None
+                request = self._queued.pop(0) if self._queued and not self._closed else None
                 if request is None:
+                    self._queued.clear()
+                    self._loading = None
                     self._lock.release()
+
+    def _check_open(self) -> None:
+        """Between the pieces of a build or a compile on the loader thread: stop there once the
+        session is closed."""
+        if self._closed:
+            raise _Closing()
+
+    def still_loading(self) -> str | None:
+        """What the loader thread is still doing (a switch, a cue, a compile), if it is: after
+        `close` it ends at its next piece, which Python waits for at exit (a compile can take
+        seconds to get there). None when it is done."""
+        thread = self._loader_thread
+        return self._loading if thread is not None and thread.is_alive() else None
 
     def _switch_now(self, name: str) -> None:
         stamp = bundle_stamp(name)
@@ -591,7 +625,11 @@ class LiveSession(Actions):
         stamp = bundle_stamp(name)
         if not (name == self.model_name and stamp == self._stamp):
             with playing_thread_first():
-                self._keep(name, self._ready(name, stamp))
+                warm = self._ready(name, stamp)
+            if self._closed:  # closed while it was built: nothing keeps it now
+                warm.pipeline.close()
+                raise _Closing()
+            self._keep(name, warm)
         log.info("model %s cued", name)
         if self.osc is not None:
             self.osc.send("/vjbridge/model/cued", name)
@@ -606,6 +644,9 @@ class LiveSession(Actions):
         with playing_thread_first():
             model, pipeline = self._build(name, output_size=self.size,
                                           ready=self._ready(name, stamp, compile=not self._plays_while_compiling()))
+        if self._closed:  # closed while it was built: it never plays
+            pipeline.close()
+            raise _Closing()
         old = self.pipeline
         self._hand_over(old, pipeline)
         self.engine.swap_pipeline(pipeline)
@@ -634,8 +675,10 @@ class LiveSession(Actions):
         try:
             with playing_thread_first():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
-                pipeline.use_runner(self._runner(name, model, trial=trial))
+                pipeline.use_runner(self._runner(name, model, trial=trial), between=self._check_open)
             log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
+        except _Closing:
+            raise
         except Exception as e:  # compiling is an optimisation: the traced one plays on
             self.report(f"model {name} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
         finally:

@@ -110,3 +110,88 @@ def test_a_close_in_time_prints_nothing_and_leaves_no_thread(tmp_path):
         assert "vjbridge-close-watch" not in {t.name for t in threading.enumerate()}
         time.sleep(0.7)
     assert report_file.read_text() == ""
+
+
+# A live session whose model is still compiling when the program ends. Python ends a daemon
+# thread by unwinding it where it next takes the GIL; inside torch's C++ (dynamo's frame hook)
+# that can abort the whole process: "terminate called without an active exception", exit 134
+# (seen ending a run on a fresh machine, its compile still going, about one exit in two). Here
+# the compile is held inside Inductor until the main thread has left; a thread that Python cut
+# off there would never finish it.
+HELD_COMPILE = """
+import os, sys, threading, time
+import torch
+import torch._inductor.compile_fx as inductor
+from bridge.generators.base import save_bundle
+from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+from bridge.live import LiveSession, LiveSettings
+
+torch.manual_seed(5)  # 64 px: a half-size level of its own, compiled after the full one
+save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), os.environ["VJBRIDGE_MODELS"] + "/tiny-64")
+entered, compiles = threading.Event(), []
+real = inductor.compile_fx
+
+
+def held(*args, **kwargs):
+    compiles.append("started")
+    entered.set()
+    while threading.main_thread().is_alive():  # the GIL let go, until the program is ending
+        time.sleep(0.02)
+    compiled = real(*args, **kwargs)
+    compiles.append("finished")
+    return compiled
+
+
+inductor.compile_fx = held
+session = LiveSession(LiveSettings(model="tiny-64", audio_in="silence", outs=["null"], fps=30,
+                                   threads=1, degrade="1,0.5"))
+threading.Thread(target=lambda: entered.wait(60) and session.engine.stop(), daemon=True).start()
+with session:
+    session.run(duration=60, status_stream=None)
+print("closed during", session.still_loading(), flush=True)
+import atexit
+atexit.register(lambda: print(*compiles, "loading", session.still_loading(), flush=True))
+"""
+
+
+def test_a_program_ending_while_its_model_compiles_lets_the_compile_end_and_compiles_no_further(tiny_models):
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    child = subprocess.run([sys.executable, "-c", HELD_COMPILE], env=env, capture_output=True, text=True,
+                           timeout=240)
+    assert "terminate called" not in child.stderr, child.stderr[-2000:]
+    assert child.returncode == 0, child.stderr[-2000:]
+    lines = child.stdout.splitlines()
+    assert lines[0] == "closed during the compile of tiny-64", child.stdout
+    # Python waited for the loader at exit: it finished the level it was on and compiled no other
+    assert lines[-1] == "started finished loading None", child.stdout
+
+
+HELD_PROGRAM = """
+import sys, time
+import torch._inductor.compile_fx as inductor
+from bridge.cli import program
+
+
+def held(*args, **kwargs):  # a compile that would take minutes
+    print("compiling", flush=True)
+    time.sleep(300)
+
+
+inductor.compile_fx = held
+sys.argv = ["vjbridge", "run", "--model", "tiny-a", "--audio-in", "silence", "--out", "null", "--threads", "1",
+            "--duration", "2"]
+program()
+"""
+
+
+def test_vjbridge_stopped_during_a_compile_quits_at_once_with_its_summary(tiny_models):
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    child = subprocess.run([sys.executable, "-c", HELD_PROGRAM], env=env, capture_output=True, text=True,
+                           timeout=120)  # waiting for the compile would take 300 s
+    assert child.returncode == 0, child.stderr[-2000:]
+    out = child.stdout.splitlines()
+    assert out[0] == "compiling"
+    assert json.loads(out[-1])["sent"] >= 30  # the summary, printed before it quit
+    assert "stopped during the compile of tiny-a; not waiting for it" in child.stderr
