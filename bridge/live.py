@@ -583,7 +583,7 @@ class LiveSession(Actions):
     def _loader(self, request: tuple[str, str] | None) -> None:
         while request is not None:
             kind, name = request
-            self._loading = f"the {kind} of {name}"
+            self._loading = {"switch": "the switch to ", "cue": "the cue of "}.get(kind, "the compile of ") + name
             try:
                 self._check_open()
                 {"switch": self._switch_now, "cue": self._cue_now, "compile": self._compile_start}[kind](name)
@@ -598,6 +598,18 @@ class LiveSession(Actions):
                     self._queued.clear()
                     self._loading = None
                     self._lock.release()
+        if self._closed:
+            self._close_late()
+
+    def _close_late(self) -> None:
+        """The loader ended after `close`: what it swapped in or kept warm meanwhile (an isolated
+        worker process) is closed too. Closing twice does nothing."""
+        for pipeline in [self.pipeline, *(warm.pipeline for warm in self._warm.values())]:
+            try:
+                pipeline.close()
+            except Exception as e:
+                log.warning("closing %s: %s", pipeline, e)
+        self._warm = {}
 
     def _check_open(self) -> None:
         """Between the pieces of a build or a compile on the loader thread: stop there once the

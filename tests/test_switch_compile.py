@@ -123,6 +123,29 @@ def test_a_run_closed_before_its_compile_starts_closes_at_once_and_compiles_noth
     assert session.messages == []
 
 
+def test_a_session_closed_during_a_switch_stops_its_loader_before_the_next_compile(tiny_models, monkeypatch):
+    """The loader thread is not a daemon (Python would cut it off inside torch's C++ at exit,
+    which can abort the process): it must end soon after `close` instead, compiling nothing more."""
+    import torch._inductor.compile_fx as inductor
+    real, compiles = inductor.compile_fx, []
+    monkeypatch.setattr(inductor, "compile_fx", lambda *a, **k: compiles.append(1) or real(*a, **k))
+    with Gated(settings()) as session:
+        run = Running(session, 30.0)
+        assert wait_until(lambda: settled(session), 60.0)
+        before = len(compiles)
+        session.switch_model("tiny-b")
+        assert wait_until(lambda: session.compiles == ["tiny-b"], 10.0)  # its compile held at the gate
+        assert session.still_loading() == "the switch to tiny-b"
+        session.engine.stop()
+        run.join()
+    session.gate.set()
+    assert wait_until(lambda: session.still_loading() is None and not session._loader_thread.is_alive(), 10.0)
+    assert len(compiles) == before  # neither level of tiny-b compiled after the close
+    assert not compiled(session.pipeline.runner) and session.messages == []
+    session.switch_model("tiny-a")  # asked after the close: nothing starts
+    assert not session._lock.locked() and session.still_loading() is None
+
+
 def test_a_compile_that_fails_is_reported_and_the_traced_model_plays_on(tiny_models):
     with Gated(settings(degrade=None)) as session:
         session.fail_compile = True
