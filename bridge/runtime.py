@@ -368,7 +368,9 @@ class Runner:
         self._fn = getattr(self.net, self._entry)
         self.info.compiled = False
         self.info.note = f"torch.compile unavailable ({type(error).__name__}); running eager"
-        log.warning(self.info.note)
+        # A compile still going as the program ends (bridge.live waits for it) has its thread
+        # pools refused by the exiting interpreter: nobody plays it any more, nothing to warn of.
+        (log.info if "after interpreter shutdown" in str(error) else log.warning)(self.info.note)
         if self._graphs:  # captured around the compiled function: capture again around the eager one
             self._graphs.clear()
 

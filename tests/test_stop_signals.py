@@ -116,8 +116,9 @@ def test_a_close_in_time_prints_nothing_and_leaves_no_thread(tmp_path):
 # thread by unwinding it where it next takes the GIL; inside torch's C++ (dynamo's frame hook)
 # that can abort the whole process: "terminate called without an active exception", exit 134
 # (seen ending a run on a fresh machine, its compile still going, about one exit in two). Here
-# the compile is held inside Inductor until the main thread has left; a thread that Python cut
-# off there would never finish it.
+# the compile is held inside Inductor until the main thread has left; the program must then wait
+# for the loader thread, which ends its compile (or, with no kernels cached, has it refused by
+# the exiting interpreter's thread pools and plays on eager) and compiles no further level.
 HELD_COMPILE = """
 import os, sys, threading, time
 import torch
@@ -137,9 +138,17 @@ def held(*args, **kwargs):
     entered.set()
     while threading.main_thread().is_alive():  # the GIL let go, until the program is ending
         time.sleep(0.02)
-    compiled = real(*args, **kwargs)
+    try:
+        compiled = real(*args, **kwargs)
+    except Exception as e:  # "cannot schedule new futures after interpreter shutdown"
+        compiles.append("refused" if "shutdown" in str(e) else repr(e))
+        raise
     compiles.append("finished")
     return compiled
+
+
+def loaders():  # the loader threads still alive
+    return sum(t.name == "vjbridge-model-load" for t in threading.enumerate())
 
 
 inductor.compile_fx = held
@@ -150,7 +159,7 @@ with session:
     session.run(duration=60, status_stream=None)
 print("closed during", session.still_loading(), flush=True)
 import atexit
-atexit.register(lambda: print(*compiles, "loading", session.still_loading(), flush=True))
+atexit.register(lambda: print(*compiles, "loaders", loaders(), flush=True))
 """
 
 
@@ -163,8 +172,9 @@ def test_a_program_ending_while_its_model_compiles_lets_the_compile_end_and_comp
     assert child.returncode == 0, child.stderr[-2000:]
     lines = child.stdout.splitlines()
     assert lines[0] == "closed during the compile of tiny-64", child.stdout
-    # Python waited for the loader at exit: it finished the level it was on and compiled no other
-    assert lines[-1] == "started finished loading None", child.stdout
+    # Python waited for the loader at exit (a daemon was still inside the compile here): it ended
+    # the level it was on and started no other
+    assert lines[-1] in ("started finished loaders 0", "started refused loaders 0"), child.stdout
 
 
 HELD_PROGRAM = """
