@@ -4,7 +4,8 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
 
 - `as-is`: the model plays traced from the first frame while it compiles
   (`bridge.live.PLAY_WHILE_COMPILING`), its thread trial after;
-- `compile-first`: the run starts once the model is compiled (how runs started before).
+- `compile-first`: the run starts once the model is compiled (how runs started before);
+- `unsettled`: as-is without `bridge.live.settle_compiler` (no tiny compile first; --variants).
 
     python3 benchmarks/start_probe.py [--runs 2] [--models pix2pix-pulse,realnvp-faces] [--out FILE.json]
 """
@@ -24,12 +25,14 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first")
+VARIANTS = ("as-is", "compile-first", "unsettled")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
     import bridge.live as live
-    live.PLAY_WHILE_COMPILING = variant == "as-is"
+    live.PLAY_WHILE_COMPILING = variant != "compile-first"
+    if variant == "unsettled":
+        live.settle_compiler = lambda: None
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}
@@ -54,6 +57,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--models", default="pix2pix-pulse,cvae-faces,realnvp-faces")
     p.add_argument("--duration", type=float, default=20.0, help="seconds each run plays")
+    p.add_argument("--variants", default="as-is,compile-first", help=f"which to run, of {', '.join(VARIANTS)}")
     p.add_argument("--out", default=None, help="write the runs and a summary as JSON here")
     p.add_argument("--one", nargs=2, metavar=("VARIANT", "MODEL"), help=argparse.SUPPRESS)  # a child
     a = p.parse_args()
@@ -62,10 +66,13 @@ def main() -> None:
         return
     from benchmarks.switch_probe import child_run
     from bridge.bench import machine_info
+    variants = a.variants.split(",")
+    if not set(variants) <= set(VARIANTS):
+        sys.exit(f"start_probe: --variants from {', '.join(VARIANTS)}, got {a.variants}")
     runs = []
     for i in range(a.runs):
         for model in a.models.split(","):
-            for variant in VARIANTS:
+            for variant in variants:
                 run = child_run(__file__, [variant, model, "--duration", str(a.duration)],
                                 f"run {i + 1} ({variant}, {model})")
                 runs.append(run)
@@ -74,7 +81,7 @@ def main() -> None:
                       f"{run['stalled']}, errors {run['errors']}", flush=True)
     summary = {}
     for model in a.models.split(","):
-        for variant in VARIANTS:
+        for variant in variants:
             mine = [r for r in runs if r["model"] == model and r["variant"] == variant]
             summary[f"{model} {variant}"] = {k: statistics.median(r[k] for r in mine)
                                              for k in ("first_frame_s", "repeated", "stalled")}

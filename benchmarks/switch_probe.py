@@ -10,7 +10,12 @@ busy moment on a shared machine hits all:
 - `compile-first`: the switch waits for the compiled model (how switches ran before);
 - `keep-warm-0`: as-is, but every switch loads its model (`--keep-warm 0`);
 - `gil-5ms`: keep-warm-0 and compile-first, with the GIL's switch interval left at Python's
-  5 ms during the build (how switches ran before `bridge.live.playing_thread_first`; --variants).
+  5 ms during the build (how switches ran before `bridge.live.playing_thread_first`; --variants);
+- `unsettled`: keep-warm-0 without `bridge.live.settle_compiler` (the compiler's lasting objects
+  left in the garbage collector's sight, as before it; --variants).
+
+Each switch also reports its lost output ticks (`stalled`) and the full garbage collections
+(`gen2_ms`, each one's pause) from the switch until a second after its compile.
 
     python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--out FILE.json]
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import statistics
 import subprocess
@@ -29,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms")
+VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled")
 
 
 def child_run(script: str, args: list[str], label: str, timeout: float = 300) -> dict:
@@ -48,10 +54,19 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
         live.playing_thread_first = contextlib.nullcontext
     if variant in ("compile-first", "gil-5ms"):
         live.PLAY_WHILE_COMPILING = False
+    if variant == "unsettled":
+        live.settle_compiler = lambda: None
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
-                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms") else 2)
-    switches, base = [], {}
+                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled") else 2)
+    switches, base, collections, began = [], {}, [], [0.0]
+
+    def timed(phase, info):  # full collections: (when, ms)
+        if phase == "start":
+            began[0] = time.perf_counter()
+        elif info["generation"] == 2:
+            collections.append((began[0], round((time.perf_counter() - began[0]) * 1000, 1)))
+    gc.callbacks.append(timed)
     with live.LiveSession(settings) as session:
         def switcher():
             # from when the model the run started with is compiled (it compiles as it plays, and
@@ -63,7 +78,7 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
             start = time.perf_counter()
             for when, name in zip(at, models):
                 time.sleep(max(0.0, when - (time.perf_counter() - start)))
-                before, t = stats.repeated, time.perf_counter()
+                before, stalled, t = stats.repeated, stats.stalled, time.perf_counter()
                 session.switch_model(name)
                 while session.model_name != name and time.perf_counter() - t < 60:
                     time.sleep(0.005)
@@ -74,7 +89,9 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
                 time.sleep(1.0)  # the new model's first compiled frames, on the playing thread
                 switches.append({"model": name, "swap_s": round(swapped, 2), "ready_s": round(ready, 2),
                                  "repeated_building": building,
-                                 "repeated_first_second": stats.repeated - before - building})
+                                 "repeated_first_second": stats.repeated - before - building,
+                                 "stalled": stats.stalled - stalled,
+                                 "gen2_ms": [ms for when, ms in collections if when >= t]})
             time.sleep(max(0.0, duration - (time.perf_counter() - start)))
             session.engine.stop()
         threading.Thread(target=switcher, daemon=True).start()
@@ -121,10 +138,13 @@ def main() -> None:
         summary[variant] = {"repeated_per_run_median": statistics.median(r["repeated"] for r in mine),
                             "repeated_per_switch_median": statistics.median(per_switch),
                             "swap_s_median": round(statistics.median(s["swap_s"] for r in mine for s in r["switches"]), 2),
-                            "ready_s_median": round(statistics.median(s["ready_s"] for r in mine for s in r["switches"]), 2)}
+                            "ready_s_median": round(statistics.median(s["ready_s"] for r in mine for s in r["switches"]), 2),
+                            "stalled_in_switches": sum(s.get("stalled", 0) for r in mine for s in r["switches"]),
+                            "gen2_ms_in_switches": sorted(ms for r in mine for s in r["switches"] for ms in s["gen2_ms"])}
         print(f"{variant:13s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
               f"{summary[variant]['repeated_per_switch_median']}, switch {summary[variant]['swap_s_median']} s, "
-              f"compiled {summary[variant]['ready_s_median']} s")
+              f"compiled {summary[variant]['ready_s_median']} s; stalled in switches "
+              f"{summary[variant]['stalled_in_switches']}, full collections {summary[variant]['gen2_ms_in_switches']} ms")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "threads": a.threads, "at": at,
                                            "models": models, "duration_s": a.duration, "runs": runs,

@@ -86,6 +86,41 @@ def playing_thread_first(interval_s: float = SWITCH_GIL_INTERVAL_S):
         sys.setswitchinterval(before)
 
 
+_compiler_settled = False
+
+
+def settle_compiler() -> None:
+    """Once a process, on the loader thread, before the first compile made while a model plays.
+    Inductor finishes setting itself up on its first compile (pattern tables, sympy, its C++
+    builder: 140,000 objects that live as long as the process), after `run` froze what lived at
+    its start out of the garbage collector's sight: every full collection walked them again,
+    holding the GIL 60-80 ms, during every later compile of the set (cold switches lost output
+    ticks). So a tiny network is compiled first and what lives then is frozen too: the full
+    collections of a cold switch measured 24-46 ms after, and its lost ticks 6 in 6 switches ->
+    0 in 6. The cost: the first compile ends a few seconds later (the model plays traced
+    meanwhile)."""
+    global _compiler_settled
+    if _compiler_settled:
+        return
+    _compiler_settled = True
+    import torch
+
+    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+    from bridge.runtime import Runner
+    started = time.perf_counter()
+    try:
+        with torch.random.fork_rng(devices=[]):  # its weights do not matter: the set's randomness stays
+            tiny = Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
+        FramePipeline(tiny, runner=Runner(tiny, compile=True)).warmup(runs=1)
+    except Exception as e:  # only an optimisation: the real compile reports its own trouble
+        log.info("compiler not set up ahead: %s", e)
+        return
+    del tiny
+    gc.collect()  # the tiny network's own compile goes; the compiler's lasting objects stay
+    gc.freeze()
+    log.info("compiler set up in %.1f s", time.perf_counter() - started)
+
+
 def bundle_stamp(name: str) -> tuple:
     """What tells that a bundle changed on disk (trained again, replaced): its config's and
     weights' sizes and modification times. A model kept warm whose stamp moved is loaded again."""
@@ -687,6 +722,8 @@ class LiveSession(Actions):
         try:
             with playing_thread_first():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
+                settle_compiler()
+                self._check_open()
                 pipeline.use_runner(self._runner(name, model, trial=trial), between=self._check_open)
             log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
         except _Closing:

@@ -204,3 +204,55 @@ def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_o
     expected = tmp_path / ("mine" if own_dir else "cache/inductor")
     assert Path(where) == expected and compiled_there == "True"
     assert any(path.suffix == ".so" for path in expected.rglob("*"))  # its kernels, built and kept there
+
+
+SWITCH_IN_CHILD = """
+import gc, sys, threading, time
+import bridge.live as live
+from bridge.runtime import TracedNetwork
+if sys.argv[1] == "unsettled":  # as before: the loader compiles straight away
+    live.settle_compiler = lambda: None
+session = live.LiveSession(live.LiveSettings(model="tiny-a", audio_in="silence", outs=["null"], fps=30,
+                                             threads=1, keep_warm=0))
+seen = {}
+
+
+def driver():
+    while session._compile_at_start or session._lock.locked():
+        time.sleep(0.05)
+    session.switch_model("tiny-b")  # a cold switch: compiled on the loader as it plays
+    while session.model_name != "tiny-b" or session._lock.locked():
+        time.sleep(0.05)
+    gc.collect()
+    seen["walked"] = len(gc.get_objects())  # what every full collection walks, holding the GIL
+    seen["compiled"] = not isinstance(session.pipeline.runner._fn, TracedNetwork)
+    session.engine.stop()
+
+
+threading.Thread(target=driver, daemon=True).start()
+with session:
+    summary = session.run(duration=120, status_stream=None)
+print(seen["walked"], seen["compiled"], summary["errors"])
+"""
+
+
+def test_a_run_sets_the_compiler_up_first_so_collections_during_a_switch_walk_a_fraction(tiny_models):
+    """Inductor's first compile leaves 140,000 objects for the life of the process (pattern
+    tables, sympy, its C++ builder) that `run`'s freeze at the start cannot know of; every full
+    collection during a later switch walked them again (50-80 ms with the GIL held, lost ticks).
+    A live run compiles a tiny network first and freezes what lives then. Real runs, each in a
+    process of its own (the compiler is set up once a process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    walked = {}
+    for variant in ("settled", "unsettled"):
+        child = subprocess.run([sys.executable, "-c", SWITCH_IN_CHILD, variant], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert child.returncode == 0, child.stderr[-2000:]
+        count, compiled, errors = child.stdout.split()
+        assert compiled == "True" and errors == "0", child.stdout  # the switch played compiled, no frame lost to errors
+        walked[variant] = int(count)
+    assert walked["settled"] < walked["unsettled"] / 2, walked
