@@ -32,7 +32,7 @@ def one_run(variant: str, model: str, duration: float) -> dict:
     import bridge.live as live
     live.PLAY_WHILE_COMPILING = variant != "compile-first"
     if variant == "unsettled":
-        live.settle_compiler = lambda: None
+        live.settle_compiler = lambda device="cpu": None
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}

@@ -55,7 +55,7 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
     if variant in ("compile-first", "gil-5ms"):
         live.PLAY_WHILE_COMPILING = False
     if variant == "unsettled":
-        live.settle_compiler = lambda: None
+        live.settle_compiler = lambda device="cpu": None
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
                                  keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled") else 2)

@@ -89,7 +89,7 @@ def playing_thread_first(interval_s: float = SWITCH_GIL_INTERVAL_S):
 _compiler_settled = False
 
 
-def settle_compiler() -> None:
+def settle_compiler(device: str = "cpu") -> None:
     """Once a process, on the loader thread, before the first compile made while a model plays.
     Inductor finishes setting itself up on its first compile (pattern tables, sympy, its C++
     builder: 140,000 objects that live as long as the process), after `run` froze what lived at
@@ -98,7 +98,7 @@ def settle_compiler() -> None:
     ticks). So a tiny network is compiled first and what lives then is frozen too: the full
     collections of a cold switch measured 24-46 ms after, and its lost ticks 6 in 6 switches ->
     0 in 6. The cost: the first compile ends a few seconds later (the model plays traced
-    meanwhile)."""
+    meanwhile). `device`: the one the set compiles for."""
     global _compiler_settled
     if _compiler_settled:
         return
@@ -111,7 +111,7 @@ def settle_compiler() -> None:
     try:
         with torch.random.fork_rng(devices=[]):  # its weights do not matter: the set's randomness stays
             tiny = Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
-        FramePipeline(tiny, runner=Runner(tiny, compile=True)).warmup(runs=1)
+        FramePipeline(tiny, runner=Runner(tiny, device=device, compile=True)).warmup(runs=1)
     except Exception as e:  # only an optimisation: the real compile reports its own trouble
         log.info("compiler not set up ahead: %s", e)
         return
@@ -722,7 +722,7 @@ class LiveSession(Actions):
         try:
             with playing_thread_first():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
-                settle_compiler()
+                settle_compiler(self.settings.device)
                 self._check_open()
                 pipeline.use_runner(self._runner(name, model, trial=trial), between=self._check_open)
             log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)

@@ -211,7 +211,7 @@ import gc, sys, threading, time
 import bridge.live as live
 from bridge.runtime import TracedNetwork
 if sys.argv[1] == "unsettled":  # as before: the loader compiles straight away
-    live.settle_compiler = lambda: None
+    live.settle_compiler = lambda device="cpu": None
 session = live.LiveSession(live.LiveSettings(model="tiny-a", audio_in="silence", outs=["null"], fps=30,
                                              threads=1, keep_warm=0))
 seen = {}
