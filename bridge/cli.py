@@ -24,7 +24,6 @@ keep_freed_memory()  # big per-frame arrays reused, not faulted in afresh (bridg
 DEFAULT_MODEL = "pix2pix-pulse"
 DEMO_AUDIO = Path(__file__).parent / "data" / "demo.ogg"
 SINK_HELP = "where frames go, repeatable: " + ", ".join(SINK_FORMS)
-_SESSIONS: list = []  # the live sessions this program ran (see `program`)
 SOURCE_HELP = "audio in: 'default', a device index or name, an audio file, a URL (http, rtsp, udp, srt…), or 'silence'"
 
 
@@ -465,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     if train_commands is not None:
         train_commands.register(sub)
     return parser
+
+
+_SESSIONS: list = []  # the live sessions this program ran (see `program`)
 
 
 def program() -> None:

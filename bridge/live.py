@@ -672,11 +672,8 @@ class LiveSession(Actions):
         stamp = bundle_stamp(name)
         if not (name == self.model_name and stamp == self._stamp):
             with playing_thread_first():
-                warm = self._ready(name, stamp)
-            if self._closed:  # closed while it was built: nothing keeps it now
-                warm.pipeline.close()
-                raise _Closing()
-            self._keep(name, warm)
+                self._keep(name, self._ready(name, stamp))
+            self._check_open()  # closed while it was built: `_close_late` closes what was kept
         log.info("model %s cued", name)
         if self.osc is not None:
             self.osc.send("/vjbridge/model/cued", name)
@@ -919,7 +916,7 @@ class LiveSession(Actions):
         if self._morph is not None:
             self._morph.cancel()
         pipeline = getattr(self, "pipeline", None)
-        for warm in getattr(self, "_warm", {}).values():
+        for warm in list(getattr(self, "_warm", {}).values()):  # the loader may keep one meanwhile
             self._opened.append(warm.pipeline)
         self._warm = {}
         if pipeline is not None:
