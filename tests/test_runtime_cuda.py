@@ -152,3 +152,83 @@ def test_the_captured_graph_draws_the_condition_from_what_the_host_sends(input):
     assert picture_psnr(given, drawn) > 35.0
     gold = Runner(model, runtime="reference", device="cuda")(model.condition(snapshot)).cpu().numpy()
     assert picture_psnr(gold, drawn) > 35.0
+
+
+def live_set_plays_at_once_then_compiled_and_switches_cold(device: str, fps: float = 30.0) -> dict:
+    """A live set on `device` with the bundled models: the start's model plays traced from its
+    first frames while the compiler is set up and its compiled runner builds, then compiled; a
+    cold switch to another family plays at once and compiles the same way; no frame fails.
+    Returns what it saw (a GPU session's log shows it)."""
+    import threading
+    import time
+
+    import bridge.live as live
+    from bridge.live import LiveSession, LiveSettings
+    from bridge.runtime import TracedNetwork
+
+    def wait_for(check, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if check():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def runner():
+        return live._lead(session.pipeline).runner
+
+    def compiled(r):
+        return r.compile and r.info.compiled and not isinstance(r._fn, TracedNetwork)
+
+    seen, errors = {}, []
+    settings = LiveSettings(model="pix2pix-pulse", audio_in="silence", outs=["null"], fps=fps,
+                            device=device, threads=None if device == "cuda" else 1, keep_warm=0)
+    started = time.monotonic()
+    with LiveSession(settings) as session:
+        def play():
+            try:
+                seen["summary"] = session.run(duration=600.0, status_stream=None)
+            except BaseException as e:  # noqa: BLE001 - the test reports whatever broke
+                errors.append(e)
+        thread = threading.Thread(target=play)
+        thread.start()
+        try:
+            stats = session.engine.stats
+            assert wait_for(lambda: stats.generated > 0, 60.0), "no first frame"
+            seen["first_frame_s"] = round(time.monotonic() - started, 2)
+            seen["first_frame_traced"] = isinstance(runner()._fn, TracedNetwork)
+            assert wait_for(lambda: not session._compile_at_start and not session._lock.locked(), 300.0)
+            seen["compiled_s"] = round(time.monotonic() - started, 2)
+            seen["settled"] = live._compiler_settled
+            first = runner()
+            seen["start_compiled"], seen["start_graph"] = compiled(first), bool(first.info.cuda_graph)
+            made = stats.generated
+            seen["frames_while_compiling"] = made
+            session.switch_model("cvae-faces")
+            t = time.monotonic()
+            assert wait_for(lambda: session.model_name == "cvae-faces" and not session.engine.swapping, 60.0)
+            seen["switch_shown_s"] = round(time.monotonic() - t, 2)
+            seen["switch_traced"] = isinstance(runner()._fn, TracedNetwork)
+            assert wait_for(lambda: not session._lock.locked(), 300.0)
+            seen["switch_compiled_s"] = round(time.monotonic() - t, 2)
+            seen["switch_compiled"] = compiled(runner())
+            made = stats.generated
+            assert wait_for(lambda: stats.generated >= made + int(fps), 10.0)
+            seen["errors"] = stats.errors
+        finally:
+            session.engine.stop()
+            thread.join(timeout=60)
+    assert not errors and not thread.is_alive()
+    print(f"\n[live on {device}] {seen}")
+    return seen
+
+
+def test_a_live_set_on_the_gpu_plays_at_once_then_compiled_and_switches_cold():
+    """bridge.live with --device cuda, untested on a GPU until now: play while compiling (the
+    trace with its CUDA graph), the compiler set up on the GPU first (`settle_compiler`), the
+    compiled runner's own graph, and a cold switch to another family."""
+    seen = live_set_plays_at_once_then_compiled_and_switches_cold("cuda")
+    assert seen["first_frame_traced"] and seen["settled"]
+    assert seen["start_compiled"] and seen["start_graph"]
+    assert seen["switch_traced"] and seen["switch_compiled"]
+    assert seen["errors"] == 0

@@ -282,3 +282,13 @@ def test_a_run_that_compiles_as_it_plays_imports_the_compiler_before_it_starts(t
                            cwd=str(Path(__file__).resolve().parents[1]))
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip().splitlines()[-1] == str(imported)
+
+
+def test_the_gpu_sessions_live_set_runs_here_on_the_cpu():
+    """What tests/test_runtime_cuda.py plays on a lent GPU (rarely: a broken step there costs its
+    device time), played here on the CPU with the bundled models, so it cannot rot unseen."""
+    from tests.test_runtime_cuda import live_set_plays_at_once_then_compiled_and_switches_cold
+    seen = live_set_plays_at_once_then_compiled_and_switches_cold("cpu")
+    assert seen["first_frame_traced"] and seen["settled"] and seen["start_compiled"]
+    assert not seen["start_graph"]  # CUDA graphs are the GPU's
+    assert seen["switch_traced"] and seen["switch_compiled"] and seen["errors"] == 0
