@@ -177,21 +177,26 @@ def test_live_run_holds_its_fps_with_a_model_too_slow_for_it(slow_bundle, capsys
     summary_off, marks_off, line_off = run_live(slow_bundle, None, 4.0, fps=fps)
     fresh_off, _ = fresh_rate(marks_off, 1.0)
 
+    # The run with degradation on aims at 1.6x what the model alone made live, in the same
+    # conditions (the microbenchmark's rate can be twice that on a machine whose speed varies:
+    # turbo, neighbours; measured 22.9 ms a picture there, 44 ms live)
+    fps_on = min(120.0, max(10.0, 1.6 * fresh_off))
+
     def lower_fps_later(n, engine):
         if n == 9:  # settled and measured: now ask for less, the level must come back up
             engine.set_fps(3)
-    summary_on, marks, line_on = run_live(slow_bundle, "auto", 18.0, lower_fps_later, fps=fps)
+    summary_on, marks, line_on = run_live(slow_bundle, "auto", 18.0, lower_fps_later, fps=fps_on)
     before = [m for m in marks if m[0] <= 8.05]  # the marks before the fps goes down
     fresh_on, sent_on = fresh_rate(before, 3.0)
     reached = {m[3] for m in before}
     with capsys.disabled():
         print(f"\n[degrade] threads {torch.get_num_threads()}, target {fps:.1f} fps: fresh fps off "
-              f"{fresh_off:.1f}, on {fresh_on:.1f} (sent {sent_on:.1f}) at levels {sorted(reached)}; "
+              f"{fresh_off:.1f}; target {fps_on:.1f}: on {fresh_on:.1f} (sent {sent_on:.1f}) at levels {sorted(reached)}; "
               f"after fps 3: {marks[-1][3]}; {line_on}")
     assert summary_off["degrade"] == "off" and "degrade" not in line_off
     assert fresh_off < 0.8 * fps  # the model alone cannot keep up
     # fresh pictures near the target (margin for a CI machine's noise), well above the undegraded rate
-    assert fresh_on >= 0.8 * fps and fresh_on >= 1.25 * fresh_off and sent_on >= 0.9 * fps
+    assert fresh_on >= 0.8 * fps_on and fresh_on >= 1.25 * fresh_off and sent_on >= 0.9 * fps_on
     assert reached - {"full"}  # it stepped down to get there
     names = [lv.name for lv in LEVELS]
     lowest = max(names.index(name) for name in reached)
