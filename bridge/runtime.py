@@ -3,7 +3,8 @@
 Optimized, on the CPU: BatchNorm folded into the convolutions, then torch.compile with Inductor's
 freezing (weights become constants, so oneDNN can pre-pack them and fuse bias/activation);
 bf16 autocast only where the CPU has native bf16 (AMX / AVX512-BF16), since elsewhere it is
-emulated and slower. On CUDA: channels_last, fp16/bf16 autocast, torch.compile (Inductor's fused
+emulated and slower, and for a flow only where its own pictures keep CHECKED_MIN_PSNR_DB. On CUDA:
+channels_last, fp16/bf16 autocast (a flow's checked alike), torch.compile (Inductor's fused
 kernels) and one CUDA graph per input shape that we capture ourselves (CudaGraphStep): a call is a
 copy into pinned memory, one asynchronous copy to the device and one graph replay, a few tens of
 microseconds of host work, where `reduce-overhead`'s graph trees spent about a hundred checking
@@ -54,6 +55,10 @@ from bridge.generators.pix2pix import fold_batchnorm
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("reference", "optimized", "int8")
+# a "checked" family (a flow) plays in bf16/fp16 only if its worst picture keeps this much against
+# fp32 (1.4 levels of 255 RMS): realnvp-faces keeps 42.9 dB at worst in bf16 and stays fp32;
+# a full-32 flow trained here 55.1, so it plays in bf16 (2.9x the reference on AMX, 1.3x in fp32)
+CHECKED_MIN_PSNR_DB = 45.0
 AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (held-out demo ticks) is this high
 AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
 AUTO_TRIAL_FRAMES = 30  # auto: timed live calls each candidate makes before the faster is kept
@@ -310,8 +315,11 @@ class Runner:
             self._autocast = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif cpu_has_native_bf16():
             self._autocast = torch.bfloat16
-        if not model.low_precision_ok:
-            self._autocast = None
+        if self._autocast is not None and model.low_precision is not True:
+            # checked by the compiled runner (a live one's built while the traced plays): a switch
+            # shows the new model without waiting for the check (seconds for a full flow)
+            checked = model.low_precision == "checked" and compile
+            self._autocast = self._checked_low_precision(model, net) if checked else None
         self.info.autocast = str(self._autocast).replace("torch.", "") if self._autocast else None
         self.net = net
         self._fn = getattr(net, self._entry)
@@ -320,6 +328,38 @@ class Runner:
             self._try_compile()
         else:
             self._fn = TracedNetwork(net, self._entry, self.device.type)
+
+    def _checked_low_precision(self, model: Generator, net: torch.nn.Module):
+        """A "checked" family (a flow): its autocast dtype if the pictures of its own probe
+        (`model.precision_probe()`, its anchors and the walks between them) stay within
+        CHECKED_MIN_PSNR_DB of fp32 at worst, else None (fp32). Measured eagerly, once per model,
+        device and dtype: its traced and compiled runners share the verdict."""
+        dtype, name = self._autocast, str(self._autocast).replace("torch.", "")
+        verdicts = model.__dict__.setdefault("_precision_checked", {})
+        key = (str(self.device), dtype)
+        fresh = key not in verdicts
+        if fresh:
+            cond, latent = model.precision_probe()
+            cond, latent = _to_device(cond, self.device), _to_device(latent, self.device)
+            fn = getattr(net, self._entry)
+            with torch.inference_mode():
+                gold = picture_of(fn(cond, latent)).float().cpu().numpy()
+                with self._autocast_context():
+                    low = picture_of(fn(cond, latent)).float().cpu().numpy()
+            each = [picture_psnr(g, x) for g, x in zip(gold, low)]
+            verdicts[key] = (min(each), float(np.mean(np.minimum(each, 99.0))), len(each))
+        worst, mean, count = verdicts[key]
+        keep = worst >= CHECKED_MIN_PSNR_DB
+        verdict = (f"{name}: PSNR against fp32 {mean:.1f} dB mean, {worst:.1f} dB worst on {count} of its pictures"
+                   if keep else f"fp32: {name} would keep {worst:.1f} dB at worst on {count} of its pictures, "
+                                f"under {CHECKED_MIN_PSNR_DB:g} dB")
+        if fresh:
+            log.info("%s: %s", model.family, verdict)
+        self.info.note = join_note(self.info.note, verdict)
+        if keep:
+            self.info.psnr_db = mean
+            return dtype
+        return None
 
     @property
     def draws_condition(self) -> bool:
@@ -997,6 +1037,11 @@ class AutoRunner:
 
 def join_note(note: str | None, more: str) -> str:
     return f"{note}; {more}" if note else more
+
+
+def picture_of(out):
+    """The picture of a network's output (families that make sound give (picture, mel_db))."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def picture_psnr(reference: np.ndarray, other: np.ndarray) -> float:

@@ -61,18 +61,45 @@ def test_unknown_runtime_is_refused(model):
         Runner(model, runtime="turbo")
 
 
-def test_flows_keep_fp32_where_other_families_would_use_bf16(monkeypatch):
-    """On CPUs with native bf16 the optimized runner autocasts, except for families whose numbers
-    must stay exact (a flow decodes its anchors back to the very pictures)."""
+def test_flows_use_bf16_only_where_their_own_pictures_keep_it(monkeypatch):
+    """On CPUs with native bf16 the optimized runner autocasts; a flow (whose inverse can amplify
+    rounding) only if its anchors, the walks between them and prior samples keep
+    CHECKED_MIN_PSNR_DB against fp32 at worst: the bundled realnvp-faces does not (its colour
+    wheel anchor), a flow with weights like a trained one's and no such picture does, and then
+    its live pictures keep what the check said."""
     from bridge import runtime
+    from bridge.bench import _realnvp
+    from bridge.generators.base import load_model
     from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-    from bridge.generators.realnvp import RealNVP, RealNVPConfig
 
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
-    flow = runtime.Runner(RealNVP(RealNVPConfig(size=8, n_scales=1, hidden=4)), compile=False)
     unet = runtime.Runner(Pix2Pix(Pix2PixConfig(size=32, ngf=4)), compile=False)
-    assert flow.info.autocast is None
     assert unet.info.autocast == "bfloat16"
+
+    faces = runtime.Runner(load_model("realnvp-faces"), compile=True)
+    assert faces.info.autocast is None and faces.info.psnr_db is None
+    assert "fp32: bfloat16 would keep" in faces.info.note and "under 45 dB" in faces.info.note
+
+    torch.manual_seed(0)
+    flow = _realnvp("lite-32").eval()
+    probes = []
+    probe = flow.precision_probe
+    monkeypatch.setattr(flow, "precision_probe", lambda: probes.append(1) or probe())
+    traced = runtime.Runner(flow, compile=False)  # plays while the compiled one builds: unchecked
+    assert traced.info.autocast is None and not probes
+    fast = runtime.Runner(flow, compile=True)
+    assert fast.info.autocast == "bfloat16" and fast.info.psnr_db >= runtime.CHECKED_MIN_PSNR_DB
+    assert "bfloat16: PSNR against fp32" in fast.info.note
+    again = runtime.Runner(flow, compile=True)  # another level, the isolated twin: checked once
+    assert again.info.autocast == "bfloat16" and probes == [1]
+
+    reference = runtime.Runner(flow, runtime="reference")
+    latents = flow.anchor_latents()
+    fast.warmup(None, latents[:1], runs=1)
+    assert fast.info.compiled
+    worst = min(runtime.picture_psnr(reference(None, z[None]).numpy(), fast(None, z[None]).numpy())
+                for z in latents)
+    assert worst >= runtime.CHECKED_MIN_PSNR_DB - 3.0  # compiled bf16 kernels round a little differently
 
 
 def test_camera_frames_and_inference_tensors_never_recompile_the_model():

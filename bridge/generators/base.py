@@ -81,8 +81,11 @@ class Generator(nn.Module):
     makes_sound: ClassVar[bool] = False
     navigator_modes: ClassVar[tuple[str, ...]] = ()
     modes: ClassVar[tuple[str, ...]] = ()  # live modes a family offers (vae_associator: camera, ...)
-    # False for families whose numbers must stay fp32 live (a flow's exact inverse): no autocast.
-    low_precision_ok: ClassVar[bool] = True
+    # bf16/fp16 autocast in the optimized runtime, where the device runs it natively: True;
+    # "checked": only if the model's own pictures (`precision_probe`) stay within
+    # bridge.runtime.CHECKED_MIN_PSNR_DB of fp32 at worst, else fp32 (a flow's inverse can
+    # amplify rounding); False: never.
+    low_precision: ClassVar[bool | str] = True
     # True when `generate`'s latent is an offset added to a latent the model computes itself.
     takes_latent_offset: ClassVar[bool] = False
 
@@ -92,6 +95,11 @@ class Generator(nn.Module):
 
     @property
     def inputs(self) -> frozenset[str]:
+        raise NotImplementedError
+
+    def precision_probe(self) -> tuple:
+        """(cond, latent), a batch of what it plays live, on which a "checked" family's low
+        precision is measured against fp32."""
         raise NotImplementedError
 
     @property

@@ -311,8 +311,9 @@ def gaussian_log_density(z: torch.Tensor) -> torch.Tensor:
 @register
 class RealNVP(WalkedLatentGenerator):
     family = "realnvp"
-    # Anchors must decode to the very pictures they came from: bf16/fp16 autocast would blur that.
-    low_precision_ok = False
+    # Anchors decode to the very pictures they came from: bf16/fp16 autocast only where it keeps
+    # them (and the walks' pictures between them) within bridge.runtime.CHECKED_MIN_PSNR_DB.
+    low_precision = "checked"
     Config = RealNVPConfig
     navigator_modes = ("weighted", "magellan", "explore")
 
@@ -390,6 +391,14 @@ class RealNVP(WalkedLatentGenerator):
         if latent is None:  # the mode of the prior: the flow's "most typical" picture
             latent = torch.zeros(1, self.latent_dim, device=self.anchors.device)
         return self.decode(latent.to(self.anchors.dtype))
+
+    def precision_probe(self) -> tuple:
+        """The anchors, the points halfway between neighbours (where the walks spend their time)
+        and a few prior samples at the sampling temperature."""
+        anchors = self.anchor_latents()
+        halfway = ((anchors + anchors.roll(1, 0)) / 2)[:4]
+        samples = torch.randn(4, self.latent_dim, generator=torch.Generator().manual_seed(0)) * SAMPLE_TEMPERATURE
+        return None, torch.cat([anchors, halfway, samples])
 
     def anchor_latents(self, seed: int = 0) -> torch.Tensor:
         """(K, D) float32 on the CPU: the stored anchors, or seeded N(0, 0.7^2) stand-ins."""
