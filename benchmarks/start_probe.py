@@ -5,7 +5,14 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
 - `as-is`: the model plays traced from the first frame while it compiles
   (`bridge.live.PLAY_WHILE_COMPILING`), its thread trial after;
 - `compile-first`: the run starts once the model is compiled (how runs started before);
-- `unsettled`: as-is without `bridge.live.settle_compiler` (no tiny compile first; --variants).
+- `unsettled`: as-is without `bridge.live.settle_compiler` (no tiny compile first; --variants);
+- `trial-first`: as-is with --threads auto's every count compiled before the compiled runner
+  takes over (`bridge.live.STAGED_TRIAL` off; --variants);
+- `python-wrapper`: trial-first, with Inductor's code around the kernels in Python
+  (`bridge.runtime.CPP_WRAPPER` off): how runs started before 2026-12-06's seventh session.
+
+Marks, seconds from the process's start: the session made, the first frame, the compiled runner
+playing (`playing_compiled_s`, with the frames repeated until then), everything compiled.
 
     python3 benchmarks/start_probe.py [--runs 2] [--models pix2pix-pulse,realnvp-faces] [--out FILE.json]
 """
@@ -25,12 +32,18 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first", "unsettled")
+VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
     import bridge.live as live
+    from bridge.runtime import TracedNetwork
     live.PLAY_WHILE_COMPILING = variant != "compile-first"
+    if variant in ("trial-first", "python-wrapper"):
+        live.STAGED_TRIAL = False
+    if variant == "python-wrapper":
+        import bridge.runtime
+        bridge.runtime.CPP_WRAPPER = False
     if variant == "unsettled":
         live.settle_compiler = lambda device="cpu": None
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
@@ -43,6 +56,10 @@ def one_run(variant: str, model: str, duration: float) -> dict:
             while session.engine.stats.generated == 0:
                 time.sleep(0.002)
             marks["first_frame_s"] = time.perf_counter() - STARTED
+            while isinstance(getattr(live._lead(session.pipeline).runner, "_fn", None), TracedNetwork):
+                time.sleep(0.005)
+            marks["playing_compiled_s"] = time.perf_counter() - STARTED
+            marks["repeated_until_compiled"] = session.engine.stats.repeated
             while session._compile_at_start or session._lock.locked():
                 time.sleep(0.01)
             marks["compiled_s"] = time.perf_counter() - STARTED
@@ -77,14 +94,17 @@ def main() -> None:
                                 f"run {i + 1} ({variant}, {model})")
                 runs.append(run)
                 print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, compiled "
-                      f"{run.get('compiled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
+                      f"playing {run.get('playing_compiled_s')} s (repeated {run.get('repeated_until_compiled')} "
+                      f"until then), all {run.get('compiled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
                       f"{run['stalled']}, errors {run['errors']}", flush=True)
     summary = {}
     for model in a.models.split(","):
         for variant in variants:
             mine = [r for r in runs if r["model"] == model and r["variant"] == variant]
             summary[f"{model} {variant}"] = {k: statistics.median(r[k] for r in mine)
-                                             for k in ("first_frame_s", "repeated", "stalled")}
+                                             for k in ("first_frame_s", "playing_compiled_s", "compiled_s",
+                                                       "repeated_until_compiled", "repeated", "stalled")
+                                             if all(k in r for r in mine)}
     print(json.dumps(summary, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "duration_s": a.duration,

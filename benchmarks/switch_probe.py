@@ -12,7 +12,9 @@ busy moment on a shared machine hits all:
 - `gil-5ms`: keep-warm-0 and compile-first, with the GIL's switch interval left at Python's
   5 ms during the build (how switches ran before `bridge.live.playing_thread_first`; --variants);
 - `unsettled`: keep-warm-0 without `bridge.live.settle_compiler` (the compiler's lasting objects
-  left in the garbage collector's sight, as before it; --variants).
+  left in the garbage collector's sight, as before it; --variants);
+- `python-wrapper`: keep-warm-0 with Inductor's code around the kernels in Python, which takes
+  the GIL after every kernel (`bridge.runtime.CPP_WRAPPER` off, as before 2026-12-06; --variants).
 
 Each switch also reports its lost output ticks (`stalled`) and the full garbage collections
 (`gen2_ms`, each one's pause) from the switch until a second after its compile.
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled")
+VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled", "python-wrapper")
 
 
 def child_run(script: str, args: list[str], label: str, timeout: float = 300) -> dict:
@@ -56,9 +58,12 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
         live.PLAY_WHILE_COMPILING = False
     if variant == "unsettled":
         live.settle_compiler = lambda device="cpu": None
+    if variant == "python-wrapper":
+        import bridge.runtime
+        bridge.runtime.CPP_WRAPPER = False
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
-                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled") else 2)
+                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled", "python-wrapper") else 2)
     switches, base, collections, began = [], {}, [], [0.0]
 
     def timed(phase, info):  # full collections: (when, ms)

@@ -80,9 +80,10 @@ class FramePipeline:
         self._previous: torch.Tensor | None = None
         self._warm_inputs: tuple | None = None  # (snapshot, latent) `warmup` ran on
 
-    def _level_runner(self, index: int, size: int, base=None):
+    def _level_runner(self, index: int, size: int, base=None, threads: int | None = None):
         """The runner for degradation level `index` (internal size `size`), made like `base`
-        (the pipeline's own runner by default): its runtime, device, thread count, compiled or not."""
+        (the pipeline's own runner by default): its runtime, device, thread count (unless
+        `threads` is given), compiled or not."""
         base = base or self.runner
         at_level = getattr(base, "at_level", None)  # an isolated worker holds its own levels
         if at_level is not None:
@@ -90,7 +91,7 @@ class FramePipeline:
         runtime = getattr(base, "level_runtime", None) or base.info.runtime
         runner = Runner(ScaledPix2Pix(self.model, size), runtime=runtime, device=str(base.device),
                         compile=getattr(base, "compile", True))
-        runner.use_threads(getattr(base, "level_threads", None))  # warmed, then played, at it
+        runner.use_threads(threads or getattr(base, "level_threads", None))  # warmed, then played, at it
         return runner
 
     def close(self) -> None:
@@ -143,28 +144,40 @@ class FramePipeline:
         if self.navigator is not None:
             self.navigator.reset()
 
-    def _warm(self, level_runners: list, runs: int, between=None) -> None:
+    def _warm(self, level_runners: list, runs: int, between=None, playing=None) -> None:
         snapshot, latent = self._warm_inputs
         for level_runner in level_runners:  # every level compiled now: a switch never stalls
             # --runtime auto: each runtime it will try, with the condition that one takes
             for runner in getattr(level_runner, "candidates", [level_runner]):
+                if playing is not None and getattr(runner, "runner", runner) is playing:
+                    continue  # warm, and called by the playing thread meanwhile
                 if between is not None:
                     between()
                 runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
 
-    def use_runner(self, runner, runs: int = 3, between=None) -> None:
+    def use_runner(self, runner, runs: int = 3, between=None, level_threads: int | None = None) -> None:
         """Play `runner` (the same network made another way: the compiled one of a pipeline that
         started playing uncompiled) from the next frame on, at every degradation level: the levels are
-        made like it and everything is warmed here, on the calling thread, on the inputs `warmup`
-        used (the playing pipeline's walk and analysis are left alone); the frames made
-        meanwhile use the runners there were. `between`: as for `warmup`."""
+        made like it (at `level_threads`, if given) and everything is warmed here, on the calling
+        thread, on the inputs `warmup` used (the playing pipeline's walk and analysis are left
+        alone); the frames made meanwhile use the runners there were. `between`: as for `warmup`."""
         if self._warm_inputs is None:
             raise RuntimeError("use_runner replaces the runner of a warmed pipeline: call warmup() first")
-        levels = [runner] + [self._level_runner(i, level.size, base=runner)
+        levels = [runner] + [self._level_runner(i, level.size, base=runner, threads=level_threads)
                              for i, level in enumerate(self.levels[1:], 1)]
         self._warm(levels, runs, between)
         # the generation thread reads `level_runners` once a frame: one assignment swaps all levels
         self.level_runners = levels
+        self.runner = runner
+
+    def use_lead_runner(self, runner, playing, runs: int = 3, between=None) -> None:
+        """Play `runner` at the full size from the next frame on, the degraded levels kept: at a
+        run's start, --threads auto's trial around `playing`, the compiled runner playing now,
+        which is one of its candidates; the others are warmed here as in `use_runner`."""
+        if self._warm_inputs is None:
+            raise RuntimeError("use_lead_runner replaces the runner of a warmed pipeline: call warmup() first")
+        self._warm([runner], runs, between, playing=playing)
+        self.level_runners = [runner] + self.level_runners[1:]
         self.runner = runner
 
     def condition(self, snapshot: Snapshot, runner):

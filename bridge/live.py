@@ -40,6 +40,9 @@ MAX_WARM = 8  # models kept ready besides the one playing (--keep-warm, --preloa
 # (its first frame after ~2 s instead of 7-17 s). False: both wait for the compiled one
 # (benchmarks/switch_probe.py compares both)
 PLAY_WHILE_COMPILING = True
+# --threads auto at a run's start: the compiled runner for every core takes over as soon as it is
+# ready and the trial's other counts compile while it plays (False: all compiled first)
+STAGED_TRIAL = True
 
 
 @contextlib.contextmanager
@@ -436,12 +439,16 @@ class LiveSession(Actions):
         return model, pipeline
 
     def _runner(self, name: str, model, lead: bool = True, compile: bool = True,
-                trial: bool | None = None):
+                trial: bool | None = None, kept=None, threads: int | None = None):
         """The runner of one model's network, as the settings ask. `trial` (default: at start,
-        not for a switch): with --threads auto, try the counts on the first live frames."""
+        not for a switch): with --threads auto, try the counts on the first live frames (`kept`:
+        the compiled runner playing at one of them, see make_runner). `threads`: this count,
+        whatever the settings say (the first compile of a staged trial)."""
         s = self.settings
         if s.isolate:
             return self._isolated_runner(name, model)
+        if threads is not None:
+            return make_runner(model, runtime=s.runtime, device=s.device, threads=threads, compile=compile)
         # a mix's other models play at the lead's count (switching it per call would clear
         # oneDNN's prepared kernels every frame), warmed at each count its trial may set;
         # a fixed count is everyone's
@@ -457,9 +464,10 @@ class LiveSession(Actions):
             # thread holds back the playing one (measured: two switches repeated 177 frames
             # with a trial, 87 at one count), so the new model gets every core, no trial
             threads = DEFAULT_THREADS  # the most any trial offers
-            log.info("switch: %s plays at %d threads (a trial runs at start only)", name, threads)
+            log.info("%s compiles for %d threads, all the cores (the trial of counts runs at a run's start only)",
+                     name, threads)
         return make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
-                           follow_counts=follow, compile=compile)
+                           follow_counts=follow, compile=compile, kept=kept)
 
     def _isolated_runner(self, name: str, model):
         """The network in a worker process (`--isolate`), with the degradation levels' sizes."""
@@ -716,19 +724,51 @@ class LiveSession(Actions):
             return
         self._compiling = name
         started = time.perf_counter()
+        s = self.settings
+        # --threads auto's trial at start, staged: compiled first for the most threads the trial
+        # tries that leave a core free (the count the traced one plays at, 1 on 2 cores), which
+        # plays as soon as it is ready (a heavy model plays traced far under the frame rate),
+        # then the trial's other counts compile on the free core (the degraded levels were
+        # compiled with the first, at every core, as the trial plays them)
+        from bridge.runtime import thread_choices
+        fewer = [count for count in thread_choices() if count < DEFAULT_THREADS]
+        staged = (STAGED_TRIAL and trial and s.threads == "auto" and s.runtime == "optimized"
+                  and s.device.split(":")[0] == "cpu" and bool(fewer))
         try:
             with playing_thread_first():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
-                settle_compiler(self.settings.device)
+                settle_compiler(s.device)
                 self._check_open()
-                pipeline.use_runner(self._runner(name, model, trial=trial), between=self._check_open)
-            log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
+                if staged:
+                    runner = self._runner(name, model, threads=max(fewer))
+                    pipeline.use_runner(runner, between=self._check_open, level_threads=DEFAULT_THREADS)
+                else:
+                    runner = self._runner(name, model, trial=trial)
+                    pipeline.use_runner(runner, between=self._check_open)
+                log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
+                if staged:
+                    self._compiling = None
+                    self._trial_around(name, model, pipeline, runner, started)
         except _Closing:
             raise
         except Exception as e:  # compiling is an optimisation: the traced one plays on
             self.report(f"model {name} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
         finally:
             self._compiling = None
+
+    def _trial_around(self, name: str, model, pipeline, playing, started: float) -> None:
+        """--threads auto's trial at a run's start, built while `playing` (compiled for a core
+        fewer than all) plays: the other counts compile, then the trial takes the next frames."""
+        try:
+            pipeline.use_lead_runner(self._runner(name, model, trial=True, kept=playing), playing,
+                                     between=self._check_open)
+        except _Closing:
+            raise
+        except Exception as e:  # the trial is an optimisation: the compiled one plays on
+            self.report(f"model {name}: thread trial not made, it plays on at {playing.threads} threads: "
+                        f"{type(e).__name__}: {e}")
+            return
+        log.info("model %s: its thread trial starts, %.1f s after its compile did", name, time.perf_counter() - started)
 
     @staticmethod
     def _hand_over(old, new) -> None:

@@ -1,7 +1,8 @@
 """How a generator runs: the plain eager fp32 loop the seeds used ("reference"), or ours ("optimized").
 
 Optimized, on the CPU: BatchNorm folded into the convolutions, then torch.compile with Inductor's
-freezing (weights become constants, so oneDNN can pre-pack them and fuse bias/activation);
+freezing (weights become constants, so oneDNN can pre-pack them and fuse bias/activation), the
+code around the kernels in C++ and called without the GIL on Linux (CPP_WRAPPER);
 bf16 autocast only where the CPU has native bf16 (AMX / AVX512-BF16), since elsewhere it is
 emulated and slower, and for a flow only where its own pictures keep CHECKED_MIN_PSNR_DB. On CUDA:
 channels_last, fp16/bf16 autocast (a flow's checked alike), torch.compile (Inductor's fused
@@ -88,11 +89,54 @@ def compile_cache_dir() -> Path:
 def use_compile_cache_dir() -> None:
     """Inductor's cache in `compile_cache_dir()`, unless the user named one. Called as a compile
     is set up: importing torch._dynamo already writes torch's default into the environment, so
-    that value is taken as not chosen."""
+    that value is taken as not chosen. Ours is kept under its size once a process (see
+    `prune_compile_cache`)."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
     given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if given is None or os.path.abspath(given) == os.path.abspath(default_cache_dir()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
+        global _cache_pruned
+        if not _cache_pruned:
+            _cache_pruned = True
+            prune_compile_cache(compile_cache_dir())
+
+
+# Each compile writes its own wrapper (its frozen weights' addresses are part of the source:
+# Inductor keys its cache on them), 70 KB with the Python wrapper, 460 KB with the C++ one
+# (pix2pix-pulse), so a folder that a reboot no longer empties grows by each run's compiles.
+COMPILE_CACHE_MAX_BYTES = 2 * 2 ** 30
+COMPILE_CACHE_IN_USE_S = 3600.0  # files this recent may be another run's compile going on: kept
+_cache_pruned = False
+
+
+def prune_compile_cache(folder: Path, max_bytes: int | None = None) -> int:
+    """Over `max_bytes` (COMPILE_CACHE_MAX_BYTES), the oldest files go until three quarters of it
+    is left; the last hour's stay. A kernel deleted is compiled again if it is asked for. Returns
+    the bytes removed; trouble reading or removing a file leaves it."""
+    max_bytes = COMPILE_CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    files, total = [], 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            files.append((st.st_mtime, st.st_size, os.path.join(root, name)))
+            total += st.st_size
+    if total <= max_bytes:
+        return 0
+    removed, recent = 0, time.time() - COMPILE_CACHE_IN_USE_S
+    for mtime, size, path in sorted(files):
+        if total - removed <= max_bytes * 3 // 4 or mtime > recent:
+            break
+        try:
+            os.remove(path)
+            removed += size
+        except OSError:
+            pass
+    log.info("compile cache %s: %.0f MB over %.0f MB, the oldest %.0f MB removed", folder, total / 2 ** 20,
+             max_bytes / 2 ** 20, removed / 2 ** 20)
+    return removed
 
 
 def parse_threads(value) -> int | str | None:
@@ -390,6 +434,7 @@ class Runner:
             # which warms it, so compiles it (`freezing` given as a torch.compile option instead
             # ran the bundled model at 6.9 ms a call against 4.5: it is read outside the option's reach)
             inductor_config.freezing = True
+            inductor_config.cpp_wrapper = CPP_WRAPPER and self.device.type == "cpu"
             recompile_room()
             use_compile_cache_dir()
             _let_go_of_compiled()
@@ -683,6 +728,14 @@ class TracedNetwork:
 
 
 CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)
+# On the CPU, Inductor writes the code around its kernels in C++ (cpp_wrapper), called without the
+# GIL: a compiled call is then one call, as a traced one, where its Python wrapper took the GIL
+# back after every extern kernel (the convolutions) and waited for it behind any thread holding
+# it (a compile on the loader thread, a full garbage collection). Measured, 1 thread, another thread busy in Python:
+# pix2pix-pulse 4.45 -> 8.77 ms a call with the Python wrapper, 4.18 -> 4.75 with C++; a full-32
+# flow 11.7 -> 43.4 against 9.9 -> 11.3. Its compile takes 2 s longer (the wrapper through the
+# C++ compiler). Linux, where it is tested.
+CPP_WRAPPER = sys.platform.startswith("linux")
 CUDA_COMPILE_MODE = None  # Inductor's default: fused Triton kernels, no graphs of its own
 MAX_GRAPHS = 8  # per runner: one per input shape; a live model has one (a degraded level is its own runner)
 
@@ -853,12 +906,16 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
 
 
 def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu",
-                threads: int | str | None = None, follow_counts: bool = False, compile: bool = True):
+                threads: int | str | None = None, follow_counts: bool = False, compile: bool = True,
+                kept: Runner | None = None):
     """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there).
     `follow_counts` (with no count of its own, on the CPU): warmed at each count `--threads auto`
     tries, as another runner's trial sets them (a mix's other models). `compile=False`: the
     optimized runtime's network (folded, in its precision) run eager, ready in a tenth of a
-    second, where compiling takes seconds (a model switch plays it while the compiled one builds)."""
+    second, where compiling takes seconds (a model switch plays it while the compiled one builds).
+    `kept`: a compiled optimized runner playing now at one of the counts the trial tries: that
+    count's candidate is it (compiled already); the other counts share a runner of their own (one
+    playing cannot be shared: a candidate sets its runner's count at each call)."""
     threads = parse_threads(threads)
     cpu = torch.device(device).type == "cpu"
     if threads == "auto" and not cpu:
@@ -894,7 +951,8 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     tried = thread_choices() if threads == "auto" else [threads]
     if len(tried) == 1 and threads == "auto":
         note = join_note(note, f"{_threads_label(tried[0])} (no other count to try)")
-    arms = [_Arm(runner, count) for runner in runners for count in tried]
+    arms = [_Arm(kept if kept is not None and count == kept.threads and runner.info.runtime == kept.info.runtime
+                 else runner, count) for runner in runners for count in tried]
     if len(arms) == 1:
         runner = arms[0].runner
         runner.use_threads(arms[0].threads)

@@ -1,4 +1,6 @@
 """The optimized runtime gives the reference's pictures, and falls back instead of failing."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,75 @@ def test_cpu_runner_captures_no_graph_and_bench_pipelines_on_cpu():
     assert frame.shape == (64, 64, 4) and frame.dtype.name == "uint8" and (frame[..., 3] == 255).all()
     fps = pipelined_fps(runner, cond, None, frames=5)
     assert 0 < fps < 1e6
+
+
+def test_the_compile_cache_is_kept_under_its_size_oldest_first_the_last_hour_kept(tmp_path):
+    """Each compile writes its own wrapper into the cache folder (which a reboot no longer
+    empties): over its size, the oldest files go until three quarters is left; files from the last
+    hour may be a compile going on in another run, and stay."""
+    import os
+    import time
+
+    from bridge.runtime import prune_compile_cache
+    now = time.time()
+    for i in range(10):
+        kernel = tmp_path / f"k{i // 5}" / f"f{i}.so"
+        kernel.parent.mkdir(exist_ok=True)
+        kernel.write_bytes(b"x" * 1000)
+        os.utime(kernel, (now - 86400 * (10 - i),) * 2)  # f0 the oldest, days ago
+    (tmp_path / "k9").mkdir()
+    (tmp_path / "k9" / "new.so").write_bytes(b"x" * 1000)  # written now
+    assert prune_compile_cache(tmp_path, max_bytes=20_000) == 0
+    assert prune_compile_cache(tmp_path, max_bytes=8000) == 5000  # 11,000 bytes: down to 6,000
+    assert sorted(p.name for p in tmp_path.rglob("*.so")) == ["f5.so", "f6.so", "f7.so", "f8.so", "f9.so", "new.so"]
+    assert prune_compile_cache(tmp_path, max_bytes=1000) == 5000
+    assert [p.name for p in tmp_path.rglob("*.so")] == ["new.so"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C++ wrapper is used on Linux only")
+def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatch):
+    """With the C++ wrapper a compiled call takes the GIL on its way in and out only; with
+    Inductor's Python wrapper it takes it back after every extern kernel, and each time waits
+    behind a thread busy in Python (here for the switch interval, 20 ms, as a compile or a full
+    garbage collection would hold it)."""
+    import threading
+    import time
+
+    from bridge import runtime
+    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+
+    torch.manual_seed(0)
+    model = Pix2Pix(Pix2PixConfig(size=256, ngf=4, input="bands")).eval()  # 8 levels, little arithmetic
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+
+    def call_beside_a_busy_thread(cpp: bool) -> float:
+        monkeypatch.setattr(runtime, "CPP_WRAPPER", cpp)
+        runner = runtime.Runner(model, compile=True)
+        runner.use_threads(1)
+        runner.warmup(x, runs=2)
+        assert runner.info.compiled
+        stop = threading.Event()
+
+        def busy():
+            while not stop.is_set():
+                pass
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(0.02)
+        spinner = threading.Thread(target=busy)
+        spinner.start()
+        try:
+            time.sleep(0.05)
+            t0 = time.perf_counter()
+            runner(x)
+            return time.perf_counter() - t0
+        finally:
+            stop.set()
+            spinner.join()
+            sys.setswitchinterval(before)
+
+    cpp, python = call_beside_a_busy_thread(True), call_beside_a_busy_thread(False)
+    print(f"\n[gil] a compiled call beside a thread busy in Python: C++ wrapper {cpp * 1000:.0f} ms, Python wrapper {python * 1000:.0f} ms")
+    # each time the call lets the GIL go it waits an interval to get it back: the Python wrapper
+    # lets it go at every extern kernel (a convolution), some 20 times here, the C++ one about 5
+    # (the runner's own Python around the call); measured 85-123 against 409-470 ms
+    assert cpp < 0.25 and python - cpp > 0.2, (cpp, python)

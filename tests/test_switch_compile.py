@@ -29,13 +29,13 @@ class Gated(LiveSession):
         self.compiles: list[str] = []
         super().__init__(settings)
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None):
+    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine") and name != self.settings.model:  # a switched-in one
             self.compiles.append(name)
             assert self.gate.wait(30.0)
             if self.fail_compile:
                 raise RuntimeError("no room for the compiled kernels")
-        return super()._runner(name, model, lead, compile, trial)
+        return super()._runner(name, model, lead, compile, trial, **kw)
 
 
 def settings(**kw) -> LiveSettings:
@@ -88,11 +88,11 @@ def test_a_cold_switch_plays_the_new_model_traced_at_once_then_compiled_at_every
 class GatedStart(Gated):
     """Holds the compile of the model the run starts with instead."""
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None):
+    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine") and name == self.settings.model:
             self.compiles.append(name)
             assert self.gate.wait(30.0)
-        return LiveSession._runner(self, name, model, lead, compile, trial)
+        return LiveSession._runner(self, name, model, lead, compile, trial, **kw)
 
 
 def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thread_trial(tiny_models):
@@ -108,6 +108,51 @@ def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thre
         runner = session.pipeline.runner
         assert isinstance(runner, AutoRunner) and all(compiled(arm.runner) for arm in runner.arms)
         assert wait_until(lambda: runner.chosen is not None, 10.0)  # the trial ran on live frames
+        session.engine.stop()
+        result = run.join()
+    assert result["errors"] == 0, result
+
+
+class GatedTrial(Gated):
+    """Holds the start's thread trial (its other counts' compile), not the first compile."""
+
+    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
+        if kw.get("kept") is not None:
+            self.compiles.append(name + " trial")
+            assert self.gate.wait(30.0)
+        return LiveSession._runner(self, name, model, lead, compile, trial, **kw)
+
+
+def test_a_run_plays_compiled_while_its_thread_trial_compiles_on_a_free_core(tiny_models):
+    """--threads auto at start, staged: compiled first for the most threads the trial tries that
+    leave a core free, which takes over as soon as it is ready (a heavy model plays traced far
+    under the frame rate), with the degraded levels at every core; the trial's other counts
+    compile while it plays, then the trial plays with it as one candidate (not compiled twice)
+    and the levels as they were."""
+    from bridge.runtime import thread_choices
+    fewer = [count for count in thread_choices() if count < DEFAULT_THREADS]
+    assert fewer  # 2 cores or more, as on CI: there is a trial
+    torch.manual_seed(5)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
+    with GatedTrial(settings(model="tiny-64", threads="auto")) as session:
+        run = Running(session, 30.0)
+        assert wait_until(lambda: session.compiles == ["tiny-64 trial"], 60.0)  # the first compile done
+        pipeline = session.pipeline
+        playing, levels = pipeline.runner, list(pipeline.level_runners)
+        assert compiled(playing) and playing.threads == max(fewer) and len(levels) == 2
+        assert compiled(levels[1]) and levels[1].threads == DEFAULT_THREADS
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # while the trial waits
+        assert "compiling" not in session.status_line(session.engine.stats)
+        session.gate.set()
+        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        trial = pipeline.runner
+        assert isinstance(trial, AutoRunner) and trial.chosen is None  # 30 calls of each first
+        arms = {arm.threads: arm.runner for arm in trial.arms}
+        assert sorted(arms) == thread_choices() and arms[max(fewer)] is playing
+        assert all(compiled(r) and r is not playing for count, r in arms.items() if count != max(fewer))
+        assert pipeline.level_runners[1:] == levels[1:]  # kept, not built again
+        assert wait_until(lambda: trial.chosen is not None, 15.0)  # the trial ran on live frames
         session.engine.stop()
         result = run.join()
     assert result["errors"] == 0, result

@@ -336,10 +336,10 @@ class _IntervalWatch(LiveSession):
         self.intervals = getattr(self, "intervals", []) + [(name, sys.getswitchinterval())]
         return super()._build_one(name, output_size, lead, compile)
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None):
+    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine"):  # a compile as the model plays
             self.intervals = getattr(self, "intervals", []) + [(name + " compiled", sys.getswitchinterval())]
-        return super()._runner(name, model, lead, compile, trial)
+        return super()._runner(name, model, lead, compile, trial, **kw)
 
 
 def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_interval_back(tmp_path, monkeypatch):
