@@ -40,8 +40,9 @@ MAX_WARM = 8  # models kept ready besides the one playing (--keep-warm, --preloa
 # (its first frame after ~2 s instead of 7-17 s). False: both wait for the compiled one
 # (benchmarks/switch_probe.py compares both)
 PLAY_WHILE_COMPILING = True
-# --threads auto at a run's start: the compiled runner for every core takes over as soon as it is
-# ready and the trial's other counts compile while it plays (False: all compiled first)
+# --threads auto at a run's start: the count that leaves a core free compiles first and plays as
+# soon as it is ready, the trial's other counts compile while it plays (False: all compiled
+# first; see _compile_playing)
 STAGED_TRIAL = True
 
 

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("reference", "optimized", "int8")
 # a "checked" family (a flow) plays in bf16/fp16 only if its worst picture keeps this much against
 # fp32 (1.4 levels of 255 RMS): realnvp-faces keeps 42.9 dB at worst in bf16 and stays fp32;
-# a full-32 flow trained here 55.1, so it plays in bf16 (2.9x the reference on AMX, 1.3x in fp32)
+# a full-32 flow trained here 55.1, so it plays in bf16 (3.5x the reference on AMX, 1.3x in fp32)
 CHECKED_MIN_PSNR_DB = 45.0
 AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (held-out demo ticks) is this high
 AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
