@@ -9,7 +9,7 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
 - `trial-first`: as-is with --threads auto's every count compiled before the compiled runner
   takes over (`bridge.live.STAGED_TRIAL` off; --variants);
 - `python-wrapper`: trial-first, with Inductor's code around the kernels in Python
-  (`bridge.runtime.CPP_WRAPPER` off): how runs started before 2026-12-06's seventh session.
+  (`bridge.runtime.CPP_WRAPPER` off): how runs started before 2026-12-06's sixth session.
 
 Marks, seconds from the process's start: the session made, the first frame, the compiled runner
 playing (`playing_compiled_s`, with the frames repeated until then), everything compiled.

@@ -14,7 +14,8 @@ busy moment on a shared machine hits all:
 - `unsettled`: keep-warm-0 without `bridge.live.settle_compiler` (the compiler's lasting objects
   left in the garbage collector's sight, as before it; --variants);
 - `python-wrapper`: keep-warm-0 with Inductor's code around the kernels in Python, which takes
-  the GIL after every kernel (`bridge.runtime.CPP_WRAPPER` off, as before 2026-12-06; --variants).
+  the GIL back after every extern kernel (`bridge.runtime.CPP_WRAPPER` off, as before 2026-12-06's
+  sixth session; --variants).
 
 Each switch also reports its lost output ticks (`stalled`) and the full garbage collections
 (`gen2_ms`, each one's pause) from the switch until a second after its compile.
