@@ -146,6 +146,25 @@ def test_family_is_registered_and_runs_live():
     assert picture.shape == (1, 3, 8, 8) and picture.min() >= -1 and picture.max() <= 1
 
 
+def test_the_precision_probe_is_anchors_halfway_points_and_samples_at_most_40():
+    """What the optimized runtime decodes in fp32 and bf16 to choose the flow's precision: the
+    anchors (spread over the list when there are many: it runs as a model is switched to),
+    four points halfway between neighbours and four prior samples."""
+    from bridge.generators.realnvp import PROBE_ANCHORS
+    model = tiny_model(size=8)
+    cond, latents = model.precision_probe()
+    assert cond is None and torch.equal(latents[:STAND_IN_ANCHORS], model.anchor_latents())
+    assert len(latents) == STAND_IN_ANCHORS + 8
+    assert torch.equal(latents[STAND_IN_ANCHORS], (latents[0] + latents[STAND_IN_ANCHORS - 1]) / 2)
+    many = RealNVP(RealNVPConfig(size=8, n_anchors=100, anchor_names=[f"p{i}" for i in range(100)], **TINY))
+    with torch.no_grad():
+        many.anchors.copy_(torch.arange(100.0)[:, None].expand(100, many.latent_dim))
+    _, latents = many.precision_probe()
+    assert len(latents) == PROBE_ANCHORS + 8
+    assert latents[0, 0] == 0 and latents[PROBE_ANCHORS - 1, 0] == 99  # the first and the last, spread between
+    assert torch.equal(latents[:PROBE_ANCHORS, 0], latents[:PROBE_ANCHORS, 0].unique())
+
+
 def test_a_bundle_without_anchors_round_trips_and_walks_between_stand_ins(tmp_path):
     model = tiny_model(size=8)
     save_bundle(model, tmp_path / "plain")
