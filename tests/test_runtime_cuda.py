@@ -165,14 +165,7 @@ def live_set_plays_at_once_then_compiled_and_switches_cold(device: str, fps: flo
     import bridge.live as live
     from bridge.live import LiveSession, LiveSettings
     from bridge.runtime import TracedNetwork
-
-    def wait_for(check, seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if check():
-                return True
-            time.sleep(0.01)
-        return False
+    from tests.test_control_live import wait_until as wait_for
 
     def runner():
         return live._lead(session.pipeline).runner
