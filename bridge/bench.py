@@ -8,7 +8,11 @@ in milliseconds per hop. Each row carries latency p50/p95 and the process's peak
 high-water mark; on CUDA also the peak allocated); `plot()` draws the report as a PNG. On CUDA
 the optimized row also carries the network alone, the network with its inputs already on the
 GPU, the GPU time of a call when calls come back to back, and the pipelined frame rate (the
-copy-out of one frame overlapped with the next, as the engine runs)."""
+copy-out of one frame overlapped with the next, as the engine runs).
+
+`bundle_cases` measures the user's own bundles (`vjbridge bench --models`) the same way, on the
+conditioning they see live (an audio snapshot and a camera frame, their own latent walk), in each
+live mode they offer, and says which frame rate each runtime holds."""
 from __future__ import annotations
 
 import os
@@ -39,6 +43,7 @@ class BenchCase:
     model: str
     size: int
     build: callable  # () -> Generator, random weights, eval mode, live mode already set
+    live_inputs: bool = False  # timed on what the model sees live (example_inputs), not noise
 
 
 def _vae_associator(mode: str):
@@ -88,6 +93,37 @@ def default_cases(sizes=(256,), variants=("lite", "full"), families=FAMILIES) ->
     if "cvae" in families:
         cases.append(BenchCase("cvae", "cvae-64", 64, _cvae))
     return cases
+
+
+def bundle_cases(names) -> list[BenchCase]:
+    """A case per bundle (name or folder) and live mode: its own weights, its own conditioning.
+    Each is loaded here once, so a name that is wrong fails before anything is timed."""
+    from bridge.generators.base import load_model
+
+    def build(name: str, mode: str | None):
+        model = load_model(name)
+        if mode is not None:
+            model.set_mode(mode)
+        return model
+
+    cases = []
+    for name in names:
+        model = load_model(name)
+        for mode in model.modes or (None,):
+            cases.append(BenchCase(model.family, name if mode is None else f"{name} ({mode})", model.output_size,
+                                   lambda n=name, m=mode: build(n, m), live_inputs=True))
+    return cases
+
+
+FRAME_RATES = (240, 144, 120, 60, 50, 30, 25, 24)  # what projectors, LED walls and recorders run at
+
+
+def holds_fps(ms_p95: float) -> int | None:
+    """The highest common frame rate whose frame the model's 95th-percentile time fits with the
+    margin degradation keeps (it steps down past 90 % of the period): None under 24 fps."""
+    from bridge.degrade import DegradeSettings
+    margin = DegradeSettings().down_fraction
+    return next((fps for fps in FRAME_RATES if ms_p95 <= margin * 1000.0 / fps), None)
 
 
 def machine_info(device: str) -> dict:
@@ -269,7 +305,7 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
     torch.manual_seed(0)
     model = case.build().eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    if case.family == "pix2pix":
+    if case.family == "pix2pix" and not case.live_inputs:
         cond, latent = torch.rand(1, 3, case.size, case.size) * 2 - 1, None
     else:
         cond, latent = example_inputs(model)
@@ -327,8 +363,12 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
             "compiled": runners[runtime].info.compiled, "autocast": runners[runtime].info.autocast,
             "warmup_s": round(warm_s[runtime], 2), "iterations": iterations,
             "timing": "interleaved" if interleave else "sequential",
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(), "holds_fps": holds_fps(_p95(ms)),
         })
+        if case.live_inputs:
+            rows[-1]["bundle"] = True
+        if runners[runtime].info.note:  # e.g. the precision a flow keeps, and why
+            rows[-1]["note"] = runners[runtime].info.note
         if device.startswith("cuda") and torch.cuda.is_available():
             rows[-1]["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
         if runtime == "optimized" and model_only:
@@ -536,14 +576,18 @@ def plot(report: dict, path) -> None:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'model':<24}{'size':>6}{'runtime':>11}{'ms p50':>10}{'fps p50':>10}{'speedup':>9}"
-             f"{'PSNR dB':>9}  precision"] if report["results"] else []
+    width = max([24] + [len(r["model"]) + 2 for r in report["results"]])
+    lines = [f"{'model':<{width}}{'size':>6}{'runtime':>11}{'ms p50':>10}{'fps p50':>10}{'speedup':>9}"
+             f"{'PSNR dB':>9}{'holds':>9}  precision"] if report["results"] else []
     for r in report["results"]:
         speed = f"{r['speedup_vs_reference']:.2f}x" if "speedup_vs_reference" in r else ""
         psnr = f"{r['psnr_db_vs_fp32']:.1f}" if "psnr_db_vs_fp32" in r else ""
+        holds = "" if "holds_fps" not in r else (f"{r['holds_fps']} fps" if r["holds_fps"] else "<24 fps")
         precision = "int8" if r["runtime"] == "int8" else (r.get("autocast") or "float32")
-        lines.append(f"{r['model']:<24}{r['size']:>6}{r['runtime']:>11}{r['ms_p50']:>10.1f}"
-                     f"{r['fps_p50']:>10.1f}{speed:>9}{psnr:>9}  {precision}")
+        lines.append(f"{r['model']:<{width}}{r['size']:>6}{r['runtime']:>11}{r['ms_p50']:>10.1f}"
+                     f"{r['fps_p50']:>10.1f}{speed:>9}{psnr:>9}{holds:>9}  {precision}")
+        if r.get("bundle") and r["runtime"] != "reference" and r.get("note"):
+            lines.append(f"{'':<{width}}{r['note']}")
         if "pipelined_fps" in r:
             lines.append(f"{'':<30}GPU: network alone {r['model_only_fps_p50']:.0f} fps, inputs on the device "
                          f"{r['on_device_fps_p50']:.0f} fps, back to back {r['gpu_ms_per_call']:.3f} ms a call, "

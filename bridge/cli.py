@@ -238,11 +238,11 @@ def _tick_inputs(text: str) -> tuple[str, ...]:
 
 
 def cmd_bench(args) -> int:
-    from bridge.bench import FAMILIES, default_cases, format_table, run_bench
+    from bridge.bench import FAMILIES, bundle_cases, default_cases, format_table, run_bench
+    from bridge.errors import ConfigError
 
     if args.threads is not None:  # the whole bench at this count (recorded as torch_threads)
         import torch
-        from bridge.errors import ConfigError
         from bridge.runtime import parse_threads
         threads = parse_threads(args.threads)
         if threads == "auto":
@@ -250,12 +250,17 @@ def cmd_bench(args) -> int:
         torch.set_num_threads(threads)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     variants = tuple(args.variants.split(","))
-    families = FAMILIES if args.families == "all" else tuple(f.strip() for f in args.families.split(","))
+    names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
+    if args.models is not None and not names:
+        raise ConfigError("bench --models wants bundle names or folders, comma-separated")
+    chosen = args.families or ("all" if not names else "")  # --models alone: those bundles only
+    families = FAMILIES if chosen == "all" else tuple(f.strip() for f in chosen.split(",") if f.strip())
+    cases = (bundle_cases(names) if names else []) + default_cases(sizes, variants, families)
     int8 = args.int8
     if int8 is None:  # the int8 row by default wherever it can run
         import importlib.util
         int8 = args.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None
-    report = run_bench(default_cases(sizes, variants, families), device=args.device,
+    report = run_bench(cases, device=args.device,
                        iterations=args.iterations, progress=lambda m: print(f"bench: {m}", file=sys.stderr),
                        interleave=not args.sequential, sound="sound" in families,
                        analysis="analysis" in families, int8=int8,
@@ -420,11 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--sizes", default="256", help="comma-separated sizes (256,512)")
     p.add_argument("--variants", default="lite,full", help="pix2pix variants: lite (ngf 32), full (ngf 64)")
-    p.add_argument("--families", default="all",
+    p.add_argument("--families",
                    help="comma-separated: pix2pix, vae_associator, realnvp, cvae, sound (the mel-to-audio "
                         "voice), analysis (ms per hop), pictures (drawing the audio pictures), mix (four "
                         "models at once), tick (whole ticks of models on --tick-inputs, the picture made on "
-                        "the host or inside the network's call), upscale (to 1080p and 4K), or all (default)")
+                        "the host or inside the network's call), upscale (to 1080p and 4K), or all (default, "
+                        "unless --models is given)")
+    p.add_argument("--models", metavar="NAMES",
+                   help="your own bundles (names or folders, comma-separated), timed on the inputs they "
+                        "see live, in each live mode, with the frame rate each runtime holds; alone, only "
+                        "these (add --families to time those too)")
     p.add_argument("--tick-inputs", default="bands,spectrogram,image",
                    help="the tick family's models' inputs: audio pictures (bands, mel, spectrogram, waveform, "
                         "history, bands_history) and image (a camera frame); default bands,spectrogram,image")

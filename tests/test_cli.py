@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bridge.analysis import REPRESENTATIONS
-from bridge.bench import BenchCase, run_bench
+from bridge.bench import BenchCase, format_table, run_bench
 from bridge.cli import main
 from bridge.generators.base import save_bundle
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
@@ -125,6 +125,36 @@ def test_bench_json_shape():
         assert r["fps_p50"] == pytest.approx(1000 / r["ms_p50"], rel=0.01)
     assert rows[1]["speedup_vs_reference"] > 0
     assert all(r["ms_p95"] >= r["ms_p50"] and r["peak_rss_mb"] > 0 for r in rows)
+
+
+def test_bench_times_the_users_own_bundles_in_each_live_mode_and_says_what_rate_they_hold(models, capsys):
+    from bridge.bench import FRAME_RATES
+    from bridge.generators.vae_associator import VAEAssociator, VAEAssociatorConfig
+    torch.manual_seed(1)
+    save_bundle(VAEAssociator(VAEAssociatorConfig(image_size=16, image_widths=(4, 8), image_bottleneck=2,
+                                                  image_latent=8, sound_latent=8, sound_hidden=(16,),
+                                                  associator_hidden=8, associator_latent=4)), models / "mirror")
+    assert main(["bench", "--models", f"tiny,{models / 'mirror'}", "--iterations", "3", "--no-int8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["results"]
+    mirror = str(models / "mirror")
+    assert [(r["model"], r["size"], r["runtime"]) for r in rows] == [
+        (name, size, runtime) for name, size in [("tiny", 32), (f"{mirror} (camera)", 16), (f"{mirror} (sound)", 16),
+                                                 (f"{mirror} (both)", 16)]
+        for runtime in ("reference", "optimized")]
+    assert all(r["bundle"] for r in rows) and {r["family"] for r in rows} == {"pix2pix", "vae_associator"}
+    assert "sound" not in report and "analysis" not in report  # --models alone: those bundles only
+    for r in rows:  # the highest common rate whose frame its 95th percentile fits, with the 10 % margin
+        fits = [fps for fps in FRAME_RATES if r["ms_p95"] <= 0.9 * 1000.0 / fps]
+        assert r["holds_fps"] == (max(fits) if fits else None)
+    table = format_table(report)  # as the table prints it: the rate in its own column
+    assert table.splitlines()[0].split()[-2] == "holds"
+    assert [line.split()[-3:-1] for line in table.splitlines()[1:3]] == [
+        ([f"{r['holds_fps']}", "fps"] if r["holds_fps"] else ["<24", "fps"]) for r in rows[:2]]
+
+    assert main(["bench", "--models", "tiny,nope"]) == 2  # checked before anything is timed
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "model 'nope' not found" in err
 
 
 def test_bench_measures_the_analysis_and_plots(tmp_path):
