@@ -10,8 +10,11 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
   takes over (`bridge.live.STAGED_TRIAL` off; --variants);
 - `python-wrapper`: trial-first, with Inductor's code around the kernels in Python
   (`bridge.runtime.CPP_WRAPPER` off): how runs started before 2026-12-06's sixth session.
+- `fp32-traced`: as-is with a flow's traced runner left in fp32 until its compile
+  (`LiveSession._checked_precision_first` off): how runs started before the seventh session.
 
-Marks, seconds from the process's start: the session made, the first frame, the compiled runner
+Marks, seconds from the process's start: the session made, the first frame, a traced runner
+in low precision playing (`low_precision_traced_s`, a flow that keeps it), the compiled runner
 playing (`playing_compiled_s`, with the frames repeated until then), everything compiled.
 
     python3 benchmarks/start_probe.py [--runs 2] [--models pix2pix-pulse,realnvp-faces] [--out FILE.json]
@@ -32,7 +35,7 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper")
+VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
@@ -46,6 +49,8 @@ def one_run(variant: str, model: str, duration: float) -> dict:
         bridge.runtime.CPP_WRAPPER = False
     if variant == "unsettled":
         live.settle_compiler = lambda device="cpu": None
+    if variant == "fp32-traced":
+        live.LiveSession._checked_precision_first = lambda self, name, model, pipeline: None
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}
@@ -57,6 +62,9 @@ def one_run(variant: str, model: str, duration: float) -> dict:
                 time.sleep(0.002)
             marks["first_frame_s"] = time.perf_counter() - STARTED
             while isinstance(getattr(live._lead(session.pipeline).runner, "_fn", None), TracedNetwork):
+                if "low_precision_traced_s" not in marks and live._lead(session.pipeline).runner.info.autocast:
+                    marks["low_precision_traced_s"] = time.perf_counter() - STARTED
+                    marks["repeated_until_low_precision"] = session.engine.stats.repeated
                 time.sleep(0.005)
             marks["playing_compiled_s"] = time.perf_counter() - STARTED
             marks["repeated_until_compiled"] = session.engine.stats.repeated
@@ -93,7 +101,9 @@ def main() -> None:
                 run = child_run(__file__, [variant, model, "--duration", str(a.duration)],
                                 f"run {i + 1} ({variant}, {model})")
                 runs.append(run)
-                print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, compiled "
+                low = (f"low precision traced {run['low_precision_traced_s']} s (repeated "
+                       f"{run['repeated_until_low_precision']}), " if "low_precision_traced_s" in run else "")
+                print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, {low}compiled "
                       f"playing {run.get('playing_compiled_s')} s (repeated {run.get('repeated_until_compiled')} "
                       f"until then), all {run.get('compiled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
                       f"{run['stalled']}, errors {run['errors']}", flush=True)
@@ -102,8 +112,9 @@ def main() -> None:
         for variant in variants:
             mine = [r for r in runs if r["model"] == model and r["variant"] == variant]
             summary[f"{model} {variant}"] = {k: statistics.median(r[k] for r in mine)
-                                             for k in ("first_frame_s", "playing_compiled_s", "compiled_s",
-                                                       "repeated_until_compiled", "repeated", "stalled")
+                                             for k in ("first_frame_s", "low_precision_traced_s",
+                                                       "repeated_until_low_precision", "playing_compiled_s",
+                                                       "compiled_s", "repeated_until_compiled", "repeated", "stalled")
                                              if all(k in r for r in mine)}
     print(json.dumps(summary, indent=1))
     if a.out:

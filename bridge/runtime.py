@@ -320,7 +320,7 @@ class Runner:
     or `(picture, mel_db)` for families that make sound."""
 
     def __init__(self, model: Generator, runtime: str = "optimized", device: str = "cpu",
-                 compile: bool = True):
+                 compile: bool = True, check_precision: bool = False):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.device = torch.device(device)
@@ -360,9 +360,11 @@ class Runner:
         elif cpu_has_native_bf16():
             self._autocast = torch.bfloat16
         if self._autocast is not None and model.low_precision is not True:
-            # checked by the compiled runner (a live one's built while the traced plays): a switch
-            # shows the new model without waiting for the check (seconds for a full flow)
-            checked = model.low_precision == "checked" and compile
+            # checked by the compiled runner (a live one's built while the traced plays), or by a
+            # traced one asked to (`check_precision`: the live run's second traced runner, see
+            # bridge.live): a switch shows the new model without waiting for the check (seconds
+            # for a full flow)
+            checked = model.low_precision == "checked" and (compile or check_precision)
             self._autocast = self._checked_low_precision(model, net) if checked else None
         self.info.autocast = str(self._autocast).replace("torch.", "") if self._autocast else None
         self.net = net
@@ -907,7 +909,7 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
 
 def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu",
                 threads: int | str | None = None, follow_counts: bool = False, compile: bool = True,
-                kept: Runner | None = None):
+                kept: Runner | None = None, check_precision: bool = False):
     """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there).
     `follow_counts` (with no count of its own, on the CPU): warmed at each count `--threads auto`
     tries, as another runner's trial sets them (a mix's other models). `compile=False`: the
@@ -915,7 +917,8 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     second, where compiling takes seconds (a model switch plays it while the compiled one builds).
     `kept`: a compiled optimized runner playing now at one of the counts the trial tries: that
     count's candidate is it (compiled already); the other counts share a runner of their own (one
-    playing cannot be shared: a candidate sets its runner's count at each call)."""
+    playing cannot be shared: a candidate sets its runner's count at each call).
+    `check_precision`: uncompiled too, a "checked" family's precision is checked (see Runner)."""
     threads = parse_threads(threads)
     cpu = torch.device(device).type == "cpu"
     if threads == "auto" and not cpu:
@@ -923,7 +926,7 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     counts = thread_choices() if follow_counts and cpu and threads is None else []
 
     def built(runtime: str) -> Runner:
-        runner = Runner(model, runtime=runtime, device=device, compile=compile)
+        runner = Runner(model, runtime=runtime, device=device, compile=compile, check_precision=check_precision)
         runner.follow_counts = counts
         return runner
 

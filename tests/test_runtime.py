@@ -87,21 +87,27 @@ def test_flows_use_bf16_only_where_their_own_pictures_keep_it(monkeypatch):
     probes = []
     probe = flow.precision_probe
     monkeypatch.setattr(flow, "precision_probe", lambda: probes.append(1) or probe())
-    traced = runtime.Runner(flow, compile=False)  # plays while the compiled one builds: unchecked
+    traced = runtime.Runner(flow, compile=False)  # plays at once while the compiled one builds: unchecked
     assert traced.info.autocast is None and not probes
-    fast = runtime.Runner(flow, compile=True)
+    checked = runtime.Runner(flow, compile=False, check_precision=True)  # the one played next, checked
+    assert checked.info.autocast == "bfloat16" and probes == [1]
+    fast = runtime.Runner(flow, compile=True)  # the verdict is the model's: not checked again
     assert fast.info.autocast == "bfloat16" and fast.info.psnr_db >= runtime.CHECKED_MIN_PSNR_DB
     assert "bfloat16: PSNR against fp32" in fast.info.note
     again = runtime.Runner(flow, compile=True)  # another level, the isolated twin: checked once
     assert again.info.autocast == "bfloat16" and probes == [1]
+    faces_traced = runtime.Runner(load_model("realnvp-faces"), compile=False, check_precision=True)
+    assert faces_traced.info.autocast is None and "under 45 dB" in faces_traced.info.note
 
     reference = runtime.Runner(flow, runtime="reference")
     latents = flow.anchor_latents()
-    fast.warmup(None, latents[:1], runs=1)
+    cond, _ = runtime.example_inputs(flow)  # a flow's is empty: (1, 0)
+    fast.warmup(cond, latents[:1], runs=1)
     assert fast.info.compiled
-    worst = min(runtime.picture_psnr(reference(None, z[None]).numpy(), fast(None, z[None]).numpy())
-                for z in latents)
-    assert worst >= runtime.CHECKED_MIN_PSNR_DB - 3.0  # compiled bf16 kernels round a little differently
+    for runner in (fast, checked):  # compiled, and traced in bf16: the pictures the check saw
+        worst = min(runtime.picture_psnr(reference(cond, z[None]).numpy(), runner(cond, z[None]).numpy())
+                    for z in latents)
+        assert worst >= runtime.CHECKED_MIN_PSNR_DB - 3.0  # compiled bf16 kernels round a little differently
 
 
 def test_camera_frames_and_inference_tensors_never_recompile_the_model():

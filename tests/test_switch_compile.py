@@ -113,6 +113,36 @@ def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thre
     assert result["errors"] == 0, result
 
 
+def test_a_flow_plays_traced_in_the_precision_its_check_keeps_while_it_compiles(tiny_models, monkeypatch):
+    """A flow's low precision is checked on its own pictures, which its compile did, so it
+    played traced in fp32 until then (a full-32 flow: 55 ms a frame at one thread, 28 in bf16).
+    The check runs first on the loader, and the flow plays traced in bf16 while it compiles."""
+    from bridge import runtime
+    from bridge.bench import _realnvp
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)  # as on CI's AMX machines, anywhere
+    torch.manual_seed(0)
+    save_bundle(_realnvp("lite-32").eval(), tiny_models / "models" / "flow")
+    with GatedStart(settings(model="flow", degrade=None)) as session:
+        first = session.pipeline.runner
+        assert not first.compile and first.info.autocast is None  # shown at once, unchecked: fp32
+        run = Running(session, 30.0)
+        assert wait_until(lambda: session.pipeline.runner.info.autocast == "bfloat16", 30.0)
+        low = session.pipeline.runner
+        assert not low.compile and isinstance(low._fn, TracedNetwork) and low._fn.traced
+        assert "bfloat16: PSNR against fp32" in low.info.note
+        assert wait_until(lambda: session.compiles == ["flow"], 10.0)  # its compile held at the gate
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # it makes the frames
+        assert session.engine.pipeline.runner is low
+        session.gate.set()
+        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        runner = session.pipeline.runner
+        assert compiled(runner) and runner.info.autocast == "bfloat16"
+        session.engine.stop()
+        result = run.join()
+    assert result["errors"] == 0, result
+
+
 class GatedTrial(Gated):
     """Holds the start's thread trial (its other counts' compile), not the first compile."""
 
