@@ -12,6 +12,8 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
   (`bridge.runtime.CPP_WRAPPER` off): how runs started before 2026-12-06's sixth session.
 - `fp32-traced`: as-is with a flow's traced runner left in fp32 until its compile
   (`LiveSession._checked_precision_first` off): how runs started before the seventh session.
+- `collecting`: as-is with the garbage collector's full collections made as it decides during
+  the compile (`bridge.live.HOLD_FULL_COLLECTIONS` off): as before the seventh session.
 
 Marks, seconds from the process's start: the session made, the first frame, a traced runner
 in low precision playing (`low_precision_traced_s`, a flow that keeps it), the compiled runner
@@ -35,7 +37,8 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced")
+VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced",
+            "collecting")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
@@ -51,6 +54,8 @@ def one_run(variant: str, model: str, duration: float) -> dict:
         live.settle_compiler = lambda device="cpu": None
     if variant == "fp32-traced":
         live.LiveSession._checked_precision_first = lambda self, name, model, pipeline: None
+    if variant == "collecting":
+        live.HOLD_FULL_COLLECTIONS = False
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}

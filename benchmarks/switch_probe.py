@@ -15,7 +15,12 @@ busy moment on a shared machine hits all:
   left in the garbage collector's sight, as before it; --variants);
 - `python-wrapper`: keep-warm-0 with Inductor's code around the kernels in Python, which takes
   the GIL back after every extern kernel (`bridge.runtime.CPP_WRAPPER` off, as before 2026-12-06's
-  sixth session; --variants).
+  sixth session; --variants);
+- `fp32-traced`: keep-warm-0 with a flow played traced in fp32 until it is compiled
+  (`LiveSession._checked_precision_first` off, as before the seventh session; --variants);
+- `collecting`: keep-warm-0 with the garbage collector's full collections made as it decides
+  during a compile (`bridge.live.HOLD_FULL_COLLECTIONS` off, as before the seventh session;
+  --variants).
 
 Each switch also reports its lost output ticks (`stalled`) and the full garbage collections
 (`gen2_ms`, each one's pause) from the switch until a second after its compile.
@@ -38,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled", "python-wrapper")
+VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled", "python-wrapper", "fp32-traced",
+            "collecting")
 
 
 def child_run(script: str, args: list[str], label: str, timeout: float = 300) -> dict:
@@ -62,9 +68,14 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
     if variant == "python-wrapper":
         import bridge.runtime
         bridge.runtime.CPP_WRAPPER = False
+    if variant == "fp32-traced":
+        live.LiveSession._checked_precision_first = lambda self, name, model, pipeline: None
+    if variant == "collecting":
+        live.HOLD_FULL_COLLECTIONS = False
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
-                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled", "python-wrapper") else 2)
+                                 keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled", "python-wrapper",
+                                                             "fp32-traced", "collecting") else 2)
     switches, base, collections, began = [], {}, [], [0.0]
 
     def timed(phase, info):  # full collections: (when, ms)

@@ -90,6 +90,31 @@ def playing_thread_first(interval_s: float = SWITCH_GIL_INTERVAL_S):
         sys.setswitchinterval(before)
 
 
+HOLD_FULL_COLLECTIONS = True  # see full_collections_held
+
+
+@contextlib.contextmanager
+def full_collections_held():
+    """While inside (a compile on the loader thread as a model plays), the garbage collector
+    makes no full collection of its own, and one is made on leaving. A full collection walks
+    every tracked object holding the GIL, and a compile keeps tens of thousands alive (its
+    graphs, IR, sympy expressions), more as it goes: switched to mid-set, a full-32 flow's
+    compile set off 9 of them, 27-130 ms each, and the output lost about 11 ticks. The young
+    generations are still collected (they walk only what is new); what the compile left is
+    collected once, at the end. The threshold is the whole process's: put back on leaving (one
+    compile runs at a time)."""
+    if not HOLD_FULL_COLLECTIONS:
+        yield
+        return
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(young, middle, 1 << 30)  # full collections after that many of the middle one's: never
+    try:
+        yield
+    finally:
+        gc.set_threshold(young, middle, old)
+        gc.collect()
+
+
 _compiler_settled = False
 
 
@@ -738,7 +763,7 @@ class LiveSession(Actions):
         staged = (STAGED_TRIAL and trial and s.threads == "auto" and s.runtime == "optimized"
                   and s.device.split(":")[0] == "cpu" and bool(fewer))
         try:
-            with playing_thread_first():
+            with playing_thread_first(), full_collections_held():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
                 self._checked_precision_first(name, model, pipeline)
                 settle_compiler(s.device)

@@ -256,3 +256,46 @@ def test_a_run_sets_the_compiler_up_first_so_collections_during_a_switch_walk_a_
         assert compiled == "True" and errors == "0", child.stdout  # the switch played compiled, no frame lost to errors
         walked[variant] = int(count)
     assert walked["settled"] < walked["unsettled"] / 2, walked
+
+
+def test_a_compile_makes_no_full_collection_of_its_own_and_one_at_its_end(monkeypatch):
+    """A full collection holds the GIL while it walks every tracked object: during a big compile
+    (a full flow's) the collector made 9 of them, up to 130 ms each, and the output lost ticks.
+    Inside `full_collections_held` (the loader's compile) only the young generations are
+    collected; the full one comes once, on leaving, and the threshold is put back."""
+    from bridge import live
+
+    def survivors_made() -> tuple[list, list]:
+        """Enough objects that live on (past a quarter of those already in the old generation,
+        however many earlier tests left) for the collector to make full collections of its own."""
+        count, full = max(200_000, len(gc.get_objects()) // 2), []
+
+        def seen(phase, info):
+            if phase == "stop" and info["generation"] == 2:
+                full.append(1)
+        gc.callbacks.append(seen)
+        try:
+            kept = [[i] for i in range(count)]
+        finally:
+            gc.callbacks.remove(seen)
+        return kept, full
+
+    before = gc.get_threshold()
+    _, full = survivors_made()
+    assert full  # as the collector does on its own
+    del _
+    ends = []
+
+    def at_end(phase, info):
+        if phase == "stop" and info["generation"] == 2:
+            ends.append(1)
+    with live.full_collections_held():
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] > 10 ** 6
+        kept, full = survivors_made()
+        assert not full  # none of its own while held
+        gc.callbacks.append(at_end)
+    gc.callbacks.remove(at_end)
+    assert ends == [1] and gc.get_threshold() == before  # one on leaving, the threshold as it was
+    monkeypatch.setattr(live, "HOLD_FULL_COLLECTIONS", False)
+    with live.full_collections_held():
+        assert gc.get_threshold() == before
