@@ -99,7 +99,7 @@ def full_collections_held():
     makes no full collection of its own, and one is made on leaving. A full collection walks
     every tracked object holding the GIL, and a compile keeps tens of thousands alive (its
     graphs, IR, sympy expressions), more as it goes: switched to mid-set, a full-32 flow's
-    compile set off 9 of them, 27-130 ms each, and the output lost about 11 ticks. The young
+    compile set off 7 of them, 27-130 ms each, and the output lost 8-11 ticks. The young
     generations are still collected (they walk only what is new); what the compile left is
     collected once, at the end. The threshold is the whole process's: put back on leaving (one
     compile runs at a time)."""

@@ -260,9 +260,9 @@ def test_a_run_sets_the_compiler_up_first_so_collections_during_a_switch_walk_a_
 
 def test_a_compile_makes_no_full_collection_of_its_own_and_one_at_its_end(monkeypatch):
     """A full collection holds the GIL while it walks every tracked object: during a big compile
-    (a full flow's) the collector made 9 of them, up to 130 ms each, and the output lost ticks.
-    Inside `full_collections_held` (the loader's compile) only the young generations are
-    collected; the full one comes once, on leaving, and the threshold is put back."""
+    (a full flow's, switched to) the collector made 7 of them, up to 130 ms each, and the output
+    lost ticks. Inside `full_collections_held` (the loader's compile) only the young generations
+    are collected; the full one comes once, on leaving, and the threshold is put back."""
     from bridge import live
 
     def survivors_made() -> tuple[list, list]:
