@@ -8,7 +8,9 @@
 #   3. the kernel probe: the U-Net's transposed convolutions against SubPixelDeconv, RealNVP in
 #      bf16 (kernels.jsonl),
 #   4. whole ticks of waveform, history and bands_history models at 512², drawn on the host or in
-#      the graph (tick-arrays.json), last, so a session that runs out loses only these.
+#      the graph (tick-arrays.json),
+#   5. the bundled models as a user times their own (bench --models: holds_fps, precision),
+#      last, so a session that runs out loses only these.
 # Device call:  bash benchmarks/gpu_session.sh   (with timeout_s 600)
 set -u
 export PYTHONUNBUFFERED=1
@@ -19,3 +21,5 @@ timeout 200 python3 benchmarks/gpu_probe.py --iterations 200 --budget-s 0 2>&1 |
 timeout 120 python3 benchmarks/gpu_kernels.py --sizes 512 2>&1 | grep -v "Warn\|warn(\|USDT" | tee "$OUT/kernels.log" | tail -6
 timeout 100 python3 -m bridge bench --device cuda --families tick --tick-inputs waveform,history,bands_history \
   --sizes 512 --iterations 100 --out "$OUT/tick-arrays.json" 2>&1 | grep -v "^bench:" | tee "$OUT/tick-arrays.log" | tail -12
+timeout 80 python3 -m bridge bench --device cuda --models pix2pix-pulse,realnvp-faces,vae-mirror,cvae-faces \
+  --iterations 100 --out "$OUT/bundles-cuda.json" 2>&1 | grep -v "^bench:" | tee "$OUT/bundles.log" | tail -16
