@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import weakref
 
-import pytest
 import torch
 from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._inductor.codecache import PyCodeCache
@@ -186,24 +185,31 @@ print(os.environ["TORCHINDUCTOR_CACHE_DIR"], runner.info.compiled)
 """
 
 
-@pytest.mark.parametrize("own_dir", [False, True])
-def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_one(tiny_models, tmp_path, own_dir):
-    """torch's default is the temporary folder: emptied at boot (Ubuntu) or after days (macOS)."""
+def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_one(tiny_models, tmp_path):
+    """torch's default is the temporary folder: emptied at boot (Ubuntu) or after days (macOS).
+    Ours, and the user's own choice where given: each a process of its own (the folder is chosen
+    once a process), both at once."""
     import os
     import subprocess
     import sys
     from pathlib import Path
-    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
-    env.update(VJBRIDGE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    if own_dir:  # the user's own choice stays
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
-    child = subprocess.run([sys.executable, "-c", COMPILE_IN_CHILD], env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert child.returncode == 0, child.stderr[-2000:]
-    where, compiled_there = child.stdout.split()
-    expected = tmp_path / ("mine" if own_dir else "cache/inductor")
-    assert Path(where) == expected and compiled_there == "True"
-    assert any(path.suffix == ".so" for path in expected.rglob("*"))  # its kernels, built and kept there
+    children = {}
+    for own_dir in (False, True):
+        env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+        env.update(VJBRIDGE_CACHE=str(tmp_path / ("ours-unused" if own_dir else "ours")),
+                   PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        if own_dir:  # the user's own choice stays
+            env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
+        children[own_dir] = subprocess.Popen([sys.executable, "-c", COMPILE_IN_CHILD], env=env, text=True,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for own_dir, child in children.items():
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-2000:]
+        where, compiled_there = out.split()
+        expected = tmp_path / ("mine" if own_dir else "ours/inductor")
+        assert Path(where) == expected and compiled_there == "True"
+        assert any(path.suffix == ".so" for path in expected.rglob("*"))  # its kernels, built and kept there
+    assert not any(path.suffix == ".so" for path in (tmp_path / "ours-unused").rglob("*"))  # theirs won
 
 
 SWITCH_IN_CHILD = """
@@ -247,13 +253,15 @@ def test_a_run_sets_the_compiler_up_first_so_collections_during_a_switch_walk_a_
     import sys
     from pathlib import Path
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    children = {variant: subprocess.Popen([sys.executable, "-c", SWITCH_IN_CHILD, variant], env=env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for variant in ("settled", "unsettled")}  # both at once: what is counted is objects, not time
     walked = {}
-    for variant in ("settled", "unsettled"):
-        child = subprocess.run([sys.executable, "-c", SWITCH_IN_CHILD, variant], env=env, capture_output=True,
-                               text=True, timeout=300)
-        assert child.returncode == 0, child.stderr[-2000:]
-        count, compiled, errors = child.stdout.split()
-        assert compiled == "True" and errors == "0", child.stdout  # the switch played compiled, no frame lost to errors
+    for variant, child in children.items():
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-2000:]
+        count, compiled, errors = out.split()
+        assert compiled == "True" and errors == "0", out  # the switch played compiled, no frame lost to errors
         walked[variant] = int(count)
     assert walked["settled"] < walked["unsettled"] / 2, walked
 
