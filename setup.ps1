@@ -14,6 +14,11 @@ $py = "$venv\Scripts\python.exe"
 if ($LASTEXITCODE -ne 0) { & $py -m pip install -q torch }
 $extras = if ($Job -eq "test") { "ndi,preview,spout,train,export,test" } else { "ndi,preview,spout" }
 & $py -m pip install -q -e ".[$extras]"
+if (-not (Get-Command cl.exe -ErrorAction SilentlyContinue)) {
+  Write-Output ("note: no cl.exe on PATH, so models play traced (1.1-3x slower than compiled). For full speed " +
+    "install Visual Studio Build Tools ('Desktop development with C++') and start vjbridge from the " +
+    "'x64 Native Tools Command Prompt'; vjbridge doctor checks it.")
+}
 switch ($Job) {
   "demo" { & "$venv\Scripts\vjbridge.exe" demo; exit $LASTEXITCODE }
   "test" { & $py -m pytest -q -p no:cacheprovider -m "not soak" tests; exit $LASTEXITCODE }

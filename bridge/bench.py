@@ -584,6 +584,8 @@ def format_table(report: dict) -> str:
         psnr = f"{r['psnr_db_vs_fp32']:.1f}" if "psnr_db_vs_fp32" in r else ""
         holds = "" if "holds_fps" not in r else (f"{r['holds_fps']} fps" if r["holds_fps"] else "<24 fps")
         precision = "int8" if r["runtime"] == "int8" else (r.get("autocast") or "float32")
+        if r["runtime"] == "optimized" and r.get("compiled") is False:
+            precision += ", traced (not compiled)"  # a machine without a compiler: the run said why
         lines.append(f"{r['model']:<{width}}{r['size']:>6}{r['runtime']:>11}{r['ms_p50']:>10.1f}"
                      f"{r['fps_p50']:>10.1f}{speed:>9}{psnr:>9}{holds:>9}  {precision}")
         if r.get("bundle") and r["runtime"] != "reference" and r.get("note"):

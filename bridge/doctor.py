@@ -39,6 +39,26 @@ def list_devices() -> dict:
     return found
 
 
+def _compile_check(device: str) -> str | None:
+    """Why models cannot play compiled on `device` here, or None: the compiler looked for as a
+    run does, then a tiny function really compiled (a compiler can answer and still not build)."""
+    from bridge.runtime import compiler_missing, use_compile_cache_dir
+    why = compiler_missing(device, quiet=True)
+    if why:
+        return why
+    try:
+        import torch
+        use_compile_cache_dir()
+        x = torch.linspace(0, 1, 64, device=device)
+        got = torch.compile(lambda t: torch.sin(t) * 2 + 1, dynamic=False)(x)
+        if not torch.allclose(got, torch.sin(x) * 2 + 1):
+            return "torch.compile built a function that computes wrong numbers"
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return f"a test compile failed ({type(e).__name__}{': ' + first if first else ''}): check the C++ compiler"
+    return None
+
+
 def run_checks() -> list[tuple[str, bool, str]]:
     """(name, passed, detail); names starting with 'optional' do not fail the doctor."""
     checks = []
@@ -70,6 +90,10 @@ def run_checks() -> list[tuple[str, bool, str]]:
         import torch
         cuda = torch.cuda.is_available()
         checks.append(("optional CUDA", cuda, torch.cuda.get_device_name() if cuda else "no GPU: running on the CPU"))
+        for device in ["cpu"] + (["cuda"] if cuda else []):
+            why = _compile_check(device)
+            checks.append((f"optional torch.compile ({device.upper() if device == 'cpu' else 'CUDA'})", why is None,
+                           why or "models play compiled"))
     except Exception:
         pass
     try:

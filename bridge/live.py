@@ -715,8 +715,13 @@ class LiveSession(Actions):
             self.osc.send("/vjbridge/model/cued", name)
 
     def _plays_while_compiling(self) -> bool:
+        """Whether models play traced while their compiled runner builds: not where this
+        machine cannot compile (they play traced for good, built so at once)."""
         s = self.settings
-        return PLAY_WHILE_COMPILING and s.runtime == "optimized" and not s.isolate
+        if not (PLAY_WHILE_COMPILING and s.runtime == "optimized" and not s.isolate):
+            return False
+        from bridge.runtime import compiler_missing
+        return compiler_missing(s.device.split(":")[0]) is None
 
     def _switch(self, name: str, stamp: tuple) -> None:
         """On the loader thread, with the lock: build (or take warm) and swap in; one built

@@ -9,8 +9,10 @@ channels_last, fp16/bf16 autocast (a flow's checked alike), torch.compile (Induc
 kernels) and one CUDA graph per input shape that we capture ourselves (CudaGraphStep): a call is a
 copy into pinned memory, one asynchronous copy to the device and one graph replay, a few tens of
 microseconds of host work, where `reduce-overhead`'s graph trees spent about a hundred checking
-their inputs. If compiling fails (no C++ compiler, an unsupported op), it falls back to the folded
-eager model and says so once; if capturing fails, it runs without the graph and says so once.
+their inputs. Where the machine cannot compile (no C++ compiler: Windows without MSVC's prompt;
+CUDA without Triton; `compiler_missing`) the network plays traced, as said once at start; if a
+compile fails (an unsupported op), it falls back to the same network traced and says so once; if
+capturing fails, it runs without the graph and says so once.
 Optimized with `compile=False` (a live run's model, or one switched to mid-set, while its compiled
 runner builds):
 the same folded network in its precision, traced to TorchScript (TracedNetwork): ready in a
@@ -280,6 +282,54 @@ def cpu_has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & _cpu_flags())
 
 
+# how to get what Inductor needs, per platform: a C++ compiler on the CPU, Triton on CUDA
+COMPILER_HINTS = {
+    "win32": "install Visual Studio Build Tools with 'Desktop development with C++' and start vjbridge "
+             "from the 'x64 Native Tools Command Prompt' (cl.exe on PATH)",
+    "darwin": "install Xcode's command line tools (xcode-select --install)",
+    "linux": "install g++ (apt install g++)",
+}
+TRITON_HINTS = {"win32": "pip install triton-windows", "linux": "pip install triton"}
+_compiler_verdicts: dict[str, str | None] = {}
+
+
+def _compiler_kind(device_type: str) -> str:
+    return "cuda" if device_type.startswith("cuda") else device_type
+
+
+def compiler_missing(device_type: str = "cpu", quiet: bool = False) -> str | None:
+    """Why torch.compile cannot build kernels for `device_type` on this machine, with what to
+    install, or None where it can: Inductor's C++ compiler for the CPU (on Windows MSVC's cl.exe,
+    found only inside its command prompt), Triton for CUDA. Asked once per process (a compiler
+    run with --version, or cl /help); said once, as a warning (unless `quiet`). Without it the
+    optimized runtime plays its network traced (TorchScript, one call without the GIL, 1.1-3x
+    slower than compiled) rather than trying a compile that fails after seconds of tracing, at
+    every switch and level.
+    A compile that failed anyway (`Runner._fall_back`) sets the verdict for the process."""
+    kind = _compiler_kind(device_type)
+    if kind in _compiler_verdicts:
+        return _compiler_verdicts[kind]
+    platform_key = "linux" if sys.platform.startswith("linux") else sys.platform
+    why = None
+    try:
+        if kind == "cuda":
+            from torch.utils._triton import has_triton
+            if not has_triton():
+                why = (f"Triton, which compiles CUDA kernels, is not installed: "
+                       f"{TRITON_HINTS.get(platform_key, 'install triton')}")
+        elif kind == "cpu":
+            from torch._inductor.cpp_builder import get_cpp_compiler
+            get_cpp_compiler()
+    except Exception as e:  # Inductor's own check: InvalidCxxCompiler, or it cannot run here at all
+        found = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = (f"no C++ compiler for torch.compile ({found[:160]}): "
+               f"{COMPILER_HINTS.get(platform_key, 'install a C++ compiler')}")
+    _compiler_verdicts[kind] = why
+    if why and not quiet:
+        log.warning("models play traced, not compiled (1.1-3x slower): %s", why)
+    return why
+
+
 @dataclass
 class RunnerInfo:
     runtime: str
@@ -331,6 +381,7 @@ class Runner:
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
         self._own_code = None  # compiled: the code object dynamo keeps its compiles on (`_own_entry`)
+        self._failure = ""  # why its compile failed, if it did (`_fall_back`)
         self.threads: int | None = None  # see use_threads
         # with no count of its own, the counts its caller may set (another runner's trial: a
         # mix's other models); dynamo compiles for each count, so each is warmed
@@ -370,7 +421,10 @@ class Runner:
         self.net = net
         self._fn = getattr(net, self._entry)
         self._graphs = {} if self.device.type == "cuda" and CUDA_GRAPHS else None
-        if compile:
+        missing = compiler_missing(self.device.type) if compile else None
+        if missing:  # traced for good (`compile` stays True: nothing is to replace it)
+            self.info.note = join_note(self.info.note, f"traced, not compiled: {missing}")
+        if compile and not missing:
             self._try_compile()
         else:
             self._fn = TracedNetwork(net, self._entry, self.device.type)
@@ -415,7 +469,10 @@ class Runner:
     @property
     def status(self) -> str:
         """For the status line: the runtime, and the thread count where one is set."""
-        return self.info.runtime + (f", {_threads_label(self.threads)}" if self.threads else "")
+        # optimized for good without its compile (no compiler here, or it failed): said so
+        uncompiled = self.info.runtime == "optimized" and self.compile and not self.info.compiled
+        return (self.info.runtime + (", not compiled" if uncompiled else "")
+                + (f", {_threads_label(self.threads)}" if self.threads else ""))
 
     @property
     def level_threads(self) -> int | None:
@@ -452,14 +509,33 @@ class Runner:
             self._fall_back(e)
 
     def _fall_back(self, error: Exception) -> None:
-        self._fn = getattr(self.net, self._entry)
+        """A compile that failed: the same network traced (eager where it cannot be), as one
+        built uncompiled plays, and said why, once (`warmup` then tells whose failure it was)."""
+        self._fn = TracedNetwork(self.net, self._entry, self.device.type)
         self.info.compiled = False
-        self.info.note = f"torch.compile unavailable ({type(error).__name__}); running eager"
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        failed = f"torch.compile failed ({type(error).__name__}{': ' + first if first else ''})"
+        self.info.note = join_note(self.info.note, failed + "; playing traced")
+        self._failure = failed
         # A compile still going as the program ends (bridge.live waits for it) has its thread
         # pools refused by the exiting interpreter: nobody plays it any more, nothing to warn of.
-        (log.info if "after interpreter shutdown" in str(error) else log.warning)(self.info.note)
-        if self._graphs:  # captured around the compiled function: capture again around the eager one
+        (log.info if "after interpreter shutdown" in str(error) else log.warning)(
+            "%s; playing traced (`vjbridge doctor` checks the compiler)", failed)
+        if self._graphs:  # captured around the compiled function: capture again around the traced one
             self._graphs.clear()
+
+    def _blame_machine(self, cond, latent) -> None:
+        """After a failed compile: where the same network runs traced (it raises here if not),
+        the failure was the machine's (a compiler that answers but cannot build, OpenMP missing,
+        the cache folder unwritable; every family here compiles where the machine can), so the
+        runners built after this one in the process play traced without trying
+        (`compiler_missing`): each try cost seconds of tracing and repeated frames, and a start
+        tried three (the compiler's set-up, the model, its thread trial)."""
+        self(cond, latent)
+        kind = _compiler_kind(self.device.type)
+        if not _compiler_verdicts.get(kind):
+            _compiler_verdicts[kind] = self._failure
+            log.info("later models play traced without compiling: %s", self._failure)
 
     def _autocast_context(self):
         # Never autocast's weight cache. It lasts one autocast region, a call, where each weight is
@@ -517,6 +593,8 @@ class Runner:
                         if self.info.runtime == "int8" or not self.info.compiled:
                             raise
                         self._fall_back(e)
+                        if "after interpreter shutdown" not in str(e):
+                            self._blame_machine(cond, latent)
         finally:
             set_threads(before)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-from bridge.runtime import Runner, to_rgba
+from bridge import runtime
+from bridge.runtime import Runner, TracedNetwork, to_rgba
 
 
 @pytest.fixture(scope="module")
@@ -38,17 +39,32 @@ def test_optimizing_leaves_the_loaded_model_untouched(model):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_compile_failure_falls_back_to_eager(model, monkeypatch):
-    runner = Runner(model, runtime="optimized", compile=False)
-    runner.info.compiled = True
+def test_compile_failure_falls_back_to_the_traced_network(model, monkeypatch):
+    monkeypatch.setattr(runtime, "_compiler_verdicts", {})  # the process's verdict, put back after
+    runner = Runner(model, runtime="optimized", compile=True)  # torch.compile compiles at the first call
+    assert runner.info.compiled
 
     def broken(cond, latent):
         raise RuntimeError("no C++ compiler")
     runner._fn = broken
     x = torch.zeros(1, 3, 64, 64)
     runner.warmup(x, runs=1)
-    assert not runner.info.compiled and "eager" in runner.info.note
+    assert not runner.info.compiled and "torch.compile failed (RuntimeError: no C++ compiler)" in runner.info.note
+    assert isinstance(runner._fn, TracedNetwork) and runner.status == "optimized, not compiled"
     assert runner(x).shape == (1, 3, 64, 64)
+    # the network runs traced, so the failure was the compile's: later runners do not try
+    assert runtime.compiler_missing("cpu") == "torch.compile failed (RuntimeError: no C++ compiler)"
+    later = Runner(model, runtime="optimized", compile=True)
+    assert isinstance(later._fn, TracedNetwork) and not later.info.compiled
+    assert "traced, not compiled: torch.compile failed" in later.info.note
+
+
+def test_a_network_that_fails_traced_too_is_no_verdict_on_the_compiler(model, monkeypatch):
+    monkeypatch.setattr(runtime, "_compiler_verdicts", {})
+    runner = Runner(model, runtime="optimized", compile=True)
+    with pytest.raises(RuntimeError, match="Kernel size can.t be greater"):  # a picture it cannot take
+        runner.warmup(torch.zeros(1, 3, 60, 60), runs=1)
+    assert runtime.compiler_missing("cpu") is None  # nothing said about the machine
 
 
 def test_to_rgba_maps_range_and_is_contiguous():

@@ -1,0 +1,130 @@
+"""A machine that cannot compile (Windows outside MSVC's prompt, a Linux box without g++, CUDA
+without Triton): the optimized runtime plays its network traced from the first frame, says once
+why and what to install, and never tries a compile that would fail. Each case runs in a process
+of its own whose C++ compiler (`CXX`, which Inductor reads at import) is missing or broken: the
+verdict is asked once per process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bridge.runtime import COMPILER_HINTS, compiler_missing
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "bridge" / "data" / "demo.ogg"
+HINT = COMPILER_HINTS["linux" if sys.platform.startswith("linux") else sys.platform]  # what to install here
+
+RUNNER_SCRIPT = """
+import json, torch
+from bridge.generators.base import load_model
+from bridge.runtime import Runner, TracedNetwork, compiler_missing, example_inputs
+model = load_model("cvae-faces")
+cond, latent = example_inputs(model)
+runner = Runner(model, compile=True)
+runner.warmup(cond, latent, runs=1)
+plain = Runner(model, compile=False)  # what a live run plays while compiling: the same trace
+later = Runner(model, compile=True)  # a switch, a level, a thread trial's other count
+later.warmup(cond, latent, runs=1)
+out = {"missing": compiler_missing("cpu"), "traced": isinstance(runner._fn, TracedNetwork),
+       "compiled": runner.info.compiled, "status": runner.status, "note": runner.info.note,
+       "same": float((runner(cond, latent) - plain(cond, latent)).abs().max()),
+       "later_traced": isinstance(later._fn, TracedNetwork) and not later.info.compiled, "later_note": later.info.note}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _env(tmp_path, cxx: str) -> dict:
+    return {**os.environ, "CXX": cxx, "VJBRIDGE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+
+
+def _runner_result(tmp_path, cxx: str) -> tuple[dict, str]:
+    done = subprocess.run([sys.executable, "-c", RUNNER_SCRIPT], env=_env(tmp_path, cxx), capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):]), done.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="MSVC is not installed by setup.ps1")
+def test_this_machine_compiles():
+    """The check itself: setup.sh installs g++ (macOS: Xcode's clang++), so nothing is missing."""
+    assert compiler_missing("cpu") is None
+
+
+def test_without_a_compiler_a_runner_is_traced_at_once_and_says_what_to_install(tmp_path):
+    result, stderr = _runner_result(tmp_path, "/nonexistent/g++")
+    assert result["missing"] and HINT in result["missing"], result
+    assert result["traced"] and not result["compiled"], result
+    assert result["status"] == "optimized, not compiled"
+    assert "traced, not compiled: no C++ compiler" in result["note"]
+    assert result["same"] == 0.0  # the very network a live run plays while compiling
+    assert result["later_traced"] and result["later_note"] == result["note"]
+    said = [x for x in stderr.splitlines() if "models play traced, not compiled" in x]
+    assert len(said) == 1 and HINT in said[0], stderr[-3000:]  # once, for both runners
+    assert "torch.compile failed" not in stderr  # no compile was tried
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="/bin/true stands in for a broken compiler")
+def test_a_compiler_that_fails_leaves_the_network_traced_and_says_why(tmp_path):
+    # /bin/true answers --version (the check passes) and makes nothing: Inductor's build fails
+    result, stderr = _runner_result(tmp_path, "/bin/true")
+    assert result["missing"].startswith("torch.compile failed (")  # told after the first failure
+    assert result["later_traced"] and "traced, not compiled: torch.compile failed" in result["later_note"]
+    assert result["traced"] and not result["compiled"], result
+    assert result["status"] == "optimized, not compiled"
+    assert "torch.compile failed (" in result["note"] and result["note"].endswith("playing traced")
+    assert result["same"] == 0.0
+    assert stderr.count("torch.compile failed") == 1, stderr[-3000:]  # the later runner tried nothing
+
+
+def test_a_live_run_without_a_compiler_plays_traced_from_the_first_frame_without_compiling(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bridge", "run", "--model", "pix2pix-pulse", "--audio-in", str(DEMO),
+                           "--out", "null", "--duration", "8"], env=_env(tmp_path, "/nonexistent/g++"),
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stderr.replace("\r", "\n").splitlines()
+    said = [x for x in lines if "WARNING" in x]
+    assert len(said) == 1 and "models play traced, not compiled" in said[0] and HINT in said[0], said
+    status = [x for x in lines if x.startswith("fps ")]
+    assert status and not any("compiling" in x for x in status), status[:3]
+    assert "optimized, not compiled" in status[-1]
+    assert summary["errors"] == 0 and summary["stalled"] == 0
+    assert summary["generated"] >= 0.9 * summary["sent"], summary  # a compile would have held frames back
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))
+
+
+def test_doctor_says_what_to_install_and_still_passes(tmp_path):
+    """Three doctors at once: no compiler, one that answers but cannot build (the doctor compiles
+    a tiny function to find that out), and this machine's."""
+    envs = {"missing": _env(tmp_path, "/nonexistent/g++"), "here": {**os.environ, "PYTHONPATH": str(ROOT)}}
+    if sys.platform != "win32":
+        envs["broken"] = _env(tmp_path, "/bin/true")
+    doctors = {k: subprocess.Popen([sys.executable, "-m", "bridge", "doctor"], env=env, cwd=ROOT, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k, env in envs.items()}
+    done = {k: (p.communicate(timeout=180), p.returncode) for k, p in doctors.items()}
+    line = {k: next(x for x in out.splitlines() if "torch.compile (CPU)" in x) for k, ((out, _), _) in done.items()}
+    assert line["missing"].startswith("FAIL optional") and HINT in line["missing"], line
+    if "broken" in line:
+        assert line["broken"].startswith("FAIL optional torch.compile (CPU): a test compile failed ("), line
+    assert line["here"] == "ok   optional torch.compile (CPU): models play compiled"
+    assert len({code for _, code in done.values()}) == 1  # optional: a missing compiler fails nothing
+    if not torch.cuda.is_available():
+        assert "torch.compile (CUDA)" not in done["here"][0][0]
+
+
+def test_bench_says_its_optimized_rows_are_traced(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bridge", "bench", "--models", "cvae-faces", "--iterations", "5",
+                           "--out", str(out)], env=_env(tmp_path, "/nonexistent/g++"), capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {r["runtime"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["optimized"]["compiled"] is False and HINT in rows["optimized"]["note"]
+    line = next(x for x in done.stdout.splitlines() if " optimized " in x)
+    assert line.endswith(", traced (not compiled)"), line
+    assert "traced" not in next(x for x in done.stdout.splitlines() if " reference " in x)
