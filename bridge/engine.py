@@ -259,8 +259,12 @@ class EngineStats:
     send_times: deque = field(default_factory=lambda: deque(maxlen=300))
 
     @staticmethod
-    def _pct(values, q: float) -> float:
-        return float(np.percentile(np.fromiter(values, float), q)) if values else float("nan")
+    def _pct(values, q: float) -> float | None:
+        """The q-th percentile in ms, rounded; None while there is nothing to take it of (before
+        the first frame, or just after a switch or a level change cleared the model's times):
+        null in JSON, where NaN is not JSON, and `--` in the status line."""
+        values = list(values)  # one C call: the generation thread may append meanwhile
+        return round(float(np.percentile(np.asarray(values, float), q)), 2) if values else None
 
     @property
     def fps(self) -> float:
@@ -278,10 +282,10 @@ class EngineStats:
             "repeated": self.repeated,
             "stalled": self.stalled,
             "errors": self.errors,
-            "latency_ms_p50": round(self._pct(self.latencies_ms, 50), 2),
-            "latency_ms_p95": round(self._pct(self.latencies_ms, 95), 2),
-            "generate_ms_p50": round(self._pct(self.generate_ms, 50), 2),
-            "generate_ms_p95": round(self._pct(self.generate_ms, 95), 2),
+            "latency_ms_p50": self._pct(self.latencies_ms, 50),
+            "latency_ms_p95": self._pct(self.latencies_ms, 95),
+            "generate_ms_p50": self._pct(self.generate_ms, 50),
+            "generate_ms_p95": self._pct(self.generate_ms, 95),
             "degrade": self.degrade,
         }
 

@@ -962,8 +962,10 @@ class LiveSession(Actions):
 
     def status_line(self, stats) -> str:
         s = stats.summary()
-        parts = [f"fps {s['fps']:5.1f}", f"latency p50 {s['latency_ms_p50']:.0f} ms p95 {s['latency_ms_p95']:.0f} ms",
-                 f"model {self.model_name} {s['generate_ms_p50']:.0f} ms" + self._runner_status(),
+        def ms(value) -> str:
+            return "--" if value is None else f"{value:.0f}"
+        parts = [f"fps {s['fps']:5.1f}", f"latency p50 {ms(s['latency_ms_p50'])} ms p95 {ms(s['latency_ms_p95'])} ms",
+                 f"model {self.model_name} {ms(s['generate_ms_p50'])} ms" + self._runner_status(),
                  f"repeated {s['repeated']} stalled {s['stalled']}"]
         ready = list(self._warm)  # one C call: the loader thread may change it meanwhile
         if ready:

@@ -155,9 +155,10 @@ def slow_bundle(tmp_path, monkeypatch):
 
 def too_fast_a_rate() -> float:
     """A target the model cannot keep at full size on this machine, whatever the machine: 1.6x
-    the rate its full-size picture allows (~45 ms a picture here: about 35 fps), but one its
-    half-size level keeps (about 0.4 of the full cost)."""
-    import statistics
+    the rate its fastest full-size picture allows (~45 ms a picture here: about 35 fps), but one
+    its half-size level keeps (about 0.4 of the full cost). The fastest, not the median: on a
+    machine whose speed varies the median here once came out slower than the live run's own
+    (48 against 37 ms), and the target was one the model could almost keep."""
     import time
 
     from bridge.generators.base import load_model
@@ -169,7 +170,7 @@ def too_fast_a_rate() -> float:
             t0 = time.perf_counter()
             model.generate(x)
             times.append(time.perf_counter() - t0)
-    return min(120.0, max(10.0, 1.6 / statistics.median(times[1:])))
+    return min(120.0, max(10.0, 1.6 / min(times[1:])))
 
 
 def test_live_run_holds_its_fps_with_a_model_too_slow_for_it(slow_bundle, capsys):

@@ -1,4 +1,6 @@
 """The live engine on real parts: a real audio file played in real time, a real model, real sinks."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,10 +114,18 @@ def test_live_session_from_settings(tmp_path, monkeypatch):
     settings = LiveSettings(model="tiny", audio_in=AMEN, outs=["null", f"png:{tmp_path / 'frames'}"],
                             fps=20, runtime="reference")
     with LiveSession(settings) as session:
+        before = session.status_line(session.engine.stats)  # nothing made yet
         summary = session.run(duration=1.0, status_stream=None)
         line = session.status_line(session.engine.stats)
+        session.engine.stats.generate_ms.clear()  # as a switch or a level change does
+        cleared = session.status_line(session.engine.stats)
     assert summary["sent"] >= 15
     assert "fps" in line and "latency" in line and "audio ok" in line
+    assert "latency p50 -- ms p95 -- ms" in before and "model tiny -- ms" in before and "nan" not in before
+    assert "model tiny -- ms" in cleared and "latency p50 -- ms" not in cleared
+    empty = type(session.engine.stats)().summary()  # a run stopped before its first frame
+    assert empty["latency_ms_p50"] is None and empty["generate_ms_p95"] is None
+    json.dumps(empty, allow_nan=False)  # valid JSON: NaN is not
     assert len(list((tmp_path / "frames").glob("*.png"))) >= 10
 
 

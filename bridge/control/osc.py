@@ -366,7 +366,7 @@ class OscControl:
     def _send_status(self) -> None:
         status = self.status() or {}
         for key in ("fps", "latency_ms"):
-            if key in status:
+            if status.get(key) is not None:  # no latency yet before the first frame
                 self.send(f"{PREFIX}/{key}", float(status[key]))
         if "model" in status:
             self.send(f"{PREFIX}/model", str(status["model"]))
