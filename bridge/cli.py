@@ -93,8 +93,11 @@ def cmd_run(args) -> int:
     from bridge.live import LiveSession
 
     settings = run_settings(args)
-    print(f"vjbridge: loading {settings.model} and warming it up (the first run on a machine compiles "
-          f"it, which can take a minute)", file=sys.stderr)
+    # optimized plays uncompiled from the first frame (bridge.live: play while compiling); the
+    # others warm up first: auto and int8 time and calibrate, an isolated worker compiles
+    at_once = settings.runtime in ("optimized", "reference") and not settings.isolate
+    print(f"vjbridge: loading {settings.model}" + ("" if at_once else " and warming it up (the first run on a "
+                                                   "machine compiles it, which can take a minute)"), file=sys.stderr)
     with LiveSession(settings) as session:
         _SESSIONS.append(session)
         print(f"vjbridge {__version__}: model {settings.model}, audio {settings.audio_in}, camera "
