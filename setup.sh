@@ -49,7 +49,7 @@ case "$job" in
   demo) exec "$VENV/bin/vjbridge" demo ;;
   test)
     set +e
-    VJBRIDGE_STRICT_TESTS=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" tests
+    VJBRIDGE_STRICT_TESTS=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not soak" --durations=30 tests
     rc=$?
     # pytest exit 5 means no test ran: that is a failure, not a pass.
     [ $rc -eq 5 ] && echo "no tests were collected" >&2

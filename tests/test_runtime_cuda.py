@@ -1,7 +1,8 @@
 """The optimized runtime on CUDA: our captured graphs (bridge.runtime.CudaGraphStep) give the
 network's pictures for each new input, hand out pictures the caller may keep, take inputs from
 host or device memory, carry latents and two-output families, draw the condition from what the
-host sends (five numbers, a dB array, a uint8 frame), and fall back when capture fails.
+host sends (five numbers, a dB array, a uint8 frame), fall back when capture fails, and
+play traced inside the graph where Triton is missing.
 These need a CUDA GPU (marked `gpu`: they skip on machines without one, CI's included); on a GPU
 machine: `python3 -m pytest --noconftest -q tests/test_runtime_cuda.py`."""
 import numpy as np
@@ -93,6 +94,24 @@ def test_failed_capture_runs_without_graph_and_says_so(monkeypatch):
     assert not runner.info.cuda_graph and "capture failed" in runner.info.note
     gold = Runner(model, runtime="reference", device="cuda")(cond).cpu().numpy()
     assert picture_psnr(gold, runner(cond).cpu().numpy()) > 35.0
+
+
+def test_without_triton_the_network_plays_traced_inside_our_graph(monkeypatch):
+    """Windows with an NVIDIA card and no Triton, the common TouchDesigner machine: the verdict
+    `compiler_missing` gives there, set here (Triton cannot be taken away from a test)."""
+    monkeypatch.setattr(runtime, "_compiler_verdicts",
+                        {"cuda": "Triton, which compiles CUDA kernels, is not installed: pip install triton-windows"})
+    model = _pix2pix()
+    runner = Runner(model, runtime="optimized", device="cuda")
+    conds = _conds(3)
+    runner.warmup(conds[0], None)
+    assert isinstance(runner._fn, runtime.TracedNetwork) and not runner.info.compiled
+    assert runner.info.cuda_graph and runner.status == "optimized, not compiled"
+    assert "triton-windows" in runner.info.note
+    reference = Runner(model, runtime="reference", device="cuda")
+    kept = [runner(c).cpu().numpy() for c in conds]
+    for c, out in zip(conds, kept):
+        assert picture_psnr(reference(c).cpu().numpy(), out) > 35.0  # each its own input's picture
 
 
 def test_pending_frame_is_the_synchronous_frame():
