@@ -104,6 +104,10 @@ def test_devices_and_doctor_run_on_a_machine_without_devices(capsys):
     out = capsys.readouterr().out
     assert "torch" in out and "Spout" in out
     assert code in (0, 1)
+    # setup.sh installs g++: the doctor finds it and compiles with it (tests/test_no_compiler.py: without)
+    assert "ok   optional torch.compile (CPU): models play compiled" in out.splitlines()
+    if not torch.cuda.is_available():
+        assert "torch.compile (CUDA)" not in out
 
 
 @pytest.mark.parametrize("command", ["run", "render", "demo", "devices", "models", "doctor", "bench",

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bridge.runtime import COMPILER_HINTS, compiler_missing
 
@@ -83,7 +82,7 @@ def test_a_compiler_that_fails_leaves_the_network_traced_and_says_why(tmp_path):
 
 def test_a_live_run_without_a_compiler_plays_traced_from_the_first_frame_without_compiling(tmp_path):
     done = subprocess.run([sys.executable, "-m", "bridge", "run", "--model", "pix2pix-pulse", "--audio-in", str(DEMO),
-                           "--out", "null", "--duration", "8"], env=_env(tmp_path, "/nonexistent/g++"),
+                           "--out", "null", "--duration", "5"], env=_env(tmp_path, "/nonexistent/g++"),
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -99,22 +98,20 @@ def test_a_live_run_without_a_compiler_plays_traced_from_the_first_frame_without
 
 
 def test_doctor_says_what_to_install_and_still_passes(tmp_path):
-    """Three doctors at once: no compiler, one that answers but cannot build (the doctor compiles
-    a tiny function to find that out), and this machine's."""
-    envs = {"missing": _env(tmp_path, "/nonexistent/g++"), "here": {**os.environ, "PYTHONPATH": str(ROOT)}}
+    """Two doctors at once: no compiler, and one that answers but cannot build (the doctor
+    compiles a tiny function to find that out). This machine's own: tests/test_cli.py."""
+    envs = {"missing": _env(tmp_path, "/nonexistent/g++")}
     if sys.platform != "win32":
         envs["broken"] = _env(tmp_path, "/bin/true")
     doctors = {k: subprocess.Popen([sys.executable, "-m", "bridge", "doctor"], env=env, cwd=ROOT, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE) for k, env in envs.items()}
-    done = {k: (p.communicate(timeout=180), p.returncode) for k, p in doctors.items()}
-    line = {k: next(x for x in out.splitlines() if "torch.compile (CPU)" in x) for k, ((out, _), _) in done.items()}
+    done = {k: (p.communicate(timeout=180)[0], p.returncode) for k, p in doctors.items()}
+    line = {k: next(x for x in out.splitlines() if "torch.compile (CPU)" in x) for k, (out, _) in done.items()}
     assert line["missing"].startswith("FAIL optional") and HINT in line["missing"], line
     if "broken" in line:
         assert line["broken"].startswith("FAIL optional torch.compile (CPU): a test compile failed ("), line
-    assert line["here"] == "ok   optional torch.compile (CPU): models play compiled"
-    assert len({code for _, code in done.values()}) == 1  # optional: a missing compiler fails nothing
-    if not torch.cuda.is_available():
-        assert "torch.compile (CUDA)" not in done["here"][0][0]
+    # optional: a missing compiler fails nothing (the bundles load, so both pass)
+    assert {code for _, code in done.values()} == {0}, done
 
 
 def test_bench_says_its_optimized_rows_are_traced(tmp_path):
