@@ -42,7 +42,7 @@ def list_devices() -> dict:
 def _compile_check(device: str) -> str | None:
     """Why models cannot play compiled on `device` here, or None: the compiler looked for as a
     run does, then a tiny function really compiled (a compiler can answer and still not build)."""
-    from bridge.runtime import compiler_missing, use_compile_cache_dir
+    from bridge.runtime import compiler_missing, error_line, use_compile_cache_dir
     why = compiler_missing(device, quiet=True)
     if why:
         return why
@@ -54,8 +54,7 @@ def _compile_check(device: str) -> str | None:
         if not torch.allclose(got, torch.sin(x) * 2 + 1):
             return "torch.compile built a function that computes wrong numbers"
     except Exception as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        return f"a test compile failed ({type(e).__name__}{': ' + first if first else ''}): check the C++ compiler"
+        return f"a test compile failed ({error_line(e)}): check the C++ compiler"
     return None
 
 

@@ -293,6 +293,13 @@ TRITON_HINTS = {"win32": "pip install triton-windows", "linux": "pip install tri
 _compiler_verdicts: dict[str, str | None] = {}
 
 
+def error_line(error: Exception, limit: int = 200) -> str:
+    """An exception as one line: its type, and the first line of its message (cut at `limit`)."""
+    text = str(error).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    return f"{type(error).__name__}{': ' + first if first else ''}"
+
+
 def _compiler_kind(device_type: str) -> str:
     return "cuda" if device_type.startswith("cuda") else device_type
 
@@ -321,8 +328,7 @@ def compiler_missing(device_type: str = "cpu", quiet: bool = False) -> str | Non
             from torch._inductor.cpp_builder import get_cpp_compiler
             get_cpp_compiler()
     except Exception as e:  # Inductor's own check: InvalidCxxCompiler, or it cannot run here at all
-        found = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        why = (f"no C++ compiler for torch.compile ({found[:160]}): "
+        why = (f"no C++ compiler for torch.compile ({error_line(e, 160)}): "
                f"{COMPILER_HINTS.get(platform_key, 'install a C++ compiler')}")
     _compiler_verdicts[kind] = why
     if why and not quiet:
@@ -513,8 +519,7 @@ class Runner:
         built uncompiled plays, and said why, once (`warmup` then tells whose failure it was)."""
         self._fn = TracedNetwork(self.net, self._entry, self.device.type)
         self.info.compiled = False
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        failed = f"torch.compile failed ({type(error).__name__}{': ' + first if first else ''})"
+        failed = f"torch.compile failed ({error_line(error)})"
         self.info.note = join_note(self.info.note, failed + "; playing traced")
         self._failure = failed
         # A compile still going as the program ends (bridge.live waits for it) has its thread
@@ -781,8 +786,7 @@ class TracedNetwork:
                 return traced
         except Exception as e:  # tracing is an optimisation: eager plays the same network
             self.traced = False
-            log.info("%s: not traced (%s: %s); eager until compiled", type(self.net).__name__,
-                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.info("%s: not traced (%s); eager", type(self.net).__name__, error_line(e))
             return getattr(self.net, self.entry)
 
     def _agrees(self, traced, flat, tensors) -> bool:
