@@ -484,16 +484,20 @@ class LiveSession(Actions):
         threads = None if follow else s.threads
         trial = not hasattr(self, "pipeline") if trial is None else trial
         cpu_auto = threads == "auto" and s.device.split(":")[0] == "cpu"
+        # a machine that cannot compile plays optimized traced for good: a count costs no compile
+        from bridge.runtime import compiler_missing
+        traced_only = s.runtime == "optimized" and compiler_missing("cpu") is not None
         if cpu_auto and not compile:
             # played while its compiled runner builds: no trial, and a core left to that compile
             threads = max(1, DEFAULT_THREADS - 1)
-        elif cpu_auto and not trial:
+        elif cpu_auto and not trial and not traced_only:
             # a switch mid-set: dynamo compiles once per count, and each compile on the loader
             # thread holds back the playing one (measured: two switches repeated 177 frames
             # with a trial, 87 at one count), so the new model gets every core, no trial
+            # (traced only, the trial costs nothing: the switch gets one as the start did)
             threads = DEFAULT_THREADS  # the most any trial offers
-            log.info("%s compiles for %d threads, all the cores (the trial of counts runs at a run's start only)",
-                     name, threads)
+            log.info("%s %s %d threads, all the cores (the trial of counts runs at a run's start only)", name,
+                     "compiles for" if s.runtime == "optimized" else "plays at", threads)
         return make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
                            follow_counts=follow, compile=compile, kept=kept, check_precision=check_precision)
 

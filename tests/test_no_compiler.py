@@ -97,6 +97,43 @@ def test_a_live_run_without_a_compiler_plays_traced_from_the_first_frame_without
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.so"))
 
 
+SWITCH_SCRIPT = """
+import json, threading, time
+from bridge.live import LiveSession, LiveSettings
+from bridge.runtime import AutoRunner
+settings = LiveSettings(model="cvae-faces", audio_in="silence", outs=["null"], fps=30)
+seen = {}
+with LiveSession(settings) as session:
+    out = {}
+    run = threading.Thread(target=lambda: out.update(session.run(duration=7, status_stream=None)))
+    run.start()
+    time.sleep(1.5)
+    session.switch_model("vae-mirror")
+    deadline = time.time() + 6
+    while time.time() < deadline and not (session.model_name == "vae-mirror" and "live calls" in
+                                          (session.pipeline.runner.info.note or "")):
+        seen["trial"] = seen.get("trial") or isinstance(session.pipeline.runner, AutoRunner)
+        time.sleep(0.05)
+    seen.update(model=session.model_name, status=session._runner_status(), note=session.pipeline.runner.info.note)
+    run.join()
+print("RESULT " + json.dumps({**seen, "stats": out}))
+"""
+
+
+def test_a_switch_without_a_compiler_plays_traced_at_once_and_tries_the_thread_counts(tmp_path):
+    """Traced, a thread count costs no compile: a model switched to mid-set gets the trial of
+    counts the start had (compiled, a switch gets every core and no trial)."""
+    done = subprocess.run([sys.executable, "-c", SWITCH_SCRIPT], env=_env(tmp_path, "/nonexistent/g++"),
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    assert result["model"] == "vae-mirror" and result["trial"], result
+    assert "live calls: 1 thread" in result["note"] and "traced, not compiled" in result["note"], result
+    assert "not compiled" in result["status"] and "compiling" not in result["status"], result
+    assert result["stats"]["errors"] == 0 and result["stats"]["stalled"] == 0, result
+    assert "torch.compile failed" not in done.stderr
+
+
 def test_doctor_says_what_to_install_and_still_passes(tmp_path):
     """Two doctors at once: no compiler, and one that answers but cannot build (the doctor
     compiles a tiny function to find that out). This machine's own: tests/test_cli.py."""
