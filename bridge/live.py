@@ -486,7 +486,7 @@ class LiveSession(Actions):
         cpu_auto = threads == "auto" and s.device.split(":")[0] == "cpu"
         # a machine that cannot compile plays optimized traced for good: a count costs no compile
         from bridge.runtime import compiler_missing
-        traced_only = s.runtime == "optimized" and compiler_missing("cpu") is not None
+        traced_only = cpu_auto and s.runtime == "optimized" and compiler_missing("cpu") is not None
         if cpu_auto and not compile:
             # played while its compiled runner builds: no trial, and a core left to that compile
             threads = max(1, DEFAULT_THREADS - 1)
