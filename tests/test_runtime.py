@@ -219,9 +219,12 @@ def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatc
         spinner.start()
         try:
             time.sleep(0.05)
-            t0 = time.perf_counter()
-            runner(x)
-            return time.perf_counter() - t0
+            took = []
+            for _ in range(3):  # the median of three: one call's waits depend on the OS's scheduling
+                t0 = time.perf_counter()
+                runner(x)
+                took.append(time.perf_counter() - t0)
+            return sorted(took)[1]
         finally:
             stop.set()
             spinner.join()
