@@ -497,7 +497,7 @@ class LiveSession(Actions):
             # (traced only, the trial costs nothing: the switch gets one as the start did)
             threads = DEFAULT_THREADS  # the most any trial offers
             log.info("%s %s %d threads, all the cores (the trial of counts runs at a run's start only)", name,
-                     "compiles for" if s.runtime == "optimized" else "plays at", threads)
+                     "compiles for" if s.runtime in ("optimized", "auto") else "plays at", threads)
         return make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
                            follow_counts=follow, compile=compile, kept=kept, check_precision=check_precision)
 

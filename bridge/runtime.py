@@ -387,7 +387,6 @@ class Runner:
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
         self._own_code = None  # compiled: the code object dynamo keeps its compiles on (`_own_entry`)
-        self._failure = ""  # why its compile failed, if it did (`_fall_back`)
         self.threads: int | None = None  # see use_threads
         # with no count of its own, the counts its caller may set (another runner's trial: a
         # mix's other models); dynamo compiles for each count, so each is warmed
@@ -514,23 +513,26 @@ class Runner:
         except Exception as e:  # compile is an optimisation: never a reason not to play
             self._fall_back(e)
 
-    def _fall_back(self, error: Exception) -> None:
+    def _fall_back(self, error: Exception) -> str | None:
         """A compile that failed: the same network traced (eager where it cannot be), as one
-        built uncompiled plays, and said why, once (`warmup` then tells whose failure it was)."""
+        built uncompiled plays, and said why, once. Returns what failed, for `warmup` to tell
+        whose failure it was (None as the program ends)."""
         self._fn = TracedNetwork(self.net, self._entry, self.device.type)
         self.info.compiled = False
         failed = f"torch.compile failed ({error_line(error)})"
         self.info.note = join_note(self.info.note, failed + "; playing traced")
-        self._failure = failed
-        # A compile still going as the program ends (bridge.live waits for it) has its thread
-        # pools refused by the exiting interpreter: nobody plays it any more, nothing to warn of.
-        (log.info if "after interpreter shutdown" in str(error) else log.warning)(
-            "%s; playing traced (`vjbridge doctor` checks the compiler)", failed)
         if self._graphs:  # captured around the compiled function: capture again around the traced one
             self._graphs.clear()
+        # A compile still going as the program ends (bridge.live waits for it) has its thread
+        # pools refused by the exiting interpreter: nobody plays it any more, nothing to warn of.
+        if "after interpreter shutdown" in str(error):
+            log.info("%s; playing traced", failed)
+            return None
+        log.warning("%s; playing traced (`vjbridge doctor` checks the compiler)", failed)
+        return failed
 
-    def _blame_machine(self, cond, latent) -> None:
-        """After a failed compile: where the same network runs traced (it raises here if not),
+    def _blame_machine(self, cond, latent, failed: str) -> None:
+        """After a failed compile (`failed`, what failed): where the same network runs traced (it raises here if not),
         the failure was the machine's (a compiler that answers but cannot build, OpenMP missing,
         the cache folder unwritable; every family here compiles where the machine can), so the
         runners built after this one in the process play traced without trying
@@ -539,8 +541,8 @@ class Runner:
         self(cond, latent)
         kind = _compiler_kind(self.device.type)
         if not _compiler_verdicts.get(kind):
-            _compiler_verdicts[kind] = self._failure
-            log.info("later models play traced without compiling: %s", self._failure)
+            _compiler_verdicts[kind] = failed
+            log.info("later models play traced without compiling: %s", failed)
 
     def _autocast_context(self):
         # Never autocast's weight cache. It lasts one autocast region, a call, where each weight is
@@ -597,9 +599,9 @@ class Runner:
                     except Exception as e:
                         if self.info.runtime == "int8" or not self.info.compiled:
                             raise
-                        self._fall_back(e)
-                        if "after interpreter shutdown" not in str(e):
-                            self._blame_machine(cond, latent)
+                        failed = self._fall_back(e)
+                        if failed:
+                            self._blame_machine(cond, latent, failed)
         finally:
             set_threads(before)
 

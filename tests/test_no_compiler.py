@@ -44,8 +44,13 @@ def _runner_result(tmp_path, cxx: str) -> tuple[dict, str]:
     done = subprocess.run([sys.executable, "-c", RUNNER_SCRIPT], env=_env(tmp_path, cxx), capture_output=True,
                           text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):]), done.stderr
+    return _result(done.stdout), done.stderr
+
+
+def _result(stdout: str) -> dict:
+    """What a script printed as `RESULT {json}`."""
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="MSVC is not installed by setup.ps1")
@@ -126,7 +131,7 @@ def test_a_switch_without_a_compiler_plays_traced_at_once_and_tries_the_thread_c
     done = subprocess.run([sys.executable, "-c", SWITCH_SCRIPT], env=_env(tmp_path, "/nonexistent/g++"),
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))[len("RESULT "):])
+    result = _result(done.stdout)
     assert result["model"] == "vae-mirror" and result["trial"], result
     assert "live calls: 1 thread" in result["note"] and "traced, not compiled" in result["note"], result
     assert "not compiled" in result["status"] and "compiling" not in result["status"], result
