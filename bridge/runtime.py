@@ -66,6 +66,11 @@ AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (h
 AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
 AUTO_TRIAL_FRAMES = 30  # auto: timed live calls each candidate makes before the faster is kept
 AUTO_BLOCK = 6  # auto: calls a candidate makes in a row; the first of each (settling after a switch) is not timed
+# Traced for good (no compiler), a network in bf16 is timed against fp32 at warm-up, each this
+# many calls in turn, and keeps bf16 only if AUTO_MIN_GAIN faster (fp32 is exact). Compiled,
+# bf16 always measured faster here; traced, its casts are separate ops and can cost more than
+# small convolutions gain: vae-mirror 3.9 ms a call in bf16, 3.0 in fp32 (eager fp32 3.4).
+PRECISION_TRIAL_CALLS = 7
 MAX_THREADS = 1024
 
 
@@ -347,6 +352,7 @@ class RunnerInfo:
     note: str = ""
     psnr_db: float | None = None  # lossy runtimes: mean PSNR of the picture against fp32, held-out inputs
     auto_ms: dict | None = None  # auto: median ms a call each candidate took in its live trial
+    precision_ms: dict | None = None  # traced for good: median ms a call in each precision timed at warm-up
     threads: int | None = None  # torch threads it runs with (None: the calling thread's own)
 
 
@@ -602,8 +608,49 @@ class Runner:
                         failed = self._fall_back(e)
                         if failed:
                             self._blame_machine(cond, latent, failed)
+            if self._times_precision():
+                self._choose_precision(cond, latent)
         finally:
             set_threads(before)
+
+    def _times_precision(self) -> bool:
+        """Traced for good (no compiler, or its compile failed) in a low precision, not yet timed."""
+        return (self.info.runtime == "optimized" and self.device.type == "cpu" and self.compile
+                and not self.info.compiled and self._autocast is not None and self.info.precision_ms is None
+                and isinstance(self._fn, TracedNetwork))
+
+    def _choose_precision(self, cond, latent) -> None:
+        """Times the network in its low precision and in fp32, in turn, and keeps the low one
+        only where it is AUTO_MIN_GAIN faster; the other's trace is let go."""
+        low, name = self._autocast, str(self._autocast).replace("torch.", "")
+        times: dict = {low: [], None: []}
+        try:
+            for dtype in (None, low):  # fp32's first call traces it and checks the trace
+                self._autocast = dtype
+                self(cond, latent)
+            for _ in range(PRECISION_TRIAL_CALLS):
+                for dtype in (low, None):
+                    self._autocast = dtype
+                    started = time.perf_counter()
+                    self(cond, latent)
+                    times[dtype].append((time.perf_counter() - started) * 1000.0)
+        except Exception as e:  # the trial is an optimisation: the low precision played before it
+            self._autocast = low
+            log.info("%s: precision not timed (%s)", type(self.model).__name__, error_line(e))
+            return
+        low_ms, fp32_ms = statistics.median(times[low]), statistics.median(times[None])
+        self.info.precision_ms = {name: round(low_ms, 3), "fp32": round(fp32_ms, 3)}
+        keep = fp32_ms >= AUTO_MIN_GAIN * low_ms
+        self._autocast = low if keep else None
+        self._fn.keep_only(self._autocast)
+        timed = f"traced {name} {low_ms:.1f} ms, fp32 {fp32_ms:.1f} ms a call"
+        if keep:
+            verdict = f"{name} kept ({timed})"
+        else:
+            verdict = f"fp32, faster uncompiled ({timed}; {name} kept if {AUTO_MIN_GAIN:g}x faster)"
+            self.info.autocast, self.info.psnr_db = None, None
+        self.info.note = join_note(self.info.note, verdict)
+        log.info("%s: %s", type(self.model).__name__, verdict)
 
     @torch.inference_mode()
     def __call__(self, cond, latent: torch.Tensor | None = None):
@@ -766,7 +813,7 @@ class TracedNetwork:
         import warnings
         flat = _FlatCall(self.net, self.entry, isinstance(cond, (tuple, list)), latent is not None)
         tensors = _flatten(cond, latent)
-        autocast = torch.get_autocast_dtype(self.device_type) if torch.is_autocast_enabled(self.device_type) else None
+        autocast = _autocast_now(self.device_type)
         key = None if self._network_key is None else (self._network_key, CudaGraphStep.signature(cond, latent), autocast)
         try:
             with warnings.catch_warnings():
@@ -791,6 +838,10 @@ class TracedNetwork:
             log.info("%s: not traced (%s); eager", type(self.net).__name__, error_line(e))
             return getattr(self.net, self.entry)
 
+    def keep_only(self, autocast) -> None:
+        """Lets go of the traces made in any precision other than `autocast` (None: fp32)."""
+        self._calls = {key: call for key, call in self._calls.items() if key[1] == autocast}
+
     def _agrees(self, traced, flat, tensors) -> bool:
         """The trace makes what this network makes eager (in the caller's autocast), on inputs
         of the same shapes with other values."""
@@ -800,7 +851,7 @@ class TracedNetwork:
         return _same_outputs(got, flat(*other))
 
     def __call__(self, cond, latent=None):
-        key = CudaGraphStep.signature(cond, latent)
+        key = (CudaGraphStep.signature(cond, latent), _autocast_now(self.device_type))
         call = self._calls.get(key)
         if call is None:
             call = self._calls[key] = self._trace(cond, latent)
@@ -824,6 +875,11 @@ CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (Cud
 CPP_WRAPPER = sys.platform.startswith("linux")
 CUDA_COMPILE_MODE = None  # Inductor's default: fused Triton kernels, no graphs of its own
 MAX_GRAPHS = 8  # per runner: one per input shape; a live model has one (a degraded level is its own runner)
+
+
+def _autocast_now(device_type: str):
+    """The calling thread's autocast dtype on `device_type`, None where autocast is off."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 def _flatten(cond, latent) -> list:

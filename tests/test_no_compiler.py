@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.runtime import COMPILER_HINTS, compiler_missing
+from bridge.runtime import AUTO_MIN_GAIN, COMPILER_HINTS, compiler_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "bridge" / "data" / "demo.ogg"
@@ -20,18 +20,25 @@ HINT = COMPILER_HINTS["linux" if sys.platform.startswith("linux") else sys.platf
 RUNNER_SCRIPT = """
 import json, torch
 from bridge.generators.base import load_model
-from bridge.runtime import Runner, TracedNetwork, compiler_missing, example_inputs
+from bridge.runtime import Runner, TracedNetwork, compiler_missing, cpu_has_native_bf16, example_inputs
 model = load_model("cvae-faces")
 cond, latent = example_inputs(model)
 runner = Runner(model, compile=True)
 runner.warmup(cond, latent, runs=1)
-plain = Runner(model, compile=False)  # what a live run plays while compiling: the same trace
+plain = Runner(model, compile=False)  # what a live run plays while compiling: the same trace...
+plain._autocast = runner._autocast  # ...in the precision the runner's warm-up kept
 later = Runner(model, compile=True)  # a switch, a level, a thread trial's other count
 later.warmup(cond, latent, runs=1)
+mirror = load_model("vae-mirror")  # its casts cost more than its small convolutions gain (see PRECISION_TRIAL_CALLS)
+mirror_runner = Runner(mirror, compile=True)
+mirror_runner.warmup(*example_inputs(mirror), runs=1)
+trials = [{"ms": r.info.precision_ms, "autocast": r.info.autocast, "note": r.info.note,
+           "traces": sorted({str(key[1]) for key in r._fn._calls})} for r in (runner, mirror_runner)]
 out = {"missing": compiler_missing("cpu"), "traced": isinstance(runner._fn, TracedNetwork),
        "compiled": runner.info.compiled, "status": runner.status, "note": runner.info.note,
        "same": float((runner(cond, latent) - plain(cond, latent)).abs().max()),
-       "later_traced": isinstance(later._fn, TracedNetwork) and not later.info.compiled, "later_note": later.info.note}
+       "later_traced": isinstance(later._fn, TracedNetwork) and not later.info.compiled, "later_note": later.info.note,
+       "trials": trials, "native_bf16": cpu_has_native_bf16()}
 print("RESULT " + json.dumps(out))
 """
 
@@ -45,6 +52,22 @@ def _runner_result(tmp_path, cxx: str) -> tuple[dict, str]:
                           text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return _result(done.stdout), done.stderr
+
+
+def _precision_kept_is_the_faster(result: dict) -> None:
+    """Each traced-for-good runner timed bf16 against fp32 at warm-up (where the CPU has bf16)
+    and plays the one its own times chose: bf16 only where AUTO_MIN_GAIN faster, the other trace
+    let go."""
+    for trial in result["trials"]:
+        if not result["native_bf16"]:
+            assert trial["ms"] is None and trial["autocast"] is None, trial
+            continue
+        ms = trial["ms"]
+        assert set(ms) == {"bfloat16", "fp32"} and min(ms.values()) > 0, trial
+        keep = ms["fp32"] >= AUTO_MIN_GAIN * ms["bfloat16"]
+        assert trial["autocast"] == ("bfloat16" if keep else None), trial
+        assert trial["traces"] == (["torch.bfloat16"] if keep else ["None"]), trial
+        assert ("bfloat16 kept (traced" if keep else "fp32, faster uncompiled (traced") in trial["note"], trial
 
 
 def _result(stdout: str) -> dict:
@@ -66,7 +89,8 @@ def test_without_a_compiler_a_runner_is_traced_at_once_and_says_what_to_install(
     assert result["status"] == "optimized, not compiled"
     assert "traced, not compiled: no C++ compiler" in result["note"]
     assert result["same"] == 0.0  # the very network a live run plays while compiling
-    assert result["later_traced"] and result["later_note"] == result["note"]
+    assert result["later_traced"] and result["later_note"].split("; ")[0] == result["note"].split("; ")[0]
+    _precision_kept_is_the_faster(result)
     said = [x for x in stderr.splitlines() if "models play traced, not compiled" in x]
     assert len(said) == 1 and HINT in said[0], stderr[-3000:]  # once, for both runners
     assert "torch.compile failed" not in stderr  # no compile was tried
@@ -80,8 +104,9 @@ def test_a_compiler_that_fails_leaves_the_network_traced_and_says_why(tmp_path):
     assert result["later_traced"] and "traced, not compiled: torch.compile failed" in result["later_note"]
     assert result["traced"] and not result["compiled"], result
     assert result["status"] == "optimized, not compiled"
-    assert "torch.compile failed (" in result["note"] and result["note"].endswith("playing traced")
+    assert "torch.compile failed (" in result["note"] and "); playing traced" in result["note"]
     assert result["same"] == 0.0
+    _precision_kept_is_the_faster(result)
     assert stderr.count("torch.compile failed") == 1, stderr[-3000:]  # the later runner tried nothing
 
 
