@@ -361,6 +361,7 @@ def run_case(case: BenchCase, device: str, iterations: int, warmup: int,
             "fps_p50": round(1000.0 / ms_p50, 2), "ms_p50": round(ms_p50, 3),
             "ms_p95": round(_p95(ms), 3),
             "compiled": runners[runtime].info.compiled, "autocast": runners[runtime].info.autocast,
+            "network": runners[runtime].info.network,  # uncompiled: "traced" or "onnxruntime"
             "warmup_s": round(warm_s[runtime], 2), "iterations": iterations,
             "timing": "interleaved" if interleave else "sequential",
             "peak_rss_mb": peak_rss_mb(), "holds_fps": holds_fps(_p95(ms)),
@@ -585,7 +586,8 @@ def format_table(report: dict) -> str:
         holds = "" if "holds_fps" not in r else (f"{r['holds_fps']} fps" if r["holds_fps"] else "<24 fps")
         precision = "int8" if r["runtime"] == "int8" else (r.get("autocast") or "float32")
         if r["runtime"] == "optimized" and r.get("compiled") is False:
-            precision += ", traced (not compiled)"  # a machine without a compiler: the run said why
+            # a machine without a compiler (the run said why): the way its warm-up kept
+            precision += f", {r.get('network') or 'traced'} (not compiled)"
         lines.append(f"{r['model']:<{width}}{r['size']:>6}{r['runtime']:>11}{r['ms_p50']:>10.1f}"
                      f"{r['fps_p50']:>10.1f}{speed:>9}{psnr:>9}{holds:>9}  {precision}")
         if r.get("bundle") and r["runtime"] != "reference" and r.get("note"):

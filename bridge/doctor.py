@@ -83,6 +83,13 @@ def run_checks() -> list[tuple[str, bool, str]]:
         module("syphon", "Syphon output", True, "pip install vjbridge[syphon]")
     else:
         checks.append(("optional Syphon output", False, "Syphon needs macOS; use --out ndi"))
+    try:  # torch's ONNX exporter needs onnx; the runtime runs --runtime int8, and models where torch cannot compile
+        import onnx
+        import onnxruntime
+        checks.append(("optional ONNX Runtime", True, f"onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}"))
+    except Exception as e:
+        checks.append(("optional ONNX Runtime", False, f"{type(e).__name__}: {e}; pip install vjbridge[export] (--runtime "
+                                                       f"int8; models play faster where torch cannot compile)"))
     ffmpeg = shutil.which("ffmpeg")
     checks.append(("optional ffmpeg command", bool(ffmpeg), ffmpeg or "not found (PyAV has its own ffmpeg)"))
     try:

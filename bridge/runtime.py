@@ -10,9 +10,11 @@ kernels) and one CUDA graph per input shape that we capture ourselves (CudaGraph
 copy into pinned memory, one asynchronous copy to the device and one graph replay, a few tens of
 microseconds of host work, where `reduce-overhead`'s graph trees spent about a hundred checking
 their inputs. Where the machine cannot compile (no C++ compiler: Windows without MSVC's prompt;
-CUDA without Triton; `compiler_missing`) the network plays traced, as said once at start; if a
-compile fails (an unsupported op), it falls back to the same network traced and says so once; if
-capturing fails, it runs without the graph and says so once.
+CUDA without Triton; `compiler_missing`) the network plays uncompiled, as said once at start; if a
+compile fails (an unsupported op), it falls back to the same network traced and says so once.
+Uncompiled on the CPU, the ways it can run are timed at warm-up and the fastest kept
+(`Runner._choose_uncompiled`: traced in fp32, ONNX Runtime in fp32 (OnnxNetwork), traced in
+bf16). If capturing a CUDA graph fails, it runs without the graph and says so once.
 Optimized with `compile=False` (a live run's model, or one switched to mid-set, while its compiled
 runner builds):
 the same folded network in its precision, traced to TorchScript (TracedNetwork): ready in a
@@ -66,11 +68,13 @@ AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (h
 AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
 AUTO_TRIAL_FRAMES = 30  # auto: timed live calls each candidate makes before the faster is kept
 AUTO_BLOCK = 6  # auto: calls a candidate makes in a row; the first of each (settling after a switch) is not timed
-# Traced for good (no compiler), a network in bf16 is timed against fp32 at warm-up, each this
-# many calls in turn, and keeps bf16 only if AUTO_MIN_GAIN faster (fp32 is exact). Compiled,
-# bf16 always measured faster here; traced, its casts are separate ops and can cost more than
-# small convolutions gain: vae-mirror 3.9 ms a call in bf16, 3.0 in fp32 (eager fp32 3.4).
-PRECISION_TRIAL_CALLS = 7
+# Without a compile (no compiler, or it failed), the ways a network can run are timed at warm-up,
+# each this many calls in turn (Runner._choose_uncompiled): traced in fp32, ONNX Runtime in fp32,
+# traced in bf16. Compiled, bf16 always measured faster here; traced, its casts are ops of their
+# own and can cost more than small convolutions gain (vae-mirror 3.9 ms a call in bf16, 3.0 in
+# fp32, eager fp32 3.4), and ONNX Runtime's fused fp32 kernels beat both for most networks
+# (realnvp-faces 2.2 ms against 4.1 traced).
+UNCOMPILED_TRIAL_CALLS = 7
 MAX_THREADS = 1024
 
 
@@ -337,7 +341,9 @@ def compiler_missing(device_type: str = "cpu", quiet: bool = False) -> str | Non
                f"{COMPILER_HINTS.get(platform_key, 'install a C++ compiler')}")
     _compiler_verdicts[kind] = why
     if why and not quiet:
-        log.warning("models play traced, not compiled (1.1-3x slower): %s", why)
+        log.warning("models play uncompiled (traced or ONNX Runtime, 1.1-3x slower than compiled): %s%s", why,
+                    "" if OnnxNetwork.available() else
+                    "; meanwhile pip install onnx onnxruntime (vjbridge[export]) plays most models 1.1-1.9x faster")
     return why
 
 
@@ -352,7 +358,8 @@ class RunnerInfo:
     note: str = ""
     psnr_db: float | None = None  # lossy runtimes: mean PSNR of the picture against fp32, held-out inputs
     auto_ms: dict | None = None  # auto: median ms a call each candidate took in its live trial
-    precision_ms: dict | None = None  # traced for good: median ms a call in each precision timed at warm-up
+    uncompiled_ms: dict | None = None  # without a compile: median ms a call of each way it can run, timed at warm-up
+    network: str | None = None  # without a compile, what runs it: "traced" (TorchScript) or "onnxruntime"
     threads: int | None = None  # torch threads it runs with (None: the calling thread's own)
 
 
@@ -434,7 +441,7 @@ class Runner:
         self._graphs = {} if self.device.type == "cuda" and CUDA_GRAPHS else None
         missing = compiler_missing(self.device.type) if compile else None
         if missing:  # traced for good (`compile` stays True: nothing is to replace it)
-            self.info.note = join_note(self.info.note, f"traced, not compiled: {missing}")
+            self.info.note = join_note(self.info.note, f"not compiled: {missing}")
         if compile and not missing:
             self._try_compile()
         else:
@@ -483,6 +490,7 @@ class Runner:
         # optimized for good without its compile (no compiler here, or it failed): said so
         uncompiled = self.info.runtime == "optimized" and self.compile and not self.info.compiled
         return (self.info.runtime + (", not compiled" if uncompiled else "")
+                + (", onnxruntime" if uncompiled and self.info.network == "onnxruntime" else "")
                 + (f", {_threads_label(self.threads)}" if self.threads else ""))
 
     @property
@@ -608,47 +616,73 @@ class Runner:
                         failed = self._fall_back(e)
                         if failed:
                             self._blame_machine(cond, latent, failed)
-            if self._times_precision():
-                self._choose_precision(cond, latent)
+            if self._times_uncompiled():
+                self._choose_uncompiled(cond, latent)
         finally:
             set_threads(before)
 
-    def _times_precision(self) -> bool:
-        """Traced for good (no compiler, or its compile failed) in a low precision, not yet timed."""
+    def _times_uncompiled(self) -> bool:
+        """Traced for good (no compiler, or its compile failed) on the CPU, not yet timed."""
         return (self.info.runtime == "optimized" and self.device.type == "cpu" and self.compile
-                and not self.info.compiled and self._autocast is not None and self.info.precision_ms is None
+                and not self.info.compiled and self.info.uncompiled_ms is None
                 and isinstance(self._fn, TracedNetwork))
 
-    def _choose_precision(self, cond, latent) -> None:
-        """Times the network in its low precision and in fp32, in turn, and keeps the low one
-        only where it is AUTO_MIN_GAIN faster; the other's trace is let go."""
-        low, name = self._autocast, str(self._autocast).replace("torch.", "")
-        times: dict = {low: [], None: []}
-        try:
-            for dtype in (None, low):  # fp32's first call traces it and checks the trace
-                self._autocast = dtype
-                self(cond, latent)
-            for _ in range(PRECISION_TRIAL_CALLS):
-                for dtype in (low, None):
-                    self._autocast = dtype
-                    started = time.perf_counter()
-                    self(cond, latent)
-                    times[dtype].append((time.perf_counter() - started) * 1000.0)
-        except Exception as e:  # the trial is an optimisation: the low precision played before it
-            self._autocast = low
-            log.info("%s: precision not timed (%s)", type(self.model).__name__, error_line(e))
+    def _choose_uncompiled(self, cond, latent) -> None:
+        """Without a compile, the ways this network can run are timed in turn on these inputs
+        (UNCOMPILED_TRIAL_CALLS calls each, after one that builds it) and one is kept, in order
+        of preference: traced in fp32; ONNX Runtime in fp32 (where onnxruntime is installed and
+        its pictures are the network's); traced in the low precision. Each later one is kept only
+        if AUTO_MIN_GAIN faster than the one kept so far; what is not kept is let go."""
+        low = self._autocast
+        traced = self._fn
+        ways = [("traced fp32", traced, None)]
+        onnx = OnnxNetwork.for_network(self.net, self._entry)
+        if onnx is not None:
+            ways.append(("onnxruntime fp32", onnx, None))
+        if low is not None:
+            ways.append((f"traced {str(low).replace('torch.', '')}", traced, low))
+        if len(ways) == 1:
             return
-        low_ms, fp32_ms = statistics.median(times[low]), statistics.median(times[None])
-        self.info.precision_ms = {name: round(low_ms, 3), "fp32": round(fp32_ms, 3)}
-        keep = fp32_ms >= AUTO_MIN_GAIN * low_ms
-        self._autocast = low if keep else None
-        self._fn.keep_only(self._autocast)
-        timed = f"traced {name} {low_ms:.1f} ms, fp32 {fp32_ms:.1f} ms a call"
-        if keep:
-            verdict = f"{name} kept ({timed})"
-        else:
-            verdict = f"fp32, faster uncompiled ({timed}; {name} kept if {AUTO_MIN_GAIN:g}x faster)"
+        usable = []
+        for way in ways:  # the first call of each builds it (a trace, an export)
+            self._fn, self._autocast = way[1], way[2]
+            try:
+                self(cond, latent)
+                usable.append(way)
+            except Exception as e:  # one way fewer: never a reason not to play
+                log.info("%s: %s left out (%s)", type(self.model).__name__, way[0], error_line(e))
+        times: dict = {label: [] for label, _, _ in usable}
+        try:
+            for label, fn, dtype in usable * UNCOMPILED_TRIAL_CALLS:
+                self._fn, self._autocast = fn, dtype
+                started = time.perf_counter()
+                self(cond, latent)
+                times[label].append((time.perf_counter() - started) * 1000.0)
+        except Exception as e:  # the trial is an optimisation: what played before it plays on
+            usable = []
+            log.info("%s: uncompiled ways not timed (%s)", type(self.model).__name__, error_line(e))
+        if len(usable) < 2:
+            self._fn, self._autocast = (usable[0][1], usable[0][2]) if usable else (traced, low)
+            return
+        ways = usable
+        ms = {label: statistics.median(t) for label, t in times.items()}
+        best = ways[0]
+        for way in ways[1:]:
+            if ms[best[0]] >= AUTO_MIN_GAIN * ms[way[0]]:
+                best = way
+        label, self._fn, self._autocast = best
+        if self._fn is onnx:  # its session for each count a trial may set, made now rather than live
+            for count in self.follow_counts:
+                set_threads(count)
+                self(cond, latent)
+        self.info.uncompiled_ms = {name: round(v, 3) for name, v in ms.items()}
+        if self._fn is traced:
+            traced.keep_only(self._autocast)
+        self.info.network = "onnxruntime" if self._fn is onnx else "traced"
+        if self._autocast is None:
             self.info.autocast, self.info.psnr_db = None, None
+        timed = ", ".join(f"{name} {v:.1f} ms" for name, v in ms.items())
+        verdict = f"{label} kept ({timed} a call; each later one kept if {AUTO_MIN_GAIN:g}x faster)"
         self.info.note = join_note(self.info.note, verdict)
         log.info("%s: %s", type(self.model).__name__, verdict)
 
@@ -862,6 +896,86 @@ class TracedNetwork:
             # the whole process while it traces, and a compile on another thread traces with it
             # (the call then fails: "module is not installed as a submodule")
             return call.forward(*_flatten(cond, latent), *self._state)
+
+
+class OnnxNetwork:
+    """A network run by ONNX Runtime on the CPU, in fp32: a way to run it where torch cannot
+    compile (no C++ compiler: Windows outside MSVC's prompt), whose fused kernels beat the
+    traced network for most (one thread, ms a call: realnvp-faces 2.2 against 4.1, vae-mirror
+    2.1 against 3.0, pix2pix-pulse 9.8 against 12.4 traced in bf16). Exported (TorchScript's
+    ONNX exporter, under a second for the bundles) on its first call for each input structure,
+    checked against the network eager on other values (as a trace is), and run on a session per
+    thread count whose idle threads do not spin; a run releases the GIL. `for_network` gives
+    None where onnxruntime is not installed."""
+
+    def __init__(self, net: torch.nn.Module, entry: str):
+        self.net, self.entry = net, entry
+        self._models: dict[tuple, tuple] = {}  # input signature -> (ONNX bytes, input positions used, outputs)
+        self._sessions: dict[tuple, object] = {}  # (input signature, thread count) -> session
+
+    @staticmethod
+    def available() -> bool:
+        """Whether onnxruntime, and onnx for torch's exporter, are installed."""
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    @classmethod
+    def for_network(cls, net: torch.nn.Module, entry: str) -> "OnnxNetwork | None":
+        return cls(net, entry) if cls.available() else None
+
+    def _session(self, key: tuple, count: int):
+        session = self._sessions.get((key, count))
+        if session is None:
+            import onnxruntime as ort
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = count
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as Int8Pix2Pix
+            session = self._sessions[(key, count)] = ort.InferenceSession(
+                self._models[key][0], options, providers=["CPUExecutionProvider"])
+        return session
+
+    def _run(self, key: tuple, tensors: list):
+        _, used, outputs = self._models[key]
+        feed = {f"in{i}": tensors[i].detach().contiguous().numpy() for i in used}
+        got = [torch.from_numpy(x) for x in self._session(key, torch.get_num_threads()).run(None, feed)]
+        return got[0] if outputs == 1 else tuple(got)
+
+    def _export(self, key: tuple, cond, latent) -> None:
+        import io
+        import warnings
+        flat = _FlatCall(self.net, self.entry, isinstance(cond, (tuple, list)), latent is not None)
+        tensors = [t.clone() for t in _flatten(cond, latent)]  # plain tensors: the call's are inference-mode ones
+        with torch.autocast("cpu", enabled=False):
+            expected = flat(*tensors)
+        outputs = len(expected) if isinstance(expected, tuple) else 1
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+            torch.onnx.export(flat, tuple(tensors), buffer, dynamo=False, opset_version=17,
+                              input_names=[f"in{i}" for i in range(len(tensors))],
+                              output_names=[f"out{i}" for i in range(outputs)])
+        import onnxruntime as ort
+        probe = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+        used = [int(i.name[2:]) for i in probe.get_inputs()]  # an input the network ignores is left out
+        self._models[key] = (buffer.getvalue(), used, outputs)
+        other = _other_inputs(tensors)
+        with torch.autocast("cpu", enabled=False):
+            wanted = flat(*other)
+        if not _same_outputs(self._run(key, other), wanted):
+            del self._models[key]
+            raise ValueError("its ONNX Runtime pictures differ from the network's")
+
+    def __call__(self, cond, latent=None):
+        key = CudaGraphStep.signature(cond, latent)
+        if key not in self._models:
+            with torch.inference_mode(False), torch.no_grad():  # the exporter traces the network
+                self._export(key, cond, latent)
+        return self._run(key, _flatten(cond, latent))
 
 
 CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)
@@ -1396,6 +1510,12 @@ def resolve_frame(frame) -> np.ndarray:
 def example_inputs(model: Generator, seed: int = 0) -> tuple:
     """(cond, latent) the model would see live: a busy camera frame or audio snapshot, a latent
     from its own walk. Random, seeded: parity must hold away from silence too."""
+    snapshot, latent = example_snapshot(model, seed)
+    return model.condition(snapshot), latent
+
+
+def example_snapshot(model: Generator, seed: int = 0) -> tuple:
+    """(snapshot, latent) behind `example_inputs`: what a picture drawn in the call is drawn from."""
     from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 
     rng = np.random.default_rng(seed)
@@ -1406,4 +1526,4 @@ def example_inputs(model: Generator, seed: int = 0) -> tuple:
     snapshot = Snapshot(audio=analyzer.snapshot(1.0), image=image, audio_time=1.0, image_time=1.0)
     walk = model.navigator(None, seed=seed)
     latent = walk.step(snapshot.audio, 1 / 30) if walk is not None else None
-    return model.condition(snapshot), latent
+    return snapshot, latent

@@ -106,6 +106,9 @@ def test_devices_and_doctor_run_on_a_machine_without_devices(capsys):
     assert code in (0, 1)
     # setup.sh installs g++: the doctor finds it and compiles with it (tests/test_no_compiler.py: without)
     assert "ok   optional torch.compile (CPU): models play compiled" in out.splitlines()
+    import onnx
+    import onnxruntime  # the test set-up installs vjbridge[export]
+    assert f"ok   optional ONNX Runtime: onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}" in out.splitlines()
     if not torch.cuda.is_available():
         assert "torch.compile (CUDA)" not in out
 

@@ -50,13 +50,15 @@ def test_compile_failure_falls_back_to_the_traced_network(model, monkeypatch):
     x = torch.zeros(1, 3, 64, 64)
     runner.warmup(x, runs=1)
     assert not runner.info.compiled and "torch.compile failed (RuntimeError: no C++ compiler)" in runner.info.note
-    assert isinstance(runner._fn, TracedNetwork) and runner.status == "optimized, not compiled"
+    # traced, then timed against its other ways without a compile (ONNX Runtime's is installed here)
+    assert runner.info.network in ("traced", "onnxruntime") and set(runner.info.uncompiled_ms) >= {"traced fp32"}
+    assert runner.status == "optimized, not compiled" + (", onnxruntime" if runner.info.network == "onnxruntime" else "")
     assert runner(x).shape == (1, 3, 64, 64)
     # the network runs traced, so the failure was the compile's: later runners do not try
     assert runtime.compiler_missing("cpu") == "torch.compile failed (RuntimeError: no C++ compiler)"
     later = Runner(model, runtime="optimized", compile=True)
     assert isinstance(later._fn, TracedNetwork) and not later.info.compiled
-    assert "traced, not compiled: torch.compile failed" in later.info.note
+    assert "not compiled: torch.compile failed" in later.info.note
 
 
 def test_a_network_that_fails_traced_too_is_no_verdict_on_the_compiler(model, monkeypatch):
@@ -65,6 +67,50 @@ def test_a_network_that_fails_traced_too_is_no_verdict_on_the_compiler(model, mo
     with pytest.raises(RuntimeError, match="Kernel size can.t be greater"):  # a picture it cannot take
         runner.warmup(torch.zeros(1, 3, 60, 60), runs=1)
     assert runtime.compiler_missing("cpu") is None  # nothing said about the machine
+
+
+@pytest.mark.parametrize("name", ["pix2pix-pulse", "realnvp-faces", "vae-mirror", "cvae-faces"])
+def test_onnx_runtime_plays_each_bundled_network_as_torch_does(name):
+    """What a machine without a compiler may keep (Runner._choose_uncompiled): each family's
+    folded network, its picture drawn in the call where it draws one, the sound too where it
+    makes one, exported on the first call and run by ONNX Runtime, one session per thread count."""
+    from bridge.engine import FramePipeline
+    from bridge.generators.base import load_model
+    from bridge.runtime import OnnxNetwork, example_snapshot, set_threads
+    model = load_model(name)
+    eager = Runner(model, runtime="optimized", compile=False)
+    eager._autocast = None
+    eager._fn = getattr(eager.net, eager._entry)  # the same folded network, run by torch in fp32
+    pipeline = FramePipeline(model, runner=eager, output_size=None)
+    onnx = OnnxNetwork(eager.net, eager._entry)
+    before = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            set_threads(count)
+            for snapshot, latent in (example_snapshot(model, seed=0), example_snapshot(model, seed=1)):
+                cond = pipeline.condition(snapshot, eager)  # what is drawn from, where it draws in the call
+                with torch.inference_mode():
+                    want, got = eager(cond, latent), onnx(cond, latent)
+                want, got = (x if isinstance(x, tuple) else (x,) for x in (want, got))
+                assert len(got) == len(want) == (2 if model.makes_sound else 1)
+                for w, g in zip(want, got):
+                    assert g.shape == w.shape and g.dtype == torch.float32
+                    assert float((g - w).abs().max()) < 1e-3, name
+    finally:
+        set_threads(before)
+    assert len(onnx._models) == 1 and sorted(count for _, count in onnx._sessions) == [1, 2]
+
+
+def test_onnx_runtime_refuses_a_network_whose_exported_pictures_differ():
+    class Branches(torch.nn.Module):  # an export keeps the branch its inputs took, as a trace does
+        def generate(self, cond, latent=None):
+            return cond * 2.0 if float(cond.mean()) > 0 else cond - 1.0
+
+    from bridge.runtime import OnnxNetwork
+    onnx = OnnxNetwork(Branches(), "generate")
+    with torch.inference_mode(), pytest.raises(ValueError, match="ONNX Runtime pictures differ"):
+        onnx(torch.full((1, 3, 8, 8), 0.5))
+    assert not onnx._models  # nothing kept: the runner plays another way
 
 
 def test_to_rgba_maps_range_and_is_contiguous():
