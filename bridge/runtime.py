@@ -630,8 +630,8 @@ class Runner:
     def _choose_uncompiled(self, cond, latent) -> None:
         """Without a compile, the ways this network can run are timed in turn on these inputs
         (UNCOMPILED_TRIAL_CALLS calls each, after one that builds it) and one is kept, in order
-        of preference: traced in fp32; ONNX Runtime in fp32 (where onnxruntime is installed and
-        its pictures are the network's); traced in the low precision. Each later one is kept only
+        of preference: traced in fp32; ONNX Runtime in fp32 (where onnx and onnxruntime are
+        installed and its pictures are the network's); traced in the low precision. Each later one is kept only
         if AUTO_MIN_GAIN faster than the one kept so far; what is not kept is let go."""
         low = self._autocast
         traced = self._fn
@@ -906,7 +906,7 @@ class OnnxNetwork:
     ONNX exporter, under a second for the bundles) on its first call for each input structure,
     checked against the network eager on other values (as a trace is), and run on a session per
     thread count whose idle threads do not spin; a run releases the GIL. `for_network` gives
-    None where onnxruntime is not installed."""
+    None where onnx or onnxruntime is not installed."""
 
     def __init__(self, net: torch.nn.Module, entry: str):
         self.net, self.entry = net, entry
@@ -959,9 +959,9 @@ class OnnxNetwork:
             torch.onnx.export(flat, tuple(tensors), buffer, dynamo=False, opset_version=17,
                               input_names=[f"in{i}" for i in range(len(tensors))],
                               output_names=[f"out{i}" for i in range(outputs)])
-        import onnxruntime as ort
-        probe = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-        used = [int(i.name[2:]) for i in probe.get_inputs()]  # an input the network ignores is left out
+        import onnx
+        graph = onnx.load_from_string(buffer.getvalue()).graph
+        used = [int(i.name[2:]) for i in graph.input]  # an input the network ignores is left out
         self._models[key] = (buffer.getvalue(), used, outputs)
         other = _other_inputs(tensors)
         with torch.autocast("cpu", enabled=False):
