@@ -1,6 +1,7 @@
 """A machine that cannot compile (Windows outside MSVC's prompt, a Linux box without g++, CUDA
-without Triton): the optimized runtime plays its network traced from the first frame, says once
-why and what to install, and never tries a compile that would fail. Each case runs in a process
+without Triton): the optimized runtime plays its network uncompiled from the first frame (the
+fastest of traced fp32, ONNX Runtime fp32 and traced bf16, timed as it warms up), says once why
+and what to install, and never tries a compile that would fail. Each case runs in a process
 of its own whose C++ compiler (`CXX`, which Inductor reads at import) is missing or broken: the
 verdict is asked once per process."""
 import json
