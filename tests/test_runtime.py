@@ -235,9 +235,13 @@ def test_the_compile_cache_is_kept_under_its_size_oldest_first_the_last_hour_kep
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C++ wrapper is used on Linux only")
 def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatch):
     """With the C++ wrapper a compiled call takes the GIL on its way in and out only; with
-    Inductor's Python wrapper it takes it back after every extern kernel, and each time waits
-    behind a thread busy in Python (here for the switch interval, 20 ms, as a compile or a full
-    garbage collection would hold it)."""
+    Inductor's Python wrapper it comes back to Python after every extern kernel (a oneDNN
+    convolution), takes the GIL back each time, and so waits behind any thread busy in Python (a
+    compile, a full garbage collection) for up to the switch interval. What is asserted is where
+    the call goes between kernels (counted with a profiler: it does not depend on how the OS
+    schedules a busy thread, which on a loaded machine can leave no waits to see); the time of a
+    call beside a busy thread is printed (measured 85-187 ms against 409-513 on a quiet machine,
+    and 28-48 against 27-30 twice in CI runs where something else held the cores)."""
     import threading
     import time
 
@@ -248,12 +252,27 @@ def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatc
     model = Pix2Pix(Pix2PixConfig(size=256, ngf=4, input="bands")).eval()  # 8 levels, little arithmetic
     x = torch.rand(1, 3, 256, 256) * 2 - 1
 
-    def call_beside_a_busy_thread(cpp: bool) -> float:
+    def kernels_called_from_python(runner) -> int:
+        """Calls from Python into torch's operators (the extern kernels) during one call."""
+        seen = []
+
+        def profile(frame, event, arg):
+            if event == "c_call" and str(getattr(arg, "__module__", "")).startswith("torch._ops"):
+                seen.append(arg)
+        sys.setprofile(profile)
+        try:
+            runner(x)
+        finally:
+            sys.setprofile(None)
+        return len(seen)
+
+    def measured(cpp: bool) -> tuple[int, float]:
         monkeypatch.setattr(runtime, "CPP_WRAPPER", cpp)
         runner = runtime.Runner(model, compile=True)
         runner.use_threads(1)
         runner.warmup(x, runs=2)
         assert runner.info.compiled
+        kernels = kernels_called_from_python(runner)
         stop = threading.Event()
 
         def busy():
@@ -266,19 +285,18 @@ def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatc
         try:
             time.sleep(0.05)
             took = []
-            for _ in range(3):  # the median of three: one call's waits depend on the OS's scheduling
+            for _ in range(3):
                 t0 = time.perf_counter()
                 runner(x)
                 took.append(time.perf_counter() - t0)
-            return sorted(took)[1]
+            return kernels, sorted(took)[1]
         finally:
             stop.set()
             spinner.join()
             sys.setswitchinterval(before)
 
-    cpp, python = call_beside_a_busy_thread(True), call_beside_a_busy_thread(False)
-    print(f"\n[gil] a compiled call beside a thread busy in Python: C++ wrapper {cpp * 1000:.0f} ms, Python wrapper {python * 1000:.0f} ms")
-    # each time the call lets the GIL go it waits an interval to get it back: the Python wrapper
-    # lets it go at every extern kernel (a convolution), some 20 times here, the C++ one about 5
-    # (the runner's own Python around the call); measured 85-123 against 409-470 ms
-    assert cpp < 0.25 and python - cpp > 0.2, (cpp, python)
+    (cpp_kernels, cpp), (python_kernels, python) = measured(True), measured(False)
+    print(f"\n[gil] a compiled call beside a thread busy in Python: C++ wrapper {cpp * 1000:.0f} ms, "
+          f"Python wrapper {python * 1000:.0f} ms; kernels called from Python {cpp_kernels} and {python_kernels}")
+    assert cpp_kernels == 0 and python_kernels >= 8, (cpp_kernels, python_kernels)  # 0 and 16 measured
+    assert cpp < 0.25, cpp  # at most a few waits: on the way in and out
