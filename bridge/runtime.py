@@ -664,13 +664,8 @@ class Runner:
         if len(usable) < 2:
             self._fn, self._autocast = (usable[0][1], usable[0][2]) if usable else (traced, low)
             return
-        ways = usable
         ms = {label: statistics.median(t) for label, t in times.items()}
-        best = ways[0]
-        for way in ways[1:]:
-            if ms[best[0]] >= AUTO_MIN_GAIN * ms[way[0]]:
-                best = way
-        label, self._fn, self._autocast = best
+        label, self._fn, self._autocast = usable[kept_in_order([ms[way[0]] for way in usable])]
         if self._fn is onnx:  # its session for each count a trial may set, made now rather than live
             for count in self.follow_counts:
                 set_threads(count)
@@ -898,6 +893,18 @@ class TracedNetwork:
             return call.forward(*_flatten(cond, latent), *self._state)
 
 
+def ort_session(model: bytes, count: int):
+    """An ONNX Runtime CPU session for `model` with `count` intra-op threads. Its idle pool
+    threads must not spin: they would steal the cores the analysis, the sinks (and, in the
+    bench, the reference) need between frames."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = count
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxNetwork:
     """A network run by ONNX Runtime on the CPU, in fp32: a way to run it where torch cannot
     compile (no C++ compiler: Windows outside MSVC's prompt), whose fused kernels beat the
@@ -930,13 +937,7 @@ class OnnxNetwork:
     def _session(self, key: tuple, count: int):
         session = self._sessions.get((key, count))
         if session is None:
-            import onnxruntime as ort
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = count
-            options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as Int8Pix2Pix
-            session = self._sessions[(key, count)] = ort.InferenceSession(
-                self._models[key][0], options, providers=["CPUExecutionProvider"])
+            session = self._sessions[(key, count)] = ort_session(self._models[key][0], count)
         return session
 
     def _run(self, key: tuple, tensors: list):
@@ -950,19 +951,15 @@ class OnnxNetwork:
         import warnings
         flat = _FlatCall(self.net, self.entry, isinstance(cond, (tuple, list)), latent is not None)
         tensors = [t.clone() for t in _flatten(cond, latent)]  # plain tensors: the call's are inference-mode ones
-        with torch.autocast("cpu", enabled=False):
-            expected = flat(*tensors)
-        outputs = len(expected) if isinstance(expected, tuple) else 1
         buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
             torch.onnx.export(flat, tuple(tensors), buffer, dynamo=False, opset_version=17,
-                              input_names=[f"in{i}" for i in range(len(tensors))],
-                              output_names=[f"out{i}" for i in range(outputs)])
+                              input_names=[f"in{i}" for i in range(len(tensors))])
         import onnx
         graph = onnx.load_from_string(buffer.getvalue()).graph
         used = [int(i.name[2:]) for i in graph.input]  # an input the network ignores is left out
-        self._models[key] = (buffer.getvalue(), used, outputs)
+        self._models[key] = (buffer.getvalue(), used, len(graph.output))  # the picture, and the sound if made
         other = _other_inputs(tensors)
         with torch.autocast("cpu", enabled=False):
             wanted = flat(*other)
@@ -1330,10 +1327,7 @@ class AutoRunner:
 
     def _decide(self) -> None:
         ms = {label: statistics.median(t) for label, t in self._times.items()}
-        best = self.arms[0]
-        for arm in self.arms[1:]:  # in order of preference: a later one must be clearly faster
-            if ms[best.label] >= AUTO_MIN_GAIN * ms[arm.label]:
-                best = arm
+        best = self.arms[kept_in_order([ms[arm.label] for arm in self.arms])]
         runner = best.runner
         int8 = next((arm.runner for arm in self.arms if arm.runner.info.runtime == "int8"), None)
         wants = [f"int8 ({int8.info.psnr_db:.1f} dB)"] if int8 is not None else []
@@ -1348,6 +1342,16 @@ class AutoRunner:
         self.candidates = [runner]
         self.arms = []
         log.info(runner.info.note)
+
+
+def kept_in_order(ms: list[float]) -> int:
+    """Which of candidates timed at `ms` (in their order of preference) is kept: the first,
+    unless a later one is AUTO_MIN_GAIN faster than the one kept so far."""
+    best = 0
+    for i in range(1, len(ms)):
+        if ms[best] >= AUTO_MIN_GAIN * ms[i]:
+            best = i
+    return best
 
 
 def join_note(note: str | None, more: str) -> str:
@@ -1439,15 +1443,7 @@ class Int8Pix2Pix:
         """Run on a session with `count` intra-op threads (made the first time, then kept)."""
         session = self._sessions.get(count)
         if session is None:
-            import onnxruntime as ort
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = count
-            options.inter_op_num_threads = 1
-            # Idle pool threads must not spin: they would steal the cores the analysis, the
-            # sinks (and, in the bench, the reference) need between frames.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = self._sessions[count] = ort.InferenceSession(
-                self._onnx, options, providers=["CPUExecutionProvider"])
+            session = self._sessions[count] = ort_session(self._onnx, count)
         self.session = session
 
     def __call__(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
