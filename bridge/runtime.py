@@ -893,8 +893,9 @@ class TracedNetwork:
             return call.forward(*_flatten(cond, latent), *self._state)
 
 
-def ort_session(model: bytes, count: int):
-    """An ONNX Runtime CPU session for `model` with `count` intra-op threads. Its idle pool
+def ort_session(model: bytes, count: int, names: list[str] = (), values: list = ()):
+    """An ONNX Runtime CPU session for `model` with `count` intra-op threads (and the external
+    initializers `names` given as the ORT values `values`, see `_weights_outside`). Its idle pool
     threads must not spin: they would steal the cores the analysis, the sinks (and, in the
     bench, the reference) need between frames."""
     import onnxruntime as ort
@@ -902,7 +903,39 @@ def ort_session(model: bytes, count: int):
     options.intra_op_num_threads = count
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if names:
+        options.add_external_initializers(list(names), list(values))
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class SessionsByCount:
+    """ONNX Runtime sessions of one network, each made on the first call that asks for its key
+    (a thread count, with the input signature where there are several). Every `get` is a call
+    of the network: a session not asked for in the last ONNX_IDLE_CALLS calls is let go."""
+
+    def __init__(self):
+        self._held: dict = {}  # key -> [session, the call that last asked for it]
+        self.calls = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __iter__(self):
+        return iter(list(self._held))
+
+    def get(self, key, build: Callable):
+        self.calls += 1
+        if self.calls % 64 == 0:
+            self.drop(lambda held: self.calls - self._held[held][1] > ONNX_IDLE_CALLS)
+        entry = self._held.get(key)
+        if entry is None:
+            entry = self._held[key] = [build(), self.calls]
+        entry[1] = self.calls
+        return entry[0]
+
+    def drop(self, which: Callable) -> None:
+        for key in [key for key in self._held if which(key)]:
+            del self._held[key]
 
 
 class OnnxNetwork:
@@ -913,12 +946,17 @@ class OnnxNetwork:
     ONNX exporter, under a second for the bundles) on its first call for each input structure,
     checked against the network eager on other values (as a trace is), and run on a session per
     thread count whose idle threads do not spin; a run releases the GIL. `for_network` gives
-    None where onnx or onnxruntime is not installed."""
+    None where onnx or onnxruntime is not installed.
+
+    Its weights stay the network's: the exported graph keeps none (`_weights_outside`), each
+    session is handed the network's own tensors; a session at a count no longer played is let
+    go (SessionsByCount)."""
 
     def __init__(self, net: torch.nn.Module, entry: str):
         self.net, self.entry = net, entry
-        self._models: dict[tuple, tuple] = {}  # input signature -> (ONNX bytes, input positions used, outputs)
-        self._sessions: dict[tuple, object] = {}  # (input signature, thread count) -> session
+        # input signature -> (ONNX bytes without its weights, input positions used, outputs, weights)
+        self._models: dict[tuple, tuple] = {}
+        self._sessions = SessionsByCount()  # keyed (input signature, thread count)
 
     @staticmethod
     def available() -> bool:
@@ -934,16 +972,12 @@ class OnnxNetwork:
     def for_network(cls, net: torch.nn.Module, entry: str) -> "OnnxNetwork | None":
         return cls(net, entry) if cls.available() else None
 
-    def _session(self, key: tuple, count: int):
-        session = self._sessions.get((key, count))
-        if session is None:
-            session = self._sessions[(key, count)] = ort_session(self._models[key][0], count)
-        return session
-
     def _run(self, key: tuple, tensors: list):
-        _, used, outputs = self._models[key]
+        model, used, outputs, (names, values) = self._models[key]
         feed = {f"in{i}": tensors[i].detach().contiguous().numpy() for i in used}
-        got = [torch.from_numpy(x) for x in self._session(key, torch.get_num_threads()).run(None, feed)]
+        count = torch.get_num_threads()
+        session = self._sessions.get((key, count), lambda: ort_session(model, count, names, values))
+        got = [torch.from_numpy(x) for x in session.run(None, feed)]
         return got[0] if outputs == 1 else tuple(got)
 
     def _export(self, key: tuple, cond, latent) -> None:
@@ -957,14 +991,18 @@ class OnnxNetwork:
             torch.onnx.export(flat, tuple(tensors), buffer, dynamo=False, opset_version=17,
                               input_names=[f"in{i}" for i in range(len(tensors))])
         import onnx
-        graph = onnx.load_from_string(buffer.getvalue()).graph
-        used = [int(i.name[2:]) for i in graph.input]  # an input the network ignores is left out
-        self._models[key] = (buffer.getvalue(), used, len(graph.output))  # the picture, and the sound if made
+        model = onnx.load_from_string(buffer.getvalue())
+        del buffer
+        weights = _weights_outside(model, flat)
+        used = [int(i.name[2:]) for i in model.graph.input]  # an input the network ignores is left out
+        # the picture, and the sound if made
+        self._models[key] = (model.SerializeToString(), used, len(model.graph.output), weights)
         other = _other_inputs(tensors)
         with torch.autocast("cpu", enabled=False):
             wanted = flat(*other)
         if not _same_outputs(self._run(key, other), wanted):
             del self._models[key]
+            self._sessions.drop(lambda held: held[0] == key)
             raise ValueError("its ONNX Runtime pictures differ from the network's")
 
     def __call__(self, cond, latent=None):
@@ -973,6 +1011,45 @@ class OnnxNetwork:
             with torch.inference_mode(False), torch.no_grad():  # the exporter traces the network
                 self._export(key, cond, latent)
         return self._run(key, _flatten(cond, latent))
+
+
+# A session at a thread count not run for this many of its network's calls is let go (a full
+# U-Net-256 in fp32 holds 270-375 MB a session: ONNX Runtime lays the weights out for its kernels
+# in memory of each session's own): a thread trial comes back to each count within 36 calls while
+# it runs; once it has kept one, the others are not played again (made again if they are).
+ONNX_IDLE_CALLS = 900
+ONNX_OUTSIDE_MIN = 1024  # initializers of this many values or more are handed to the sessions
+
+
+def _weights_outside(model, flat: torch.nn.Module) -> tuple[list[str], list]:
+    """Takes the weights out of an exported `model` (edited in place: each big float initializer
+    left as a reference to external data) and returns their names and ORT values, for every
+    session of it to use without a copy of its own. A weight that is one of the network's
+    tensors, unchanged, is that tensor's memory; another (a constant the exporter folded) a
+    copy made once. The bytes of a full U-Net-256 go from 208 MB to 0.1."""
+    import onnxruntime as ort
+    from onnx import TensorProto, numpy_helper
+    own = dict(flat.named_parameters())
+    own.update(flat.named_buffers())
+    names, values = [], []
+    for init in model.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < ONNX_OUTSIDE_MIN:
+            continue
+        array = numpy_helper.to_array(init)
+        tensor = own.get(init.name)
+        if (tensor is not None and tensor.device.type == "cpu" and tensor.dtype == torch.float32
+                and tensor.is_contiguous() and tuple(tensor.shape) == array.shape):
+            mine = tensor.detach().numpy()
+            if np.array_equal(mine, array):
+                array = mine
+        names.append(init.name)
+        values.append(ort.OrtValue.ortvalue_from_numpy(array))  # its memory, not a copy
+        init.ClearField("raw_data")
+        init.ClearField("float_data")
+        init.data_location = TensorProto.EXTERNAL
+        del init.external_data[:]
+        init.external_data.add(key="location", value="vjbridge-in-memory")
+    return names, values
 
 
 CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (CudaGraphStep)
@@ -1430,21 +1507,23 @@ class Int8Pix2Pix:
                               calibrate_method=q.CalibrationMethod.MinMax)
             self.weight_peak = _int8_weight_peak(int8)
             self._onnx = Path(int8).read_bytes()
-        self._sessions: dict = {}
+        self._sessions = SessionsByCount()  # keyed by thread count
         self.use_threads(threads or torch.get_num_threads())
         with torch.inference_mode():
             reference = model.eval().generate(held_out).numpy()
-        got = np.concatenate([self.session.run(None, {"cond": held_out[i:i + 1].numpy()})[0]
-                              for i in range(len(held_out))])
+        got = np.concatenate([self(held_out[i:i + 1]).numpy() for i in range(len(held_out))])
         per_tick = [picture_psnr(reference[i], got[i]) for i in range(len(held_out))]
         self.psnr_db, self.psnr_min_db = float(np.mean(per_tick)), float(min(per_tick))
 
     def use_threads(self, count: int) -> None:
-        """Run on a session with `count` intra-op threads (made the first time, then kept)."""
-        session = self._sessions.get(count)
-        if session is None:
-            session = self._sessions[count] = ort_session(self._onnx, count)
-        self.session = session
+        """Run on a session with `count` intra-op threads (made the first time it runs, kept
+        while that count is played: SessionsByCount)."""
+        self.count = count
+
+    @property
+    def session(self):
+        """The session at the count in use."""
+        return self._sessions.get(self.count, lambda: ort_session(self._onnx, self.count))
 
     def __call__(self, cond: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         x = cond.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -101,6 +101,42 @@ def test_onnx_runtime_plays_each_bundled_network_as_torch_does(name):
     assert len(onnx._models) == 1 and sorted(count for _, count in onnx._sessions) == [1, 2]
 
 
+def test_onnx_runtime_sessions_use_the_networks_own_weights_and_let_go_of_a_count_no_longer_played(monkeypatch):
+    """The exported graph keeps no weights (a full U-Net-256's bytes were 208 MB, kept beside the
+    network's own 208 and each session's copy); every session is given the network's tensors.
+    A session at a thread count the trial left is let go, and made again if it is played."""
+    from bridge.generators.base import load_model
+    from bridge.runtime import OnnxNetwork, example_inputs, set_threads
+    monkeypatch.setattr(runtime, "ONNX_IDLE_CALLS", 20)
+    model = load_model("pix2pix-pulse")
+    runner = Runner(model, runtime="optimized", compile=False)
+    onnx = OnnxNetwork(runner.net, runner._entry)
+    cond, latent = example_inputs(model)
+    before = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            set_threads(2)
+            first = onnx(cond, latent)
+            (model_bytes, _, _, (names, values)), = onnx._models.values()
+            weights = {name: t for name, t in runner.net.named_parameters()}
+            size = sum(t.numel() * 4 for t in weights.values())
+            assert len(model_bytes) < size / 50  # the graph without its weights
+            own = [name[len("net."):] for name in names if name[len("net."):] in weights]
+            assert len(own) >= len(weights) // 2  # the convolutions' weights at least...
+            for name, value in zip(names, values):  # ...are the network's memory, not copies
+                if name[len("net."):] in weights:
+                    assert value.data_ptr() == weights[name[len("net."):]].data_ptr()
+            set_threads(1)  # the count the trial kept
+            for _ in range(64):
+                assert torch.allclose(onnx(cond, latent), first, atol=1e-5)
+            assert [count for _, count in onnx._sessions] == [1]
+            set_threads(2)  # played again: made again, the same pictures
+            assert torch.allclose(onnx(cond, latent), first, atol=1e-5)
+            assert sorted(count for _, count in onnx._sessions) == [1, 2]
+    finally:
+        set_threads(before)
+
+
 def test_onnx_runtime_refuses_a_network_whose_exported_pictures_differ():
     class Branches(torch.nn.Module):  # an export keeps the branch its inputs took, as a trace does
         def generate(self, cond, latent=None):

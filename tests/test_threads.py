@@ -81,6 +81,21 @@ def test_int8_keeps_a_session_per_count_with_the_same_pictures():
     assert torch.allclose(pictures[1], pictures[2], atol=1e-5)
 
 
+def test_int8_lets_go_of_the_session_at_a_count_no_longer_played(monkeypatch):
+    monkeypatch.setattr(runtime, "ONNX_IDLE_CALLS", 20)
+    model = tiny_pix2pix()
+    runner = Runner(model, runtime="int8")
+    cond = demo_conditions(model, count=2, every_s=1.0)[1:]
+    runner.use_threads(2)
+    before = runner(cond)
+    runner.use_threads(1)  # as a thread trial that kept one thread
+    for _ in range(64):
+        runner(cond)
+    assert [count for count in runner._fn._sessions] == [1]
+    runner.use_threads(2)  # played again: made again
+    assert torch.equal(runner(cond), before) and len(runner._fn._sessions) == 2
+
+
 @pytest.mark.parametrize("gain, kept", [(1000.0, 1), (0.0, 2)])
 def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two_counts, gain, kept):
     """Fewer threads are kept unless more are AUTO_MIN_GAIN faster: no speed-up -> 1 thread,
