@@ -1039,7 +1039,7 @@ def _weights_outside(model, flat: torch.nn.Module) -> tuple[list[str], list]:
     left as a reference to external data) and returns their names and ORT values, for every
     session of it to use without a copy of its own. A weight that is one of the network's
     tensors, unchanged, is that tensor's memory; another (a constant the exporter folded) a
-    copy made once. The bytes of a full U-Net-256 go from 208 MB to 0.1."""
+    copy made once. The bytes of a full U-Net-256 go from 208 MB to under 0.1."""
     import onnxruntime as ort
     from onnx import TensorProto, numpy_helper
     own = dict(flat.named_parameters())
