@@ -187,8 +187,8 @@ print(os.environ["TORCHINDUCTOR_CACHE_DIR"], runner.info.compiled)
 
 def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_one(tiny_models, tmp_path):
     """torch's default is the temporary folder: emptied at boot (Ubuntu) or after days (macOS).
-    Ours (its precompiled headers too), and the user's own choice where given: each a process of its own (the folder is chosen
-    once a process), both at once."""
+    Ours (its precompiled headers too), and the user's own choice where given: each a process of
+    its own (the folder is chosen once a process), both at once."""
     import os
     import subprocess
     import sys
@@ -209,7 +209,7 @@ def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_o
         expected = tmp_path / ("mine" if own_dir else "ours/inductor")
         assert Path(where) == expected and compiled_there == "True"
         assert any(path.suffix == ".so" for path in expected.rglob("*"))  # its kernels, built and kept there
-        if runtime.CPP_WRAPPER:  # and the C++ headers its wrapper is built with, precompiled: not rebuilt after a reboot
+        if runtime.CPP_WRAPPER:  # the C++ headers its wrapper is built with, precompiled, kept there too
             assert any(path.suffix == ".gch" for path in (expected / "precompiled_headers").iterdir())
     assert not any(path.suffix == ".so" for path in (tmp_path / "ours-unused").rglob("*"))  # theirs won
 

@@ -118,14 +118,12 @@ def test_onnx_runtime_sessions_use_the_networks_own_weights_and_let_go_of_a_coun
             set_threads(2)
             first = onnx(cond, latent)
             (model_bytes, _, _, (names, values)), = onnx._models.values()
-            weights = {name: t for name, t in runner.net.named_parameters()}
+            weights = {"net." + name: t for name, t in runner.net.named_parameters()}  # as exported
             size = sum(t.numel() * 4 for t in weights.values())
             assert len(model_bytes) < size / 50  # the graph without its weights
-            own = [name[len("net."):] for name in names if name[len("net."):] in weights]
+            own = {name: value for name, value in zip(names, values) if name in weights}
             assert len(own) >= len(weights) // 2  # the convolutions' weights at least...
-            for name, value in zip(names, values):  # ...are the network's memory, not copies
-                if name[len("net."):] in weights:
-                    assert value.data_ptr() == weights[name[len("net."):]].data_ptr()
+            assert all(value.data_ptr() == weights[name].data_ptr() for name, value in own.items())  # ...not copied
             set_threads(1)  # the count the trial kept
             for _ in range(64):
                 assert torch.allclose(onnx(cond, latent), first, atol=1e-5)
