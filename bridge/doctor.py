@@ -58,6 +58,23 @@ def _compile_check(device: str) -> str | None:
     return None
 
 
+def _compile_cache_line() -> str:
+    """Where compiled kernels (and the precompiled headers) are kept, and how much is there."""
+    import os
+    from bridge.runtime import COMPILE_CACHE_MAX_BYTES, compile_cache_dir
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(compile_cache_dir())
+    size = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                size += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    ours = os.path.abspath(folder) == os.path.abspath(compile_cache_dir())
+    kept = f", kept under {COMPILE_CACHE_MAX_BYTES / 2 ** 30:g} GB" if ours else ""
+    return f"kernels kept in {folder} ({size / 2 ** 20:.0f} MB{kept})"
+
+
 def run_checks() -> list[tuple[str, bool, str]]:
     """(name, passed, detail); names starting with 'optional' do not fail the doctor."""
     checks = []
@@ -99,7 +116,7 @@ def run_checks() -> list[tuple[str, bool, str]]:
         for device in ["cpu"] + (["cuda"] if cuda else []):
             why = _compile_check(device)
             checks.append((f"optional torch.compile ({device.upper() if device == 'cpu' else 'CUDA'})", why is None,
-                           why or "models play compiled"))
+                           why or f"models play compiled; {_compile_cache_line()}"))
     except Exception:
         pass
     try:

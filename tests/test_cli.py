@@ -1,8 +1,10 @@
 """The `vjbridge` command as a user types it: render, models, devices, doctor, bench, errors."""
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -105,7 +107,10 @@ def test_devices_and_doctor_run_on_a_machine_without_devices(capsys):
     assert "torch" in out and "Spout" in out
     assert code in (0, 1)
     # setup.sh installs g++: the doctor finds it and compiles with it (tests/test_no_compiler.py: without)
-    assert "ok   optional torch.compile (CPU): models play compiled" in out.splitlines()
+    compiled = next(line for line in out.splitlines() if "torch.compile (CPU)" in line)
+    assert compiled.startswith("ok   optional torch.compile (CPU): models play compiled; kernels kept in ")
+    folder, size = re.fullmatch(r".*kernels kept in (.+) \((\d+) MB.*\)", compiled).groups()
+    assert Path(folder).is_dir() and int(size) > 0  # the doctor's own test compile went there
     import onnx
     import onnxruntime  # the test set-up installs vjbridge[export]
     assert f"ok   optional ONNX Runtime: onnxruntime {onnxruntime.__version__}, onnx {onnx.__version__}" in out.splitlines()
