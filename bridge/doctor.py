@@ -61,15 +61,9 @@ def _compile_check(device: str) -> str | None:
 def _compile_cache_line() -> str:
     """Where compiled kernels (and the precompiled headers) are kept, and how much is there."""
     import os
-    from bridge.runtime import COMPILE_CACHE_MAX_BYTES, compile_cache_dir
+    from bridge.runtime import COMPILE_CACHE_MAX_BYTES, cache_files, compile_cache_dir
     folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(compile_cache_dir())
-    size = 0
-    for root, _, names in os.walk(folder):
-        for name in names:
-            try:
-                size += os.path.getsize(os.path.join(root, name))
-            except OSError:
-                pass
+    size = sum(size for _, size, _ in cache_files(folder))
     ours = os.path.abspath(folder) == os.path.abspath(compile_cache_dir())
     kept = f", kept under {COMPILE_CACHE_MAX_BYTES / 2 ** 30:g} GB" if ours else ""
     return f"kernels kept in {folder} ({size / 2 ** 20:.0f} MB{kept})"

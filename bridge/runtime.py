@@ -133,12 +133,9 @@ COMPILE_CACHE_IN_USE_S = 3600.0  # files this recent may be another run's compil
 _cache_pruned = False
 
 
-def prune_compile_cache(folder: Path, max_bytes: int | None = None) -> int:
-    """Over `max_bytes` (COMPILE_CACHE_MAX_BYTES), the oldest files go until three quarters of it
-    is left; the last hour's stay. A kernel deleted is compiled again if it is asked for. Returns
-    the bytes removed; trouble reading or removing a file leaves it."""
-    max_bytes = COMPILE_CACHE_MAX_BYTES if max_bytes is None else max_bytes
-    files, total = [], 0
+def cache_files(folder) -> list[tuple[float, int, str]]:
+    """(modified time, bytes, path) of every file under `folder`; one that cannot be read is left out."""
+    files = []
     for root, _, names in os.walk(folder):
         for name in names:
             try:
@@ -146,7 +143,16 @@ def prune_compile_cache(folder: Path, max_bytes: int | None = None) -> int:
             except OSError:
                 continue
             files.append((st.st_mtime, st.st_size, os.path.join(root, name)))
-            total += st.st_size
+    return files
+
+
+def prune_compile_cache(folder: Path, max_bytes: int | None = None) -> int:
+    """Over `max_bytes` (COMPILE_CACHE_MAX_BYTES), the oldest files go until three quarters of it
+    is left; the last hour's stay. A kernel deleted is compiled again if it is asked for. Returns
+    the bytes removed; trouble reading or removing a file leaves it."""
+    max_bytes = COMPILE_CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    files = cache_files(folder)
+    total = sum(size for _, size, _ in files)
     if total <= max_bytes:
         return 0
     removed, recent = 0, time.time() - COMPILE_CACHE_IN_USE_S
