@@ -44,6 +44,7 @@ import logging
 import os
 import statistics
 import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -284,6 +285,63 @@ def _let_go_of_compiled() -> None:
                 clear()
 
 
+def _let_go_now() -> None:
+    """`_let_go_of_compiled` on a thread of its own (it waits for a compile under way, not the
+    playing thread), then what was freed handed back to the system: glibc keeps freed memory
+    mapped for the process to reuse, and a compile's frozen weights are 100 MB and more (the
+    full U-Net-256 in bf16: 104 MB; trimming it took 8 ms here)."""
+    _let_go_of_compiled()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # a C library without it (musl): kept for reuse
+            pass
+
+
+class _CompiledByCount:
+    """`torch.compile` of a network's entry, one compile for each torch thread count it is
+    called at. Dynamo guards on the count (Inductor's C++ kernels are built for one), so each
+    count is a compile of its own anyway, frozen weights inside; each is made on its own copy of
+    the entry (`_own_entry`), so that the ones no longer played can be let go of one by one
+    (`keep_only`). On one code object, an auto trial's counts all stayed for good (measured on
+    the full U-Net-256: the 1-thread compile held about 100 MB more once 2 threads were kept)."""
+
+    def __init__(self, net: torch.nn.Module, entry: str, mode: str | None):
+        self._net, self._entry, self._mode = net, entry, mode
+        self._by_count: dict = {}  # torch thread count -> (compiled entry, its own code object)
+        self.codes: list = []  # the own code objects of the compiles kept (see Runner._try_compile)
+
+    def _for(self, count: int):
+        made = self._by_count.get(count)
+        if made is None:
+            shared = next(iter(self._by_count.values()), None)
+            if shared is not None and shared[1] is None:  # no copy of its own: one for every count
+                return shared
+            entry, code = _own_entry(self._net, self._entry)
+            made = self._by_count[count] = (torch.compile(entry, mode=self._mode, dynamic=False), code)
+            if code is not None:
+                self.codes.append(code)
+        return made
+
+    def __call__(self, cond, latent):
+        return self._for(torch.get_num_threads())[0](cond, latent)
+
+    def code_for(self, count: int):
+        made = self._by_count.get(count) or next(reversed(self._by_count.values()), (None, None))
+        return made[1]
+
+    def keep_only(self, count: int) -> bool:
+        """Let go of the compiles for every count but `count` (their code objects go to
+        `_gone_compiled`); True if any went."""
+        gone = [c for c in self._by_count if c != count and self._by_count[c][1] is not None]
+        for c in gone:
+            code = self._by_count.pop(c)[1]
+            self.codes[:] = [kept for kept in self.codes if kept is not code]  # copies compare equal
+            _gone_compiled.append(code)
+        return bool(gone)
+
+
 def _threads_label(count: int) -> str:
     return f"{count} thread{'s' if count != 1 else ''}"
 
@@ -418,7 +476,6 @@ class Runner:
         self._entry = "generate_with_sound" if model.makes_sound else "generate"
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
-        self._own_code = None  # compiled: the code object dynamo keeps its compiles on (`_own_entry`)
         self.threads: int | None = None  # see use_threads
         # with no count of its own, the counts its caller may set (another runner's trial: a
         # mix's other models); dynamo compiles for each count, so each is warmed
@@ -524,6 +581,20 @@ class Runner:
         if count is not None and self.info.runtime == "int8":
             self._fn.use_threads(count)
 
+    def keep_threads(self, count: int | None) -> None:
+        """It plays at `count` threads from now on (an auto trial's choice): the compiles made for
+        the other counts tried are let go of (`_CompiledByCount.keep_only`)."""
+        if count is not None and isinstance(self._fn, _CompiledByCount) and self._fn.keep_only(count):
+            threading.Thread(target=_let_go_now, name="vjbridge-let-go", daemon=True).start()
+
+    @property
+    def _own_code(self):
+        """Compiled: the code object dynamo keeps the compile for this runner's count on (its
+        own count, else the calling thread's; the last one made where that has none yet)."""
+        if not isinstance(self._fn, _CompiledByCount):
+            return None
+        return self._fn.code_for(self.threads or torch.get_num_threads())
+
     def _try_compile(self) -> None:
         try:
             import torch._inductor.config as inductor_config
@@ -535,13 +606,10 @@ class Runner:
             recompile_room()
             use_compile_cache_dir()
             _let_go_of_compiled()
-            entry, self._own_code = _own_entry(self.net, self._entry)
-            if self._own_code is not None:
-                weakref.finalize(self, _gone_compiled.append, self._own_code)
             # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
-            self._compiled = torch.compile(entry, mode=CUDA_COMPILE_MODE if self.device.type == "cuda" else None,
-                                           dynamic=False)
-            self._fn = self._compiled
+            self._fn = _CompiledByCount(self.net, self._entry,
+                                        CUDA_COMPILE_MODE if self.device.type == "cuda" else None)
+            weakref.finalize(self, _gone_compiled.extend, self._fn.codes)
             self.info.compiled = True
         except Exception as e:  # compile is an optimisation: never a reason not to play
             self._fall_back(e)
@@ -1432,6 +1500,7 @@ class AutoRunner:
         timed = ", ".join(f"{label} {v:.1f} ms" for label, v in ms.items())
         self.chosen = runner
         runner.use_threads(best.threads)
+        runner.keep_threads(best.threads)
         why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster")
         runner.info.note = join_note(runner.info.note, f"auto: {best.label} ({why})")
         runner.info.auto_ms = {label: round(v, 2) for label, v in ms.items()}

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo.utils import counters
 
 from bridge import runtime
@@ -96,10 +97,15 @@ def test_int8_lets_go_of_the_session_at_a_count_no_longer_played(monkeypatch):
     assert torch.equal(runner(cond), before) and len(runner._fn._sessions) == 2
 
 
+def entries(code) -> int:
+    return len(_debug_get_cache_entry_list(code))
+
+
 @pytest.mark.parametrize("gain, kept", [(1000.0, 1), (0.0, 2)])
 def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two_counts, gain, kept):
     """Fewer threads are kept unless more are AUTO_MIN_GAIN faster: no speed-up -> 1 thread,
-    any -> 2. Each block of calls runs at its count in the playing thread."""
+    any -> 2. Each block of calls runs at its count in the playing thread. Each count is a
+    compile of its own; the one not kept is let go of."""
     monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 2)
     monkeypatch.setattr(runtime, "AUTO_BLOCK", 2)
     monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", gain)
@@ -122,12 +128,20 @@ def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two
         return counts
 
     compiled = counters["frames"]["total"]
+    shared = runner.arms[0].runner
+    codes = {count: shared._fn.code_for(count) for count in (1, 2)}
+    assert codes[1] is not codes[2] and [entries(codes[1]), entries(codes[2])] == [1, 1]
     assert in_a_thread(lambda: play(8)) == [1, 1, 2, 2, 1, 1, 2, 2]
     assert counters["frames"]["total"] == compiled  # each count compiled at warm-up, none live
-    assert runner.chosen is not None and runner.candidates == [runner.chosen]
+    assert runner.chosen is shared and runner.candidates == [runner.chosen]
     assert runner.info.threads == kept and set(runner.info.auto_ms) == {"1 thread", "2 threads"}
     assert f"auto: {kept} thread" in runner.info.note and "more threads kept if" in runner.info.note
+    for thread in [t for t in threading.enumerate() if t.name == "vjbridge-let-go"]:
+        thread.join(30.0)
+    # the compile of the count not kept is let go of; the one kept plays on, not compiled again
+    assert [entries(codes[kept]), entries(codes[3 - kept])] == [1, 0]
     assert in_a_thread(lambda: play(3)) == [kept] * 3  # and it plays on at the count kept
+    assert counters["frames"]["total"] == compiled
     assert runner.status == f"optimized, {kept} thread{'s' if kept > 1 else ''}"
 
 
