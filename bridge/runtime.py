@@ -285,12 +285,21 @@ def _let_go_of_compiled() -> None:
                 clear()
 
 
+def let_go_soon() -> None:
+    """What the compiled runners gone left (`_gone_compiled`), let go of now rather than at the
+    next compile, which a set playing one model never makes: on a thread of its own, as it waits
+    for a compile under way and must not hold up the playing thread."""
+    if _gone_compiled:
+        threading.Thread(target=_let_go_now, name="vjbridge-let-go", daemon=True).start()
+
+
 def _let_go_now() -> None:
-    """`_let_go_of_compiled` on a thread of its own (it waits for a compile under way, not the
-    playing thread), then what was freed handed back to the system: glibc keeps freed memory
-    mapped for the process to reuse, and a compile's frozen weights are 100 MB and more (the
-    full U-Net-256 in bf16: 104 MB; trimming it took 8 ms here)."""
+    """`_let_go_of_compiled`, then what was freed handed back to the system: glibc keeps freed
+    memory mapped for the process to reuse, and a compile's frozen weights are 100 MB and more
+    (the full U-Net-256 in bf16: 104 MB; trimming it took 8 ms here)."""
+    count = len(_gone_compiled)
     _let_go_of_compiled()
+    log.info("let go of %d compile%s no longer played", count, "s" * (count != 1))
     if sys.platform.startswith("linux"):
         import ctypes
         try:
@@ -583,9 +592,9 @@ class Runner:
 
     def keep_threads(self, count: int | None) -> None:
         """It plays at `count` threads from now on (an auto trial's choice): the compiles made for
-        the other counts tried are let go of (`_CompiledByCount.keep_only`)."""
-        if count is not None and isinstance(self._fn, _CompiledByCount) and self._fn.keep_only(count):
-            threading.Thread(target=_let_go_now, name="vjbridge-let-go", daemon=True).start()
+        the other counts tried go to `_gone_compiled` (`_CompiledByCount.keep_only`)."""
+        if count is not None and isinstance(self._fn, _CompiledByCount):
+            self._fn.keep_only(count)
 
     @property
     def _own_code(self):
@@ -1485,6 +1494,7 @@ class AutoRunner:
         if self._calls % AUTO_BLOCK or AUTO_BLOCK == 1:  # a block's first call settles the switch
             self._times[arm.label].append((time.perf_counter() - t0) * 1000.0)
         self._calls += 1
+        del arm  # (its runner, if not kept, goes at the choice)
         if min(len(t) for t in self._times.values()) >= AUTO_TRIAL_FRAMES:
             self._decide()
         return out
@@ -1500,12 +1510,13 @@ class AutoRunner:
         timed = ", ".join(f"{label} {v:.1f} ms" for label, v in ms.items())
         self.chosen = runner
         runner.use_threads(best.threads)
-        runner.keep_threads(best.threads)
+        runner.keep_threads(best.threads)  # the counts it did not keep: their compiles go
         why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster")
         runner.info.note = join_note(runner.info.note, f"auto: {best.label} ({why})")
         runner.info.auto_ms = {label: round(v, 2) for label, v in ms.items()}
         self.candidates = [runner]
-        self.arms = []
+        self.arms = []  # the runners not kept go, and with them what they compiled
+        let_go_soon()
         log.info(runner.info.note)
 
 

@@ -5,17 +5,19 @@ held at a gate so that "before it is compiled" is a state the test sees, not a r
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 import torch
+from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
 import bridge.live as live
 from bridge.engine import FramePipeline
 from bridge.generators.base import load_model, save_bundle
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.live import LiveSession, LiveSettings
-from bridge.runtime import DEFAULT_THREADS, AutoRunner, Runner, TracedNetwork
+from bridge.runtime import DEFAULT_THREADS, AutoRunner, Runner, TracedNetwork, thread_choices
 from tests.test_control_live import wait_until
 from tests.test_reliability import Running
 
@@ -100,14 +102,29 @@ def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thre
         traced = session.pipeline.runner
         assert not traced.compile and traced.threads == max(1, DEFAULT_THREADS - 1)  # a core for the compile
         run = Running(session, 30.0)
+        # held at the gate, after the compiler's set-up (seconds, when this test runs first)
+        assert wait_until(lambda: session.compiles == ["tiny-a"], 30.0)
         assert wait_until(lambda: session.engine.stats.generated >= 15, 5.0)  # while its compile waits
-        assert session.compiles == ["tiny-a"] and session.engine.pipeline.runner is traced
+        assert session.engine.pipeline.runner is traced
         assert "compiling)" in session.status_line(session.engine.stats)
         session.gate.set()
         assert wait_until(lambda: not session._lock.locked(), 60.0)
         runner = session.pipeline.runner
         assert isinstance(runner, AutoRunner) and all(compiled(arm.runner) for arm in runner.arms)
+        # each count tried is a compile of its own: the one playing, and the trial's others
+        tried = [(weakref.ref(arm.runner), arm.runner._fn.code_for(arm.threads)) for arm in runner.arms]
+        assert len(tried) == len({id(code) for _, code in tried}) == len(thread_choices()) > 1
         assert wait_until(lambda: runner.chosen is not None, 10.0)  # the trial ran on live frames
+        for thread in [t for t in threading.enumerate() if t.name == "vjbridge-let-go"]:
+            thread.join(30.0)
+        # what the trial did not keep is let go of at once, not at a next compile that a set
+        # playing one model never makes; the one kept plays on compiled
+        kept = runner.chosen._fn.code_for(runner.chosen.threads)
+        assert [len(_debug_get_cache_entry_list(code)) for _, code in tried] == \
+            [int(code is kept) for _, code in tried]
+        assert [ref() is None for ref, _ in tried].count(False) == 1  # only the runner kept is left
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)
         session.engine.stop()
         result = run.join()
     assert result["errors"] == 0, result
