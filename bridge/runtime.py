@@ -243,8 +243,8 @@ def _let_go_of_compiled() -> None:
     collector cannot see), their guard-failure notes, the generated modules (Inductor keeps
     each in a list and in sys.modules, frozen weights attached; a live compiled graph keeps what
     it uses through its functions' globals, so only what nothing uses goes) and the shape
-    environments memoised with them. On a thread that builds, under dynamo's compile lock (no
-    compile half done), never on the playing one."""
+    environments memoised with them. On a thread that builds (or one of its own, `let_go_soon`),
+    under dynamo's compile lock (no compile half done), never on the playing one."""
     if not _gone_compiled:
         return
     try:
@@ -340,15 +340,13 @@ class _CompiledByCount:
         made = self._by_count.get(count) or next(reversed(self._by_count.values()), (None, None))
         return made[1]
 
-    def keep_only(self, count: int) -> bool:
-        """Let go of the compiles for every count but `count` (their code objects go to
-        `_gone_compiled`); True if any went."""
-        gone = [c for c in self._by_count if c != count and self._by_count[c][1] is not None]
-        for c in gone:
+    def keep_only(self, count: int) -> None:
+        """Let go of the compiles for every count but `count`: their code objects go to
+        `_gone_compiled`, for `_let_go_of_compiled`."""
+        for c in [c for c in self._by_count if c != count and self._by_count[c][1] is not None]:
             code = self._by_count.pop(c)[1]
             self.codes[:] = [kept for kept in self.codes if kept is not code]  # copies compare equal
             _gone_compiled.append(code)
-        return bool(gone)
 
 
 def _threads_label(count: int) -> str:
