@@ -11,7 +11,6 @@ import gc
 import weakref
 
 import torch
-from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._inductor.codecache import PyCodeCache
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
@@ -23,7 +22,7 @@ from bridge.live import LiveSession
 from bridge.runtime import Runner
 from tests.test_control_live import wait_until
 from tests.test_reliability import Running
-from tests.test_switch_compile import compiled, settings, settled
+from tests.test_switch_compile import compiled, entries, settings, settled
 
 
 def built(name: str = "tiny-a"):
@@ -33,10 +32,6 @@ def built(name: str = "tiny-a"):
     pipeline = FramePipeline(model, runner=runner, output_size=None)
     pipeline.warmup()
     return runner, pipeline
-
-
-def entries(code) -> int:
-    return len(_debug_get_cache_entry_list(code))
 
 
 def picture(runner, pipeline) -> torch.Tensor:

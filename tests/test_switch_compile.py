@@ -56,6 +56,11 @@ def compiled(runner) -> bool:
     return runner.compile and runner.info.compiled and not isinstance(runner._fn, TracedNetwork)
 
 
+def entries(code) -> int:
+    """The compiles dynamo keeps on `code`."""
+    return len(_debug_get_cache_entry_list(code))
+
+
 def test_a_cold_switch_plays_the_new_model_traced_at_once_then_compiled_at_every_level(tiny_models):
     torch.manual_seed(5)  # 64 px: a half-size level of its own (32 px is the smallest there is)
     save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
@@ -118,7 +123,7 @@ def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thre
         # what the trial did not keep is let go of at once (on a thread of its own), not at a
         # next compile that a set playing one model never makes; the one kept plays on compiled
         kept = runner.chosen._fn.code_for(runner.chosen.threads)
-        assert wait_until(lambda: [len(_debug_get_cache_entry_list(code)) for _, code in tried] ==
+        assert wait_until(lambda: [entries(code) for _, code in tried] ==
                           [int(code is kept) for _, code in tried], 30.0)
         assert [ref() is None for ref, _ in tried].count(False) == 1  # only the runner kept is left
         made = session.engine.stats.generated

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo.utils import counters
 
 from bridge import runtime
@@ -19,6 +18,7 @@ from bridge.live import LiveSession, LiveSettings
 from bridge.runtime import AutoRunner, Runner, demo_conditions, make_runner, parse_threads
 from bridge.sinks import open_sink
 from bridge.sources.audio import open_audio_source
+from tests.test_switch_compile import entries
 
 AMEN = "/usr/share/sonic-pi/samples/loop_amen.flac"
 
@@ -95,10 +95,6 @@ def test_int8_lets_go_of_the_session_at_a_count_no_longer_played(monkeypatch):
     assert [count for count in runner._fn._sessions] == [1]
     runner.use_threads(2)  # played again: made again
     assert torch.equal(runner(cond), before) and len(runner._fn._sessions) == 2
-
-
-def entries(code) -> int:
-    return len(_debug_get_cache_entry_list(code))
 
 
 @pytest.mark.parametrize("gain, kept", [(1000.0, 1), (0.0, 2)])
