@@ -273,9 +273,11 @@ def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatc
     convolution), takes the GIL back each time, and so waits behind any thread busy in Python (a
     compile, a full garbage collection) for up to the switch interval. What is asserted is where
     the call goes between kernels (counted with a profiler: it does not depend on how the OS
-    schedules a busy thread, which on a loaded machine can leave no waits to see); the time of a
-    call beside a busy thread is printed (measured 85-187 ms against 409-513 on a quiet machine,
-    and 28-48 against 27-30 twice in CI runs where something else held the cores)."""
+    schedules a busy thread, which on a loaded machine can leave no waits to see). The time of a
+    call beside a busy thread is printed, not asserted: measured 85-187 ms against 409-513 on a
+    quiet machine, 28-48 against 27-30 in CI runs where something else held the cores, and 267
+    against 696-1,063 in two CI runs on a slower day, where a 250 ms bound failed. Speed is for
+    the benchmarks; what this test holds is the path a call takes."""
     import threading
     import time
 
@@ -333,4 +335,3 @@ def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatc
     print(f"\n[gil] a compiled call beside a thread busy in Python: C++ wrapper {cpp * 1000:.0f} ms, "
           f"Python wrapper {python * 1000:.0f} ms; kernels called from Python {cpp_kernels} and {python_kernels}")
     assert cpp_kernels == 0 and python_kernels >= 8, (cpp_kernels, python_kernels)  # 0 and 16 measured
-    assert cpp < 0.25, cpp  # at most a few waits: on the way in and out
