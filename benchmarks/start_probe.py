@@ -14,6 +14,8 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
   (`LiveSession._checked_precision_first` off): how runs started before the seventh session.
 - `collecting`: as-is with the garbage collector's full collections made as it decides during
   the compile (`bridge.live.HOLD_FULL_COLLECTIONS` off): as before the seventh session.
+- `wrapper-per-compile`: as-is with Inductor's C++ wrapper built by the C++ compiler at every
+  compile (`bridge.runtime.share_wrapper_builds` off): as before the twelfth session.
 
 Marks, seconds from the process's start: the session made, the first frame, a traced runner
 in low precision playing (`low_precision_traced_s`, a flow that keeps it), the compiled runner
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced",
-            "collecting")
+            "collecting", "wrapper-per-compile")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
@@ -56,6 +58,9 @@ def one_run(variant: str, model: str, duration: float) -> dict:
         live.LiveSession._checked_precision_first = lambda self, name, model, pipeline: None
     if variant == "collecting":
         live.HOLD_FULL_COLLECTIONS = False
+    if variant == "wrapper-per-compile":
+        import bridge.runtime
+        bridge.runtime.share_wrapper_builds = lambda: None
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}

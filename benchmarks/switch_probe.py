@@ -20,6 +20,9 @@ busy moment on a shared machine hits all:
   (`LiveSession._checked_precision_first` off, as before the seventh session; --variants);
 - `collecting`: keep-warm-0 with the garbage collector's full collections made as it decides
   during a compile (`bridge.live.HOLD_FULL_COLLECTIONS` off, as before the seventh session;
+  --variants);
+- `wrapper-per-compile`: keep-warm-0 with Inductor's C++ wrapper built by the C++ compiler at
+  every compile (`bridge.runtime.share_wrapper_builds` off, as before the twelfth session;
   --variants).
 
 Each switch also reports its lost output ticks (`stalled`) and the full garbage collections
@@ -44,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled", "python-wrapper", "fp32-traced",
-            "collecting")
+            "collecting", "wrapper-per-compile")
 
 
 def child_run(script: str, args: list[str], label: str, timeout: float = 300) -> dict:
@@ -72,10 +75,14 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
         live.LiveSession._checked_precision_first = lambda self, name, model, pipeline: None
     if variant == "collecting":
         live.HOLD_FULL_COLLECTIONS = False
+    if variant == "wrapper-per-compile":
+        import bridge.runtime
+        bridge.runtime.share_wrapper_builds = lambda: None
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
                                  keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled", "python-wrapper",
-                                                             "fp32-traced", "collecting") else 2)
+                                                             "fp32-traced", "collecting", "wrapper-per-compile")
+                                 else 2)
     switches, base, collections, began = [], {}, [], [0.0]
 
     def timed(phase, info):  # full collections: (when, ms)

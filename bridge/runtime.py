@@ -42,6 +42,7 @@ import copy
 import functools
 import logging
 import os
+import re
 import statistics
 import sys
 import threading
@@ -126,9 +127,55 @@ def _keep_precompiled_headers(folder: Path) -> None:
         codecache._HEADER_LOCK_DIR = str(folder / "precompiled_headers" / "locks")
 
 
-# Each compile writes its own wrapper (its frozen weights' addresses are part of the source:
-# Inductor keys its cache on them), 70 KB with the Python wrapper, 460 KB with the C++ one
-# (pix2pix-pulse), so a folder that a reboot no longer empties grows by each run's compiles.
+# What makes two compiles of one network write different C++ wrappers, though the library built
+# from either is the same: a comment per frozen weight naming its address (Inductor keys its cache
+# on the source, and so keeps graphs with other weights in other files), and in the messages of
+# its size checks the address of one of its pattern functions (another each process).
+_WEIGHT_NOTE = re.compile(r"^// (\S+) device\(type=[^\n]*\n", re.M)
+_FUNCTION_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
+
+
+def wrapper_source_shared(source: str) -> str:
+    """The C++ wrapper `source` as every compile of its network writes it: its weight notes taken
+    out and the function addresses in its messages left off, so that the library built from it
+    is found in the cache by the next compile of that network (a switch back to it, the next
+    run) instead of going through the C++ compiler again. Only where every weight noted comes in
+    as an argument (`inputs`), so that the library holds no weights of its own notes; otherwise as
+    it is. (Weights that Inductor writes into its kernels as numbers stay in the source, and so in
+    the key: another bundle of one shape may get a library of its own.)"""
+    names = _WEIGHT_NOTE.findall(source)
+    if not all(re.search(rf"\bauto {re.escape(name)} = std::move\(inputs\[\d+\]\)", source) for name in names):
+        return source
+    return _FUNCTION_ADDRESS.sub(">", _WEIGHT_NOTE.sub("", source))
+
+
+def share_wrapper_builds() -> None:
+    """Inductor's C++ wrappers (the CPU's, CPP_WRAPPER) built once per network, thread count
+    and torch, not once per compile (see `wrapper_source_shared`). Compiled and warmed on 2
+    cores (AVX-512), its library built by an earlier run or compile: pix2pix-pulse 5.0-6.3 ->
+    2.1-3.3 s, realnvp-faces 7.8-10.7 -> 4.0-6.1 s, cvae-faces 2.7-3.8 -> 0.7-1.1 s. Where this
+    torch has no such cache, compiles stay as they are."""
+    try:
+        from torch._inductor.codecache import CppWrapperCodeCache
+    except ImportError:
+        return
+    load = getattr(CppWrapperCodeCache, "load_pybinding_async", None)
+    if load is None or getattr(load, "vjbridge_shared", False):
+        return
+
+    def shared(cls, argtypes, main_code, *args, **kwargs):
+        device_type = kwargs.get("device_type", args[0] if args else "cpu")
+        if device_type == "cpu":
+            main_code = wrapper_source_shared(main_code)
+        return load.__func__(cls, argtypes, main_code, *args, **kwargs)
+    shared.vjbridge_shared = True
+    CppWrapperCodeCache.load_pybinding_async = classmethod(shared)
+
+
+# Each compile writes its own wrapper module (its frozen weights' addresses are part of the
+# source: Inductor keys its cache on them), 70 KB with the Python wrapper, 94 KB with the C++ one
+# (pix2pix-pulse; its library, built once, see `wrapper_source_shared`: 460 KB a compile before),
+# so a folder that a reboot no longer empties grows by each run's compiles.
 COMPILE_CACHE_MAX_BYTES = 2 * 2 ** 30
 COMPILE_CACHE_IN_USE_S = 3600.0  # files this recent may be another run's compile going on: kept
 _cache_pruned = False
@@ -612,6 +659,8 @@ class Runner:
             inductor_config.cpp_wrapper = CPP_WRAPPER and self.device.type == "cpu"
             recompile_room()
             use_compile_cache_dir()
+            if inductor_config.cpp_wrapper:
+                share_wrapper_builds()
             _let_go_of_compiled()
             # CUDA: plain Inductor kernels; the graph around them is ours (CudaGraphStep)
             self._fn = _CompiledByCount(self.net, self._entry,
@@ -1152,8 +1201,9 @@ CUDA_GRAPHS = True  # the optimized runtime on CUDA captures its own graphs (Cud
 # back after every extern kernel (the convolutions) and waited for it behind any thread holding
 # it (a compile on the loader thread, a full garbage collection). Measured, 1 thread, another thread busy in Python:
 # pix2pix-pulse 4.45 -> 8.77 ms a call with the Python wrapper, 4.18 -> 4.75 with C++; a full-32
-# flow 11.7 -> 43.4 against 9.9 -> 11.3. Its compile takes 2 s longer (the wrapper through the
-# C++ compiler). Linux, where it is tested.
+# flow 11.7 -> 43.4 against 9.9 -> 11.3. A network's first compile takes 2 s longer (the wrapper
+# through the C++ compiler; its library is kept for the next ones, `share_wrapper_builds`). Linux,
+# where it is tested.
 CPP_WRAPPER = sys.platform.startswith("linux")
 CUDA_COMPILE_MODE = None  # Inductor's default: fused Triton kernels, no graphs of its own
 MAX_GRAPHS = 8  # per runner: one per input shape; a live model has one (a degraded level is its own runner)

@@ -55,15 +55,40 @@ def test_each_compiled_runner_compiles_its_own_copy_and_no_limit_is_shared(tiny_
     import torch._dynamo.config as dynamo_config
     # dynamo's limit of compiles per code object, made 2: with one code object for the family,
     # the third runner here ran eager (as the 65th did at the limit the bridge sets)
+    from torch._inductor.codecache import CppWrapperCodeCache
     monkeypatch.setattr(runtime, "recompile_room", lambda: None)
+    libraries = len(CppWrapperCodeCache.cache)  # the C++ wrappers built or loaded in this process
     with dynamo_config.patch(recompile_limit=2):
         runners = [built(name) for name in ("tiny-a", "tiny-b", "tiny-a", "tiny-b")]
     codes = [runner._own_code for runner, _ in runners]
     assert len({id(code) for code in codes}) == 4
     assert [entries(code) for code in codes] == [1, 1, 1, 1]  # each compiled, once, on its own
     assert [entries(code) for code in shared_codes()] == [0, 0, 0]
+    if runtime.CPP_WRAPPER:  # a wrapper library per bundle, each serving its two compiles (4 before;
+        # not one for both: Inductor writes some small weights into its kernels as numbers)...
+        assert len(CppWrapperCodeCache.cache) - libraries <= 2
     first, second = picture(*runners[0]), picture(*runners[2])  # the same bundle, compiled twice
     assert torch.equal(first, second)
+    other = picture(*runners[1])  # ...each playing its own weights through it
+    assert torch.equal(other, picture(*runners[3])) and not torch.allclose(first, other, atol=1e-3)
+
+
+def test_a_wrapper_is_shared_only_where_its_weights_come_in_as_arguments():
+    """The notes of weights the library is handed are taken out of the key; a weight noted that
+    is not handed in (the library would hold it) keeps the source, and so the key, as it is."""
+    handed = ("#include <torch/csrc/inductor/cpp_wrapper/cpu.h>\n"
+              "// _frozen_param3 device(type='cpu') torch.float32 (8, 4) (4, 1) 7f89308bf750\n"
+              "void inductor_entry_impl(AtenTensorHandle* input_handles) {\n"
+              "    auto inputs = steal_from_raw_handles_to_raii_handles(input_handles, 2);\n"
+              "    [[maybe_unused]] auto _frozen_param3 = std::move(inputs[1]);\n"
+              '    assert_size_stride(buf0, {8L}, {1L}, "partial(<function fn at 0x7f23ffe37240>, x)");\n'
+              "}\n")
+    shared = runtime.wrapper_source_shared(handed)
+    assert "7f89308bf750" not in shared and "0x7f23ffe37240" not in shared
+    assert shared == handed.replace("// _frozen_param3 device(type='cpu') torch.float32 (8, 4) (4, 1) "
+                                    "7f89308bf750\n", "").replace(" at 0x7f23ffe37240>", ">")
+    kept = handed.replace("auto _frozen_param3 = std::move(inputs[1]);", "auto other = std::move(inputs[1]);")
+    assert runtime.wrapper_source_shared(kept) == kept
 
 
 def test_a_runner_gone_leaves_no_compile_behind_and_the_live_one_plays_on(tiny_models):
@@ -183,30 +208,44 @@ print(os.environ["TORCHINDUCTOR_CACHE_DIR"], runner.info.compiled)
 def test_compiled_kernels_are_kept_in_the_users_cache_folder_not_the_temporary_one(tiny_models, tmp_path):
     """torch's default is the temporary folder: emptied at boot (Ubuntu) or after days (macOS).
     Ours (its precompiled headers too), and the user's own choice where given: each a process of
-    its own (the folder is chosen once a process), both at once."""
+    its own (the folder is chosen once a process), both at once. The next run's compile of the
+    same network builds nothing: what it needs is there (its C++ wrapper's library included)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
-    children = {}
-    for own_dir in (False, True):
+
+    def child(own_dir: bool) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
         env.update(VJBRIDGE_CACHE=str(tmp_path / ("ours-unused" if own_dir else "ours")),
                    PYTHONPATH=str(Path(__file__).resolve().parents[1]))
         if own_dir:  # the user's own choice stays
             env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "mine")
-        children[own_dir] = subprocess.Popen([sys.executable, "-c", COMPILE_IN_CHILD], env=env, text=True,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for own_dir, child in children.items():
+        return subprocess.Popen([sys.executable, "-c", COMPILE_IN_CHILD], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def compiled_in(child: subprocess.Popen) -> Path:
         out, err = child.communicate(timeout=300)
         assert child.returncode == 0, err[-2000:]
         where, compiled_there = out.split()
+        assert compiled_there == "True"
+        return Path(where)
+
+    def built(folder: Path) -> set:
+        return {path for path in folder.rglob("*") if path.suffix == ".so"}
+
+    children = {own_dir: child(own_dir) for own_dir in (False, True)}
+    for own_dir, running in children.items():
         expected = tmp_path / ("mine" if own_dir else "ours/inductor")
-        assert Path(where) == expected and compiled_there == "True"
-        assert any(path.suffix == ".so" for path in expected.rglob("*"))  # its kernels, built and kept there
+        assert compiled_in(running) == expected
+        assert built(expected)  # its kernels, built and kept there
         if runtime.CPP_WRAPPER:  # the C++ headers its wrapper is built with, precompiled, kept there too
             assert any(path.suffix == ".gch" for path in (expected / "precompiled_headers").iterdir())
-    assert not any(path.suffix == ".so" for path in (tmp_path / "ours-unused").rglob("*"))  # theirs won
+    assert not built(tmp_path / "ours-unused")  # theirs won
+    ours = tmp_path / "ours/inductor"
+    before = built(ours)
+    assert compiled_in(child(False)) == ours
+    assert built(ours) == before  # the next run built no library: each was found
 
 
 SWITCH_IN_CHILD = """
