@@ -159,8 +159,11 @@ def share_wrapper_builds() -> None:
         from torch._inductor.codecache import CppWrapperCodeCache
     except ImportError:
         return
-    load = getattr(CppWrapperCodeCache, "load_pybinding_async", None)
-    if load is None or getattr(load, "vjbridge_shared", False):
+    import inspect
+    if not isinstance(inspect.getattr_static(CppWrapperCodeCache, "load_pybinding_async", None), classmethod):
+        return  # not the classmethod this wraps: left as it is
+    load = CppWrapperCodeCache.load_pybinding_async
+    if getattr(load, "vjbridge_shared", False):
         return
 
     def shared(cls, argtypes, main_code, *args, **kwargs):
