@@ -132,6 +132,7 @@ def _keep_precompiled_headers(folder: Path) -> None:
 # on the source, and so keeps graphs with other weights in other files), and in the messages of
 # its size checks the address of one of its pattern functions (another each process).
 _WEIGHT_NOTE = re.compile(r"^// (\S+) device\(type=[^\n]*\n", re.M)
+_ARGUMENT = re.compile(r"\bauto (\S+) = std::move\(inputs\[\d+\]\)")
 _FUNCTION_ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
 
 
@@ -143,8 +144,7 @@ def wrapper_source_shared(source: str) -> str:
     as an argument (`inputs`), so that the library holds no weights of its own notes; otherwise as
     it is. (Weights that Inductor writes into its kernels as numbers stay in the source, and so in
     the key: another bundle of one shape may get a library of its own.)"""
-    names = _WEIGHT_NOTE.findall(source)
-    if not all(re.search(rf"\bauto {re.escape(name)} = std::move\(inputs\[\d+\]\)", source) for name in names):
+    if not set(_WEIGHT_NOTE.findall(source)) <= set(_ARGUMENT.findall(source)):
         return source
     return _FUNCTION_ADDRESS.sub(">", _WEIGHT_NOTE.sub("", source))
 
