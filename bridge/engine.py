@@ -23,7 +23,7 @@ from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 from bridge.degrade import DegradeController, DegradeSettings, ScaledPix2Pix, levels_for
 from bridge.errors import GeneratorUnavailable
 from bridge.generators.base import Generator, Snapshot
-from bridge.runtime import Runner, recompile_room, resolve_frame, to_rgba, to_rgba_async
+from bridge.runtime import Runner, recompile_room, release_openmp_workers, resolve_frame, to_rgba, to_rgba_async
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +447,10 @@ class Engine:
         """Run until `stop()` or `duration` seconds; returns the stats summary."""
         worker = threading.Thread(target=self._generate_loop, name="vjbridge-generate", daemon=True)
         worker.start()
+        # This thread built the models and warmed them: its OpenMP workers, left waiting, would
+        # slow the network's own (see release_openmp_workers); let go of now and once a second
+        # (anything a callback ran in parallel meanwhile).
+        release_openmp_workers()
         start = clock.now()
         deadline = start + self.period
         next_report = start + 1.0
@@ -468,9 +472,11 @@ class Engine:
                     deadline = clock.now()
                 self._output_tick()
                 deadline += self.period
-                if on_second is not None and clock.now() >= next_report:
+                if clock.now() >= next_report:
                     next_report += 1.0
-                    on_second(self.stats)
+                    if on_second is not None:
+                        on_second(self.stats)
+                    release_openmp_workers()
         finally:
             self._stop.set()
             with self._tick:

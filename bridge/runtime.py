@@ -70,6 +70,10 @@ AUTO_MIN_PSNR_DB = 40.0  # auto takes int8 only if its mean PSNR against fp32 (h
 AUTO_MIN_GAIN = 1.1  # ... and only if a tick runs at least this much faster with it
 AUTO_TRIAL_FRAMES = 30  # auto: timed live calls each candidate makes before the faster is kept
 AUTO_BLOCK = 6  # auto: calls a candidate makes in a row; the first of each (settling after a switch) is not timed
+# auto: fewer threads stay while their calls' 95th percentile takes at most this share of the
+# frame (the time between two live calls), whatever more would gain: the other cores go to the
+# audio, the sinks and TouchDesigner, and a faster call there buys no frame
+AUTO_ROOM = 0.5
 # Without a compile (no compiler, or it failed), the ways a network can run are timed at warm-up,
 # each this many calls in turn (Runner._choose_uncompiled): traced in fp32, ONNX Runtime in fp32,
 # traced in bf16. Compiled, bf16 always measured faster here; traced, its casts are ops of their
@@ -237,6 +241,53 @@ def set_threads(count: int) -> None:
     when it changes: setting it clears oneDNN's cache of prepared kernels."""
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
+
+
+@functools.lru_cache(maxsize=1)
+def _gnu_openmp_pauses() -> tuple:
+    """`omp_pause_resource_all` of each GNU OpenMP runtime (libgomp) loaded in this process
+    (torch's Linux wheels carry one), as ctypes functions; empty elsewhere: torch on Windows and
+    macOS uses other OpenMP runtimes, whose pause is not one thread's."""
+    import ctypes
+    if not sys.platform.startswith("linux"):
+        return ()
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split(None, 5)[5].strip() for line in maps
+                            if "libgomp" in line and len(line.split(None, 5)) == 6})
+    except OSError:
+        return ()
+    pauses = []
+    for path in paths:
+        if not os.path.basename(path).startswith("libgomp"):
+            continue
+        try:
+            pause = ctypes.CDLL(path).omp_pause_resource_all  # already loaded: the same runtime
+        except (OSError, AttributeError):  # a libgomp older than OpenMP 5.0 (GCC 9)
+            continue
+        pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+        pauses.append(pause)
+    return tuple(pauses)
+
+
+def release_openmp_workers() -> bool:
+    """Let go of the OpenMP worker threads that torch's parallel calls in the calling thread
+    left waiting (GNU libgomp keeps a team for each thread that ran one, for that thread's life);
+    should the thread call torch in parallel again, a team is made again. Returns whether
+    libgomp was there to ask.
+
+    Why: libgomp counts the workers of every thread's team, and once they and the first thread
+    outnumber the CPUs it stops spinning between parallel regions: each worker, and the thread
+    that called, sleeps in the kernel at every region and is woken for the next. The live network
+    runs in the engine's own thread, beside the team the main thread left building and warming the
+    models, so on 2 cores a 2-thread call was always past that count: pix2pix-pulse, 60 calls a
+    second from a thread of its own, took 9.6-10.1 ms (the process 15,000 context switches in
+    10 s) against 5.1-6.3 ms (600) once the main thread's team was let go of. Only the calling
+    thread's team goes (libgomp's pause is per thread); elsewhere than Linux nothing is done."""
+    freed = False
+    for pause in _gnu_openmp_pauses():
+        freed = pause(1) == 0 or freed  # omp_pause_soft; -1 inside a parallel region
+    return freed
 
 
 # torch's own count (the physical cores, or OMP_NUM_THREADS), read before any of ours is set: a
@@ -1482,7 +1533,9 @@ class AutoRunner:
     which is faster). Once each has AUTO_TRIAL_FRAMES timed calls one is kept and the others let
     go: the first in the order optimized before int8, fewer threads before more, unless a later
     one is AUTO_MIN_GAIN faster by median (int8 is in the trial only at AUTO_MIN_PSNR_DB or more
-    against fp32). Looks like a Runner to the pipeline: `draws_condition` answers for the one
+    against fp32), and more threads only where fewer do not fit within AUTO_ROOM of the frame (at
+    the 95th percentile; the frame is the median time between two calls, as the engine paces
+    them). Looks like a Runner to the pipeline: `draws_condition` answers for the one
     that takes the next call, and `candidates` lists what the pipeline warms."""
 
     def __init__(self, arms: list[_Arm], note: str = ""):
@@ -1496,6 +1549,8 @@ class AutoRunner:
         self._most_threads = max((arm.threads for arm in arms if arm.threads is not None), default=None)
         self.note = note  # why a runtime was left out of the trial, if one was
         self._times: dict[str, list[float]] = {arm.label: [] for arm in arms}
+        self._gaps: list[float] = []  # ms from one call's start to the next's: the frame, as paced
+        self._last_start: float | None = None
         self._calls = 0
         self.chosen: Runner | None = None
 
@@ -1541,6 +1596,9 @@ class AutoRunner:
         if self.chosen is not None:
             return arm(cond, latent)
         t0 = time.perf_counter()
+        if self._last_start is not None:
+            self._gaps.append((t0 - self._last_start) * 1000.0)
+        self._last_start = t0
         out = arm(cond, latent)
         if self._calls % AUTO_BLOCK or AUTO_BLOCK == 1:  # a block's first call settles the switch
             self._times[arm.label].append((time.perf_counter() - t0) * 1000.0)
@@ -1552,17 +1610,23 @@ class AutoRunner:
 
     def _decide(self) -> None:
         ms = {label: statistics.median(t) for label, t in self._times.items()}
-        best = self.arms[kept_in_order([ms[arm.label] for arm in self.arms])]
+        frame = statistics.median(self._gaps) if self._gaps else None
+        roomy = [frame is not None and float(np.percentile(self._times[arm.label], 95)) <= AUTO_ROOM * frame
+                 for arm in self.arms]
+        best = self.arms[kept_in_order([ms[arm.label] for arm in self.arms], [arm.threads for arm in self.arms], roomy)]
         runner = best.runner
         int8 = next((arm.runner for arm in self.arms if arm.runner.info.runtime == "int8"), None)
         wants = [f"int8 ({int8.info.psnr_db:.1f} dB)"] if int8 is not None else []
+        room = ""
         if len({arm.threads for arm in self.arms}) > 1:
             wants.append("more threads")
+            if frame is not None:
+                room = f", more threads only where fewer take over {AUTO_ROOM:.0%} of the {frame:.1f} ms frame at p95"
         timed = ", ".join(f"{label} {v:.1f} ms" for label, v in ms.items())
         self.chosen = runner
         runner.use_threads(best.threads)
         runner.keep_threads(best.threads)  # the counts it did not keep: their compiles go
-        why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster")
+        why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster{room}")
         runner.info.note = join_note(runner.info.note, f"auto: {best.label} ({why})")
         runner.info.auto_ms = {label: round(v, 2) for label, v in ms.items()}
         self.candidates = [runner]
@@ -1571,11 +1635,16 @@ class AutoRunner:
         log.info(runner.info.note)
 
 
-def kept_in_order(ms: list[float]) -> int:
+def kept_in_order(ms: list[float], threads: list[int | None] | None = None,
+                  roomy: list[bool] | None = None) -> int:
     """Which of candidates timed at `ms` (in their order of preference) is kept: the first,
-    unless a later one is AUTO_MIN_GAIN faster than the one kept so far."""
+    unless a later one is AUTO_MIN_GAIN faster than the one kept so far; one with more `threads`
+    than that one only where that one is not `roomy` (it fits the frame with room to spare)."""
     best = 0
     for i in range(1, len(ms)):
+        more = threads is not None and (threads[i] or 0) > (threads[best] or 0)
+        if more and roomy is not None and roomy[best]:
+            continue
         if ms[best] >= AUTO_MIN_GAIN * ms[i]:
             best = i
     return best

@@ -1,6 +1,7 @@
 """--threads: a fixed count set in the thread that plays (the one that builds keeps its own),
 int8's ONNX Runtime session per count, and `auto` trying the counts on live calls, alone and with
 `--runtime auto`, in a real engine beside a real audio file."""
+import re
 import sys
 import threading
 import time
@@ -97,14 +98,16 @@ def test_int8_lets_go_of_the_session_at_a_count_no_longer_played(monkeypatch):
     assert torch.equal(runner(cond), before) and len(runner._fn._sessions) == 2
 
 
-@pytest.mark.parametrize("gain, kept", [(1000.0, 1), (0.0, 2)])
-def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two_counts, gain, kept):
+@pytest.mark.parametrize("gain, room, kept", [(1000.0, 0.0, 1), (0.0, 0.0, 2), (0.0, 1000.0, 1)])
+def test_auto_threads_plays_each_count_in_blocks_then_keeps_one(monkeypatch, two_counts, gain, room, kept):
     """Fewer threads are kept unless more are AUTO_MIN_GAIN faster: no speed-up -> 1 thread,
-    any -> 2. Each block of calls runs at its count in the playing thread. Each count is a
-    compile of its own; the one not kept is let go of."""
+    any -> 2, unless 1 thread fits its frame with AUTO_ROOM to spare. Each block of calls runs at
+    its count in the playing thread. Each count is a compile of its own; the one not kept is let
+    go of."""
     monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 2)
     monkeypatch.setattr(runtime, "AUTO_BLOCK", 2)
     monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", gain)
+    monkeypatch.setattr(runtime, "AUTO_ROOM", room)
     torch.set_num_threads(2)
     model = tiny_pix2pix()
     runner = make_runner(model, threads="auto")
@@ -145,6 +148,7 @@ def test_auto_runtime_and_threads_try_every_pair(monkeypatch, two_counts):
     monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 1)
     monkeypatch.setattr(runtime, "AUTO_BLOCK", 1)
     monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", 0.0)  # each later one taken: the last pair stays
+    monkeypatch.setattr(runtime, "AUTO_ROOM", 0.0)  # (whatever room fewer threads have)
     model = tiny_pix2pix()
     runner = make_runner(model, runtime="auto", threads="auto")
     assert [arm.label for arm in runner.candidates] == [
@@ -210,6 +214,25 @@ def test_auto_threads_in_a_live_engine_on_real_audio(monkeypatch, two_counts):
     assert runner.chosen is not None and runner.info.threads in (1, 2)
     assert all(ms > 0 for ms in runner.info.auto_ms.values())
     assert torch.get_num_threads() == 2  # the count kept is the generation thread's, not ours
+
+
+def test_auto_keeps_one_thread_where_it_fits_the_live_frame_with_room_to_spare(monkeypatch, two_counts):
+    """Whatever a second thread would gain (any gain is taken here), a model whose calls take a
+    small share of the frame keeps one thread and leaves the other core to the rest: the frame is
+    measured as the engine paces the calls (30 fps here, about 33 ms)."""
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 5)
+    monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", 0.0)
+    torch.set_num_threads(2)
+    model = tiny_pix2pix()
+    runner = make_runner(model, threads="auto")
+    pipeline = FramePipeline(model, runner=runner)
+    pipeline.warmup(runs=1)
+    sink = open_sink("null", 32, 32, 30)
+    stats = Engine(pipeline, [sink], fps=30).run(duration=3.0)
+    assert stats["errors"] == 0 and runner.chosen is not None
+    assert runner.info.threads == 1, runner.info.note
+    frame = float(re.search(r"of the ([0-9.]+) ms frame", runner.info.note).group(1))
+    assert 25.0 < frame < 45.0, runner.info.note
 
 
 def test_live_session_passes_the_count(tmp_path, monkeypatch):
