@@ -281,8 +281,8 @@ def release_openmp_workers() -> bool:
     that called, sleeps in the kernel at every region and is woken for the next. The live network
     runs in the engine's own thread, beside the team the main thread left building and warming the
     models, so on 2 cores a 2-thread call was always past that count: pix2pix-pulse, 60 calls a
-    second from a thread of its own, took 9.6-10.1 ms (the process 15,000 context switches in
-    10 s) against 5.1-6.3 ms (600) once the main thread's team was let go of. Only the calling
+    second from a thread of its own, took 9.6-10.1 ms (about 15,000 context switches in the
+    process's 11 s) against 5.1-6.3 ms (600) once the main thread's team was let go of. Only the calling
     thread's team goes (libgomp's pause is per thread); elsewhere than Linux nothing is done."""
     freed = False
     for pause in _gnu_openmp_pauses():
