@@ -24,6 +24,13 @@ def torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
+def failed_run(run: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun said: the ranks' own lines first (where a rank that aborted says
+    why), then the launcher's report at the end."""
+    lines = [line for line in run.stderr.splitlines() if "torch/distributed/elastic" not in line]
+    return "\n".join(lines[:40])[:3000] + "\n...\n" + run.stderr[-1500:]
+
+
 def test_shards_are_disjoint_equal_and_cover_all_but_the_remainder():
     items = list(range(11))
     shards = [TrainContext(rank=r, world=3).shard(items) for r in range(3)]
@@ -66,7 +73,7 @@ def test_pix2pix_trains_on_two_processes(tmp_path):
     out = tmp_path / "bundle"
     run = torchrun("train", "pix2pix", "--data", str(data), "--out", str(out), "--epochs", "2",
                    "--ngf", "4", "--batch-size", "2", "--quiet")
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failed_run(run)
     model = load_model(out)
     recipe = model.bundle_config["training"]["recipe"]
     assert recipe["processes"] == 2
@@ -91,7 +98,7 @@ def test_realnvp_trains_on_two_processes(tmp_path, pictures):
     out = tmp_path / "flow"
     run = torchrun("train", "realnvp", "--images", str(pictures), "--out", str(out), "--preset", "lite-32",
                    "--set", "hidden=4", "--epochs", "2", "--batch-size", "4", "--crop-scale", "1.0", "--quiet")
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failed_run(run)
     model = load_model(out)
     assert model.family == "realnvp"
     x = torch.rand(2, 3, 32, 32) * 2 - 1
@@ -102,7 +109,7 @@ def test_cvae_trains_on_two_processes(tmp_path, pictures):
     out = tmp_path / "cvae"
     run = torchrun("train", "cvae", "--images", str(pictures), "--out", str(out), "--size", "16",
                    "--widths", "4,8", "--latent-dim", "4", "--epochs", "2", "--batch-size", "4", "--quiet")
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failed_run(run)
     model = load_model(out)
     assert model.family == "cvae" and model.latent_dim == 4
 
@@ -141,6 +148,6 @@ def test_vae_associator_trains_on_two_processes(tmp_path, pictures):
     sets = [x for k, v in tiny.items() for x in ("--set", f"{k}={json.dumps(v)}")]
     run = torchrun("train", "vae_associator", "--data", str(data), "--out", str(out), "--epochs", "2",
                    "--batch-size", "4", "--n-idle", "2", "--val-fraction", "0.25", *sets, "--quiet")
-    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.returncode == 0, failed_run(run)
     model = load_model(out)
     assert model.family == "vae_associator" and model.idle_images().shape[0] == 2
