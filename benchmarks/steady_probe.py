@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -87,16 +86,14 @@ def one_run(variant: str, model: str, fps: float, duration: float, window: float
     return {"variant": variant, "model": model, "fps": fps, **seen}
 
 
-def child_run(args: list[str], variant: str, label: str) -> dict:
+def variant_env(variant: str) -> dict:
+    """This process's environment for a run of `variant`: libgomp's own spin count, but where the
+    variant sets one."""
     env = dict(os.environ)
-    env.pop("GOMP_SPINCOUNT", None)  # libgomp's own count, but where a variant sets one
+    env.pop("GOMP_SPINCOUNT", None)
     if variant == "short-spin":
         env["GOMP_SPINCOUNT"] = SHORT_SPIN
-    child = subprocess.run([sys.executable, __file__, "--one", variant, *args], capture_output=True, text=True,
-                           cwd=ROOT, timeout=600, env=env)
-    if child.returncode != 0:
-        sys.exit(f"steady_probe: {label} failed:\n{child.stderr[-2000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])
+    return env
 
 
 def main() -> None:
@@ -113,6 +110,7 @@ def main() -> None:
     if a.one:
         print(json.dumps(one_run(a.one[0], a.one[1], float(a.one[2]), a.duration, a.window)))
         return
+    from benchmarks.switch_probe import child_run
     from bridge.bench import machine_info
     variants = a.variants.split(",")
     if not set(variants) <= set(VARIANTS):
@@ -122,8 +120,9 @@ def main() -> None:
     for i in range(a.runs):
         for model, fps in cases:
             for variant in variants:
-                run = child_run([model, fps, "--duration", str(a.duration), "--window", str(a.window)], variant,
-                                f"run {i + 1} ({variant}, {model}, {fps} fps)")
+                run = child_run(__file__, [variant, model, fps, "--duration", str(a.duration), "--window",
+                                           str(a.window)], f"run {i + 1} ({variant}, {model}, {fps} fps)",
+                                timeout=600, env=variant_env(variant))
                 runs.append(run)
                 print(f"run {i + 1} {Path(model).name:14s} {fps:>3s} fps {variant:13s} {run['threads']}: generate "
                       f"p50 {run['generate_ms_p50']} / p95 {run['generate_ms_p95']} ms, latency p50 "

@@ -50,10 +50,11 @@ VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled", "py
             "collecting", "wrapper-per-compile")
 
 
-def child_run(script: str, args: list[str], label: str, timeout: float = 300) -> dict:
-    """One run of `script --one ...` in its own process: the JSON it prints last (exits on failure)."""
+def child_run(script: str, args: list[str], label: str, timeout: float = 300, env: dict | None = None) -> dict:
+    """One run of `script --one ...` in its own process (in `env`, else this one's environment):
+    the JSON it prints last (exits on failure)."""
     child = subprocess.run([sys.executable, script, "--one", *args], capture_output=True, text=True,
-                           cwd=ROOT, timeout=timeout)
+                           cwd=ROOT, timeout=timeout, env=env)
     if child.returncode != 0:
         sys.exit(f"{Path(script).stem}: {label} failed:\n{child.stderr[-2000:]}")
     return json.loads(child.stdout.strip().splitlines()[-1])

@@ -282,8 +282,9 @@ def release_openmp_workers() -> bool:
     runs in the engine's own thread, beside the team the main thread left building and warming the
     models, so on 2 cores a 2-thread call was always past that count: pix2pix-pulse, 60 calls a
     second from a thread of its own, took 9.6-10.1 ms (about 15,000 context switches in the
-    process's 11 s) against 5.1-6.3 ms (600) once the main thread's team was let go of. Only the calling
-    thread's team goes (libgomp's pause is per thread); elsewhere than Linux nothing is done."""
+    process's 11 s) against 5.1-6.3 ms (600) once the main thread's team was let go of. Only the
+    calling thread's team goes (libgomp's pause is per thread); elsewhere than Linux nothing is
+    done."""
     freed = False
     for pause in _gnu_openmp_pauses():
         freed = pause(1) == 0 or freed  # omp_pause_soft; -1 inside a parallel region
@@ -1613,7 +1614,8 @@ class AutoRunner:
         frame = statistics.median(self._gaps) if self._gaps else None
         roomy = [frame is not None and float(np.percentile(self._times[arm.label], 95)) <= AUTO_ROOM * frame
                  for arm in self.arms]
-        best = self.arms[kept_in_order([ms[arm.label] for arm in self.arms], [arm.threads for arm in self.arms], roomy)]
+        order = kept_in_order([ms[arm.label] for arm in self.arms], [arm.threads for arm in self.arms], roomy)
+        best = self.arms[order]
         runner = best.runner
         int8 = next((arm.runner for arm in self.arms if arm.runner.info.runtime == "int8"), None)
         wants = [f"int8 ({int8.info.psnr_db:.1f} dB)"] if int8 is not None else []
