@@ -59,8 +59,7 @@ def one_run(variant: str, model: str, fps: float, duration: float, window: float
 
         def watch():
             started = time.perf_counter()
-            while (session._compile_at_start or session._lock.locked() or "trying" in runner().status
-                   or stats.generated == 0):
+            while not session.settled:
                 time.sleep(0.05)
             time.sleep(3.0)  # the kept count settles (oneDNN's kernels for it made again)
             seen["window_from_s"] = round(time.perf_counter() - started, 1)

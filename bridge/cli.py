@@ -153,14 +153,32 @@ def cmd_demo(args) -> int:
           f"in {result.wall_seconds:.1f} s: {result.speed:.2f}x real time, {result.frame_ms_p50:.1f} ms per frame",
           file=sys.stderr)
     if args.live_seconds > 0:
-        print(f"live: {args.live_seconds:g} s from the file as if it were line-in, to a null output",
-              file=sys.stderr)
+        print(f"live: the file as if it were line-in, to a null output; the model plays from the first frame "
+              f"while it compiles, and {args.live_seconds:g} s are measured once it has settled", file=sys.stderr)
         settings = LiveSettings(model=args.model, audio_in=str(DEMO_AUDIO), outs=["null"], fps=args.fps)
         with LiveSession(settings) as session:
             _SESSIONS.append(session)
-            stats["live"] = session.run(duration=args.live_seconds)
+            live = stats["live"] = session.run(settled_window=args.live_seconds)
+        print(_settled_line(live), file=sys.stderr)
     print(json.dumps(stats))
     return 0
+
+
+def _settled_line(live: dict) -> str:
+    """What `demo` says of its live seconds (LiveSession.run with a settled window)."""
+    def ms(key: str) -> str:
+        return "--" if live.get(key) is None else f"{live[key]:.0f}"
+    settling = live.get("settling") or {}
+    if live["settle_s"] is not None:
+        head = (f"live: settled (compiled, threads chosen) in {live['settle_s']:g} s while playing "
+                f"(repeated {settling.get('repeated', 0)}, stalled {settling.get('stalled', 0)}); then")
+    elif live["window_s"] > 0:
+        head = "live: not settled in time, measured as it played:"
+    else:
+        return "live: stopped before the model settled (figures of the whole run in the JSON)"
+    return (f"{head} {live['window_s']:g} s at {live['fps']:.1f} fps, latency p50 {ms('latency_ms_p50')} ms "
+            f"p95 {ms('latency_ms_p95')} ms, model {ms('generate_ms_p50')} ms, repeated {live['repeated']} "
+            f"stalled {live['stalled']}")
 
 
 def cmd_devices(args) -> int:
@@ -408,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo.mp4")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--live-seconds", type=float, default=5.0, help="then run live this long (0: skip)")
+    p.add_argument("--live-seconds", type=float, default=5.0,
+                   help="then play live, and measure this long once the model has compiled (0: skip)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("devices", help="audio inputs/outputs, cameras, NDI sources")

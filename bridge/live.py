@@ -165,6 +165,58 @@ def bundle_stamp(name: str) -> tuple:
     return tuple(stamp)
 
 
+SETTLE_LIMIT_S = 300.0  # how long `run(settled_window=...)` waits for the model to settle
+
+
+class SettledWindow:
+    """Measures a run's seconds once its model has settled (`LiveSession.settled`), which is what
+    the set plays like from then on: the start's seconds (the model uncompiled, then its compile
+    and thread trial sharing the cores) took 2x the generation time of the settled bundled model
+    on 2 cores. Called by the engine once a second: it notes when the model settled, clears the
+    engine's times (fps and percentiles are then the window's), and asks the engine to stop
+    `seconds` later. A model that has not settled within `limit` seconds is measured as it is."""
+
+    def __init__(self, session: "LiveSession", seconds: float, limit: float = SETTLE_LIMIT_S):
+        if seconds <= 0:
+            raise ValueError(f"a settled window must be positive, got {seconds} s")
+        self.session, self.seconds, self.limit = session, seconds, limit
+        self.began = time.perf_counter()
+        self.start: float | None = None
+        self.end: float | None = None
+        self.settle_s: float | None = None  # None: it did not settle within the limit
+        self.before: dict = {}
+
+    COUNTS = ("sent", "generated", "missed", "repeated", "stalled", "errors")
+
+    def __call__(self, stats) -> None:
+        now = time.perf_counter()
+        if self.start is None:
+            settled = self.session.settled
+            if not settled and now - self.began < self.limit:
+                return
+            self.settle_s = round(now - self.began, 1) if settled else None
+            self.before = {name: getattr(stats, name) for name in self.COUNTS}
+            for times in (stats.latencies_ms, stats.generate_ms, stats.send_times):
+                times.clear()  # deque.clear: one C call, beside the engine's appends
+            self.start = now
+        elif now - self.start > self.seconds - 0.5 and self.end is None:  # called each second: the nearest
+            self.end = now
+            self.session.engine.request_stop()
+
+    def summary(self, stats) -> dict:
+        """The engine's summary of the window: its counts and times alone (percentiles over its
+        last 300 frames), `window_s` its length, `settle_s` how long settling took while the
+        model played, and `settling` what the output counted meanwhile. A run stopped before the
+        model settled gives the whole run's, with `settle_s` None and `window_s` 0."""
+        summary = stats.summary()
+        if self.start is None:
+            return {**summary, "settle_s": None, "window_s": 0.0, "settling": {}}
+        settling = {name: self.before[name] for name in ("sent", "repeated", "stalled", "errors")}
+        summary.update({name: getattr(stats, name) - self.before[name] for name in self.COUNTS})
+        end = self.end if self.end is not None else time.perf_counter()
+        return {**summary, "settle_s": self.settle_s, "window_s": round(end - self.start, 1), "settling": settling}
+
+
 class _Closing(Exception):
     """The session closed while the loader thread built or compiled a model: it stops at the
     next piece (a level, a thread count), and what it made is let go."""
@@ -988,8 +1040,26 @@ class LiveSession(Actions):
             parts.append(f"last error: {self.messages[-1][:60]}")
         return " | ".join(parts)
 
-    def run(self, duration: float | None = None, status_stream=sys.stderr) -> dict:
+    @property
+    def settled(self) -> bool:
+        """Whether the model plays as it will go on playing: the compile made as it plays and
+        --threads auto's trial are over, no switch or cue is loading, and a frame was made.
+        Figures taken before are the start's: the model uncompiled, a compile sharing its cores."""
+        if self._compile_at_start or self._lock.locked() or self.engine.stats.generated == 0:
+            return False
+        runner = getattr(_lead(self.pipeline), "runner", None)  # none for an isolated worker
+        return getattr(runner, "chosen", True) is not None  # an AutoRunner: its trial over
+
+    def run(self, duration: float | None = None, status_stream=sys.stderr, settled_window: float | None = None,
+            settle_limit: float = SETTLE_LIMIT_S) -> dict:
+        """Play until `stop`, Ctrl-C or `duration` seconds; returns the engine's summary. With
+        `settled_window`, play until the model has `settled` (at most `settle_limit` s), then that
+        many seconds more, and return those seconds' figures alone (`SettledWindow.summary`)."""
+        window = None if settled_window is None else SettledWindow(self, settled_window, settle_limit)
+
         def report(stats):
+            if window is not None:
+                window(stats)
             if status_stream is not None:
                 status_stream.write("\r" + self.status_line(stats) + "\033[K")
                 status_stream.flush()
@@ -1009,7 +1079,8 @@ class LiveSession(Actions):
             self._request("compile", self.model_name)
         try:
             with stop_on_signals(self.engine.request_stop):
-                return self.engine.run(duration=duration, on_second=report)
+                summary = self.engine.run(duration=duration, on_second=report)
+            return summary if window is None else window.summary(self.engine.stats)
         finally:
             gc.unfreeze()  # what this run leaves behind is collectable again
             if status_stream is not None:
