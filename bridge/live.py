@@ -74,26 +74,62 @@ def stop_on_signals(request_stop):
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
-@contextlib.contextmanager
-def playing_thread_first(interval_s: float = SWITCH_GIL_INTERVAL_S):
-    """While inside, a thread holding the GIL hands it over after `interval_s` when another one
-    waits, instead of Python's 5 ms. For a model switch: the new model compiles on a loader thread,
-    which is Python holding the GIL nearly all the time, and the playing thread lets the GIL go
-    around every kernel of its frame and waits to take it back each time. At 5 ms a wait, two
-    switches on 2 cores repeated 89-104 frames; at 20 us, 7-12 (benchmarks/README.md). The
-    interval is the whole process's: put back on leaving (one switch runs at a time)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, interval_s))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
+class _HeldSetting:
+    """A setting of the whole process that model loaders hold changed while they work: the first
+    to enter saves it and changes it, the last to leave puts it back. Loaders can overlap: a
+    closed session's finishes its current piece while the next session's starts, and each saving
+    and putting back on its own left the changed value in place for good."""
+
+    def __init__(self, get, change, put):
+        self._get, self._change, self._put = get, change, put
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = None
+
+    @contextlib.contextmanager
+    def held(self):
+        with self._lock:
+            if self._inside == 0:
+                self._saved = self._get()
+                self._change(self._saved)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0:
+                    self._put(self._saved)
+
+
+_switch_interval = _HeldSetting(sys.getswitchinterval,
+                                lambda before: sys.setswitchinterval(min(before, SWITCH_GIL_INTERVAL_S)),
+                                sys.setswitchinterval)
+
+
+def playing_thread_first():
+    """While inside, a thread holding the GIL hands it over after SWITCH_GIL_INTERVAL_S when
+    another one waits, instead of Python's 5 ms. For a model switch: the new model compiles on a
+    loader thread, which is Python holding the GIL nearly all the time, and the playing thread
+    lets the GIL go around every kernel of its frame and waits to take it back each time. At 5 ms
+    a wait, two switches on 2 cores repeated 89-104 frames; at 20 us, 7-12 (benchmarks/README.md).
+    The interval is the whole process's: put back once the last loader inside leaves."""
+    return _switch_interval.held()
 
 
 HOLD_FULL_COLLECTIONS = True  # see full_collections_held
 
 
-@contextlib.contextmanager
+def _collected_at(threshold: tuple) -> None:
+    gc.set_threshold(*threshold)
+    gc.collect()
+
+
+# full collections after that many of the middle generation's: never
+_full_collections = _HeldSetting(gc.get_threshold, lambda before: gc.set_threshold(*before[:2], 1 << 30),
+                                 _collected_at)
+
+
 def full_collections_held():
     """While inside (a compile on the loader thread as a model plays), the garbage collector
     makes no full collection of its own, and one is made on leaving. A full collection walks
@@ -101,18 +137,9 @@ def full_collections_held():
     graphs, IR, sympy expressions), more as it goes: switched to mid-set, a full-32 flow's
     compile set off 7 of them, 27-130 ms each, and the output lost 8-11 ticks. The young
     generations are still collected (they walk only what is new); what the compile left is
-    collected once, at the end. The threshold is the whole process's: put back on leaving (one
-    compile runs at a time)."""
-    if not HOLD_FULL_COLLECTIONS:
-        yield
-        return
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(young, middle, 1 << 30)  # full collections after that many of the middle one's: never
-    try:
-        yield
-    finally:
-        gc.set_threshold(young, middle, old)
-        gc.collect()
+    collected once, at the end. The threshold is the whole process's: put back, and the one
+    collection made, once the last loader inside leaves."""
+    return _full_collections.held() if HOLD_FULL_COLLECTIONS else contextlib.nullcontext()
 
 
 _compiler_settled = False
@@ -1047,7 +1074,7 @@ class LiveSession(Actions):
         Figures taken before are the start's: the model uncompiled, a compile sharing its cores."""
         if self._compile_at_start or self._lock.locked() or self.engine.stats.generated == 0:
             return False
-        runner = getattr(_lead(self.pipeline), "runner", None)  # none for an isolated worker
+        runner = getattr(_lead(self.pipeline), "runner", None)
         return getattr(runner, "chosen", True) is not None  # an AutoRunner: its trial over
 
     def run(self, duration: float | None = None, status_stream=sys.stderr, settled_window: float | None = None,

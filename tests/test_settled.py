@@ -82,7 +82,7 @@ def test_a_model_that_does_not_settle_in_time_is_measured_as_it_plays(tiny, monk
     """A set whose model never settles (here: one told it has not) is measured after the limit,
     and says so; one stopped before settling returns the whole run's figures."""
     monkeypatch.setattr(LiveSession, "settled", property(lambda self: False))
-    settings = LiveSettings(model=tiny, audio_in=AMEN, outs=["null"], fps=20, threads="1")
+    settings = LiveSettings(model=tiny, audio_in=AMEN, outs=["null"], fps=20, threads="1", runtime="reference")
     with LiveSession(settings) as session:
         result = session.run(status_stream=None, settled_window=1.0, settle_limit=1.0)
     assert result["settle_s"] is None and result["window_s"] == pytest.approx(1.0, abs=0.3), result

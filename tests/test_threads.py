@@ -408,3 +408,26 @@ def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_
                                                        "broken"]
     # Python keeps the interval in whole microseconds
     assert [seen for _, seen in session.intervals] == pytest.approx([before] + [SWITCH_GIL_INTERVAL_S] * 4)
+
+
+def test_loaders_that_overlap_put_the_process_settings_back_once_the_last_leaves():
+    """A closed session's loader finishes its piece while the next session's starts: the GIL
+    interval and the collector's threshold are held by both, and put back only when the second
+    leaves (each putting back what it had found left 20 us in place for good)."""
+    import gc
+
+    from bridge import live
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    first, second = live.playing_thread_first(), live.playing_thread_first()
+    held_first, held_second = live.full_collections_held(), live.full_collections_held()
+    first.__enter__()
+    held_first.__enter__()
+    second.__enter__()
+    held_second.__enter__()
+    first.__exit__(None, None, None)  # in the order they started: not the order `with` nests
+    held_first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == pytest.approx(live.SWITCH_GIL_INTERVAL_S)
+    assert gc.get_threshold()[2] > 10 ** 6  # the second still holds full collections off
+    second.__exit__(None, None, None)
+    held_second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == interval and gc.get_threshold() == threshold
