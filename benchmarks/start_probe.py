@@ -16,10 +16,13 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
   the compile (`bridge.live.HOLD_FULL_COLLECTIONS` off): as before the seventh session.
 - `wrapper-per-compile`: as-is with Inductor's C++ wrapper built by the C++ compiler at every
   compile (`bridge.runtime.share_wrapper_builds` off): as before the twelfth session.
+- `random-settling`: as-is with the tiny network `settle_compiler` compiles given other weights
+  in each process (`bridge.live.settling_network` unseeded): as before the fourteenth session.
 
 Marks, seconds from the process's start: the session made, the first frame, a traced runner
 in low precision playing (`low_precision_traced_s`, a flow that keeps it), the compiled runner
-playing (`playing_compiled_s`, with the frames repeated until then), everything compiled.
+playing (`playing_compiled_s`, with the frames repeated until then), everything compiled, and
+the set settled (`settled_s`: `LiveSession.settled`, the thread trial over too).
 
     python3 benchmarks/start_probe.py [--runs 2] [--models pix2pix-pulse,realnvp-faces] [--out FILE.json]
 """
@@ -40,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced",
-            "collecting", "wrapper-per-compile")
+            "collecting", "wrapper-per-compile", "random-settling")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
@@ -61,6 +64,16 @@ def one_run(variant: str, model: str, duration: float) -> dict:
     if variant == "wrapper-per-compile":
         import bridge.runtime
         bridge.runtime.share_wrapper_builds = lambda: None
+    if variant == "random-settling":
+        import torch
+
+        from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+
+        def unseeded():
+            with torch.random.fork_rng(devices=[]):
+                torch.seed()
+                return Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
+        live.settling_network = unseeded
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}
@@ -81,6 +94,9 @@ def one_run(variant: str, model: str, duration: float) -> dict:
             while session._compile_at_start or session._lock.locked():
                 time.sleep(0.01)
             marks["compiled_s"] = time.perf_counter() - STARTED
+            while not session.settled:
+                time.sleep(0.01)
+            marks["settled_s"] = time.perf_counter() - STARTED
         threading.Thread(target=watch, daemon=True).start()
         stats = session.run(duration=duration, status_stream=None)
     return {"variant": variant, "model": model, **{k: round(v, 2) for k, v in marks.items()},
@@ -115,7 +131,7 @@ def main() -> None:
                        f"{run['repeated_until_low_precision']}), " if "low_precision_traced_s" in run else "")
                 print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, {low}compiled "
                       f"playing {run.get('playing_compiled_s')} s (repeated {run.get('repeated_until_compiled')} "
-                      f"until then), all {run.get('compiled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
+                      f"until then), all {run.get('compiled_s')} s, settled {run.get('settled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
                       f"{run['stalled']}, errors {run['errors']}", flush=True)
     summary = {}
     for model in a.models.split(","):
@@ -124,7 +140,8 @@ def main() -> None:
             summary[f"{model} {variant}"] = {k: statistics.median(r[k] for r in mine)
                                              for k in ("first_frame_s", "low_precision_traced_s",
                                                        "repeated_until_low_precision", "playing_compiled_s",
-                                                       "compiled_s", "repeated_until_compiled", "repeated", "stalled")
+                                                       "compiled_s", "settled_s", "repeated_until_compiled", "repeated",
+                                                       "stalled")
                                              if all(k in r for r in mine)}
     print(json.dumps(summary, indent=1))
     if a.out:

@@ -145,6 +145,19 @@ def full_collections_held():
 _compiler_settled = False
 
 
+def settling_network():
+    """The tiny network `settle_compiler` compiles, with the same weights in every process:
+    Inductor writes some of them into the C++ it builds, and other weights each process meant
+    another library built each start (2.2-2.7 s of it on 2 cores). The set's own randomness goes
+    on as it was."""
+    import torch
+
+    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
+
+
 def settle_compiler(device: str = "cpu") -> None:
     """Once a process, on the loader thread, before the first compile made while a model plays.
     Inductor finishes setting itself up on its first compile (pattern tables, sympy, its C++
@@ -159,14 +172,10 @@ def settle_compiler(device: str = "cpu") -> None:
     if _compiler_settled:
         return
     _compiler_settled = True
-    import torch
-
-    from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
     from bridge.runtime import Runner
     started = time.perf_counter()
     try:
-        with torch.random.fork_rng(devices=[]):  # its weights do not matter: the set's randomness stays
-            tiny = Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
+        tiny = settling_network()
         FramePipeline(tiny, runner=Runner(tiny, device=device, compile=True)).warmup(runs=1)
     except Exception as e:  # only an optimisation: the real compile reports its own trouble
         log.info("compiler not set up ahead: %s", e)

@@ -38,6 +38,7 @@ TouchDesigner; a large one needs them all.
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import logging
@@ -116,6 +117,8 @@ def use_compile_cache_dir() -> None:
         if not _cache_pruned:
             _cache_pruned = True
             prune_compile_cache(compile_cache_dir())
+            atexit.register(mark_cache_used)
+            _note_precompiled_headers()
     _keep_precompiled_headers(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
 
 
@@ -189,7 +192,12 @@ _cache_pruned = False
 
 
 def cache_files(folder) -> list[tuple[float, int, str]]:
-    """(modified time, bytes, path) of every file under `folder`; one that cannot be read is left out."""
+    """(last used, bytes, path) of every file under `folder`; one that cannot be read is left out.
+    Last used: the access time where the file system keeps one later than the writing (Linux's
+    default, relatime: the first read after a write, then once a day; loading a library counts),
+    else when it was written. By the writing alone, what every run loads and nothing rewrites
+    (the precompiled headers, 300 MB that take 4.4 s to build again; the kernels of a model
+    played daily) went first."""
     files = []
     for root, _, names in os.walk(folder):
         for name in names:
@@ -197,29 +205,79 @@ def cache_files(folder) -> list[tuple[float, int, str]]:
                 st = os.stat(os.path.join(root, name))
             except OSError:
                 continue
-            files.append((st.st_mtime, st.st_size, os.path.join(root, name)))
+            files.append((max(st.st_atime, st.st_mtime), st.st_size, os.path.join(root, name)))
     return files
 
 
+_used_headers: set[str] = set()  # the precompiled headers this process's C++ builds used
+
+
+def _note_precompiled_headers() -> None:
+    """Note each precompiled header Inductor hands a C++ build, for `mark_cache_used`. Where this
+    torch has no such step, nothing is noted."""
+    import torch._inductor.codecache as codecache
+    make = getattr(codecache, "_precompile_header", None)
+    if make is None or getattr(make, "vjbridge_noted", False):
+        return
+
+    def noted(*args, **kwargs):
+        path = make(*args, **kwargs)
+        _used_headers.add(str(path))
+        return path
+    noted.vjbridge_noted = True
+    codecache._precompile_header = noted
+
+
+def mark_cache_used(folder=None) -> int:
+    """Mark what this process used from the compile cache as used now (its access time; when it
+    was written stays): the libraries mapped into the process (Linux), Inductor's wrapper modules
+    and the precompiled headers its builds used; so that `prune_compile_cache` keeps them, where
+    the file system moves access times once a day (Linux's relatime) or never (noatime; Windows'
+    default on large drives). At exit, once the cache was set up. Returns how many were marked."""
+    folder = Path(folder or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or compile_cache_dir())
+    inside = str(folder.resolve()) + os.sep
+    paths = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            paths.update(fields[5].strip() for fields in (line.split(None, 5) for line in maps) if len(fields) == 6)
+    except OSError:  # not Linux: the modules and headers below
+        pass
+    try:
+        from torch._inductor.codecache import PyCodeCache
+        paths.update(getattr(module, "__file__", None) or "" for module in list(PyCodeCache.modules))
+    except ImportError:
+        pass
+    for header in list(_used_headers):
+        paths.update(str(path) for path in Path(header).parent.glob(Path(header).name + "*"))
+    now, marked = time.time_ns(), 0
+    for path in sorted(p for p in paths if p and os.path.realpath(p).startswith(inside)):
+        try:
+            os.utime(path, ns=(now, os.stat(path).st_mtime_ns))  # in ns: a float would move it
+            marked += 1
+        except OSError:  # gone meanwhile, or not ours to touch: left as it is
+            pass
+    return marked
+
+
 def prune_compile_cache(folder: Path, max_bytes: int | None = None) -> int:
-    """Over `max_bytes` (COMPILE_CACHE_MAX_BYTES), the oldest files go until three quarters of it
-    is left; the last hour's stay. A kernel deleted is compiled again if it is asked for. Returns
-    the bytes removed; trouble reading or removing a file leaves it."""
+    """Over `max_bytes` (COMPILE_CACHE_MAX_BYTES), the files used longest ago go until three
+    quarters of it is left; the last hour's stay. A kernel deleted is compiled again if it is
+    asked for. Returns the bytes removed; trouble reading or removing a file leaves it."""
     max_bytes = COMPILE_CACHE_MAX_BYTES if max_bytes is None else max_bytes
     files = cache_files(folder)
     total = sum(size for _, size, _ in files)
     if total <= max_bytes:
         return 0
     removed, recent = 0, time.time() - COMPILE_CACHE_IN_USE_S
-    for mtime, size, path in sorted(files):
-        if total - removed <= max_bytes * 3 // 4 or mtime > recent:
+    for used, size, path in sorted(files):
+        if total - removed <= max_bytes * 3 // 4 or used > recent:
             break
         try:
             os.remove(path)
             removed += size
         except OSError:
             pass
-    log.info("compile cache %s: %.0f MB over %.0f MB, the oldest %.0f MB removed", folder, total / 2 ** 20,
+    log.info("compile cache %s: %.0f MB over %.0f MB, the %.0f MB used longest ago removed", folder, total / 2 ** 20,
              max_bytes / 2 ** 20, removed / 2 ** 20)
     return removed
 

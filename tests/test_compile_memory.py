@@ -278,6 +278,20 @@ print(seen["walked"], seen["compiled"], summary["errors"])
 """
 
 
+def test_the_settling_network_is_the_same_in_every_process_and_leaves_the_randomness_alone():
+    """Inductor writes some of its weights into the C++ it builds: the same weights whatever the
+    random state (another in each process) find the library an earlier start built."""
+    from bridge import live
+    torch.manual_seed(1)
+    first = live.settling_network().state_dict()
+    then = torch.rand(3)
+    torch.manual_seed(2)
+    second = live.settling_network().state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    torch.manual_seed(1)
+    assert torch.equal(torch.rand(3), then)  # the set's own randomness as it was
+
+
 def test_a_run_sets_the_compiler_up_first_so_collections_during_a_switch_walk_a_fraction(tiny_models):
     """Inductor's first compile leaves 140,000 objects for the life of the process (pattern
     tables, sympy, its C++ builder) that `run`'s freeze at the start cannot know of; every full

@@ -243,10 +243,11 @@ def test_cpu_runner_captures_no_graph_and_bench_pipelines_on_cpu():
     assert 0 < fps < 1e6
 
 
-def test_the_compile_cache_is_kept_under_its_size_oldest_first_the_last_hour_kept(tmp_path):
+def test_the_compile_cache_is_kept_under_its_size_used_longest_ago_first_the_last_hour_kept(tmp_path):
     """Each compile writes its own wrapper into the cache folder (which a reboot no longer
-    empties): over its size, the oldest files go until three quarters is left; files from the last
-    hour may be a compile going on in another run, and stay."""
+    empties): over its size, the files used longest ago go until three quarters is left; files
+    from the last hour may be a compile going on in another run, and stay. Used: read or loaded
+    (the access time), or written."""
     import os
     import time
 
@@ -257,13 +258,41 @@ def test_the_compile_cache_is_kept_under_its_size_oldest_first_the_last_hour_kep
         kernel.parent.mkdir(exist_ok=True)
         kernel.write_bytes(b"x" * 1000)
         os.utime(kernel, (now - 86400 * (10 - i),) * 2)  # f0 the oldest, days ago
+    # f1, written as long ago, loaded every run since (a precompiled header, a model's kernels):
+    # the last read, yesterday, is what counts
+    os.utime(tmp_path / "k0" / "f1.so", (now - 86400, now - 86400 * 9))
     (tmp_path / "k9").mkdir()
     (tmp_path / "k9" / "new.so").write_bytes(b"x" * 1000)  # written now
     assert prune_compile_cache(tmp_path, max_bytes=20_000) == 0
     assert prune_compile_cache(tmp_path, max_bytes=8000) == 5000  # 11,000 bytes: down to 6,000
-    assert sorted(p.name for p in tmp_path.rglob("*.so")) == ["f5.so", "f6.so", "f7.so", "f8.so", "f9.so", "new.so"]
+    assert sorted(p.name for p in tmp_path.rglob("*.so")) == ["f1.so", "f6.so", "f7.so", "f8.so", "f9.so", "new.so"]
     assert prune_compile_cache(tmp_path, max_bytes=1000) == 5000
     assert [p.name for p in tmp_path.rglob("*.so")] == ["new.so"]
+
+
+def test_loading_a_compiled_library_marks_it_used_for_the_pruning(tmp_path):
+    """What a run loads counts as used even when nothing rewrites it: on Linux's default
+    (relatime) the first load after the writing moves the access time."""
+    import ctypes
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    from bridge.runtime import cache_files
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    source = tmp_path / "used.c"
+    source.write_text("int used(void) { return 7; }\n")
+    library = tmp_path / "used.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    long_ago = time.time() - 86400 * 30
+    os.utime(library, (long_ago, long_ago))
+    before = {path: used for used, _, path in cache_files(tmp_path)}[str(library)]
+    assert before == pytest.approx(long_ago, abs=1)
+    assert ctypes.CDLL(str(library)).used() == 7
+    after = {path: used for used, _, path in cache_files(tmp_path)}[str(library)]
+    assert after > time.time() - 60, "loading the library did not count as a use"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C++ wrapper is used on Linux only")
@@ -335,3 +364,31 @@ def test_a_compiled_call_does_not_wait_for_the_gil_after_every_kernel(monkeypatc
     print(f"\n[gil] a compiled call beside a thread busy in Python: C++ wrapper {cpp * 1000:.0f} ms, "
           f"Python wrapper {python * 1000:.0f} ms; kernels called from Python {cpp_kernels} and {python_kernels}")
     assert cpp_kernels == 0 and python_kernels >= 8, (cpp_kernels, python_kernels)  # 0 and 16 measured
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/maps lists what a process loaded")
+def test_what_a_process_loaded_from_the_compile_cache_is_marked_used(model):
+    """A file the pruning should keep may look unused: access times move once a day at most
+    (relatime) or never (noatime). What the process loaded (its compiled libraries) is marked
+    used as it exits (`mark_cache_used`, registered as the cache is set up)."""
+    import os
+    import time
+    from pathlib import Path
+
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    runner = Runner(model, runtime="optimized", compile=True)
+    runner.warmup(x, runs=1)
+    assert runner.info.compiled, runner.info.note
+    folder = str(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).resolve()) + os.sep
+    with open("/proc/self/maps") as maps:
+        loaded = {line.split(None, 5)[5].strip() for line in maps if len(line.split(None, 5)) == 6}
+    loaded = sorted(path for path in loaded if path.startswith(folder) and os.path.isfile(path))
+    assert loaded, "no compiled library loaded from the cache"
+    long_ago = time.time() - 86400 * 30
+    written = {}
+    for path in loaded:  # as a file read first weeks ago looks, where access times stay
+        written[path] = os.stat(path).st_mtime_ns
+        os.utime(path, ns=(int(long_ago * 1e9), written[path]))
+    assert runtime.mark_cache_used() >= len(loaded)
+    assert all(os.stat(path).st_atime > time.time() - 60 for path in loaded)
+    assert {path: os.stat(path).st_mtime_ns for path in loaded} == written  # when written stays
