@@ -131,8 +131,9 @@ def main() -> None:
                        f"{run['repeated_until_low_precision']}), " if "low_precision_traced_s" in run else "")
                 print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, {low}compiled "
                       f"playing {run.get('playing_compiled_s')} s (repeated {run.get('repeated_until_compiled')} "
-                      f"until then), all {run.get('compiled_s')} s, settled {run.get('settled_s')} s; {a.duration:g} s: repeated {run['repeated']}, stalled "
-                      f"{run['stalled']}, errors {run['errors']}", flush=True)
+                      f"until then), all {run.get('compiled_s')} s, settled {run.get('settled_s')} s; "
+                      f"{a.duration:g} s: repeated {run['repeated']}, stalled {run['stalled']}, errors {run['errors']}",
+                      flush=True)
     summary = {}
     for model in a.models.split(","):
         for variant in variants:

@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--live-seconds", type=float, default=5.0,
-                   help="then play live, and measure this long once the model has compiled (0: skip)")
+                   help="then play live, and measure this long once the model has compiled and chosen its threads "
+                        "(0: skip)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("devices", help="audio inputs/outputs, cameras, NDI sources")
@@ -512,6 +513,9 @@ def program() -> None:
     busy = [what for what in (session.still_loading() for session in _SESSIONS) if what]
     if busy:
         print(f"vjbridge: stopped during {busy[0]}; not waiting for it", file=sys.stderr)
+        runtime = sys.modules.get("bridge.runtime")
+        if runtime is not None:  # what exit would have run (os._exit runs nothing)
+            runtime.mark_cache_used()
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
