@@ -209,6 +209,16 @@ def cache_files(folder) -> list[tuple[float, int, str]]:
     return files
 
 
+def mapped_files() -> set[str]:
+    """The files mapped into this process (its libraries among them), from /proc/self/maps;
+    none where there is no such file (off Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return {fields[5].strip() for fields in (line.split(None, 5) for line in maps) if len(fields) == 6}
+    except OSError:
+        return set()
+
+
 _used_headers: set[str] = set()  # the precompiled headers this process's C++ builds used
 
 
@@ -236,12 +246,7 @@ def mark_cache_used(folder=None) -> int:
     default on large drives). At exit, once the cache was set up. Returns how many were marked."""
     folder = Path(folder or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or compile_cache_dir())
     inside = str(folder.resolve()) + os.sep
-    paths = set()
-    try:
-        with open("/proc/self/maps") as maps:
-            paths.update(fields[5].strip() for fields in (line.split(None, 5) for line in maps) if len(fields) == 6)
-    except OSError:  # not Linux: the modules and headers below
-        pass
+    paths = mapped_files()  # none off Linux: the modules and headers below
     try:
         from torch._inductor.codecache import PyCodeCache
         paths.update(getattr(module, "__file__", None) or "" for module in list(PyCodeCache.modules))
@@ -309,16 +314,8 @@ def _gnu_openmp_pauses() -> tuple:
     import ctypes
     if not sys.platform.startswith("linux"):
         return ()
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split(None, 5)[5].strip() for line in maps
-                            if "libgomp" in line and len(line.split(None, 5)) == 6})
-    except OSError:
-        return ()
     pauses = []
-    for path in paths:
-        if not os.path.basename(path).startswith("libgomp"):
-            continue
+    for path in sorted(p for p in mapped_files() if os.path.basename(p).startswith("libgomp")):
         try:
             pause = ctypes.CDLL(path).omp_pause_resource_all  # already loaded: the same runtime
         except (OSError, AttributeError):  # a libgomp older than OpenMP 5.0 (GCC 9)
