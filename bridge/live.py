@@ -1094,11 +1094,11 @@ class LiveSession(Actions):
         window = None if settled_window is None else SettledWindow(self, settled_window, settle_limit)
 
         def report(stats):
-            if window is not None:
-                window(stats)
             if status_stream is not None:
                 status_stream.write("\r" + self.status_line(stats) + "\033[K")
                 status_stream.flush()
+            if window is not None:  # after the line: the second it clears the times showed "fps 0.0"
+                window(stats)
         from bridge import clock
         t0 = clock.now()  # recording and replay share the engine's start as their zero
         if self.recorder is not None:

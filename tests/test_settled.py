@@ -1,6 +1,7 @@
 """A live run measured once its model has settled (compiled while it played, threads chosen):
 `LiveSession.settled`, `run(settled_window=...)` and what `vjbridge demo` prints of it, on a real
 engine playing a real audio file."""
+import io
 import threading
 import time
 
@@ -83,8 +84,12 @@ def test_a_model_that_does_not_settle_in_time_is_measured_as_it_plays(tiny, monk
     and says so; one stopped before settling returns the whole run's figures."""
     monkeypatch.setattr(LiveSession, "settled", property(lambda self: False))
     settings = LiveSettings(model=tiny, audio_in=AMEN, outs=["null"], fps=20, threads="1", runtime="reference")
+    status = io.StringIO()
     with LiveSession(settings) as session:
-        result = session.run(status_stream=None, settled_window=1.0, settle_limit=1.0)
+        result = session.run(status_stream=status, settled_window=1.0, settle_limit=1.0)
+    # the status line goes on showing the output's rate as the window clears the times it is taken of
+    rates = [float(line.split("|")[0].split()[1]) for line in status.getvalue().split("\r") if line.startswith("fps")]
+    assert len(rates) >= 2 and min(rates) >= 15.0, rates
     assert result["settle_s"] is None and result["window_s"] == pytest.approx(1.0, abs=0.3), result
     assert 10 <= result["sent"] <= 26 and result["settling"]["sent"] >= 10, result
     assert _settled_line(result).startswith("live: not settled in time, measured as it played: 1 s at")
