@@ -18,6 +18,8 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
   compile (`bridge.runtime.share_wrapper_builds` off): as before the twelfth session.
 - `random-settling`: as-is with the tiny network `settle_compiler` compiles given other weights
   in each process (`bridge.live.settling_network` unseeded): as before the fourteenth session.
+- `isa-probed`: as-is with Inductor's vector ISA probes run in child Pythons at every start
+  (`bridge.runtime.remember_isa_probes` off): as before the fifteenth session.
 
 Marks, seconds from the process's start: the session made, the first frame, a traced runner
 in low precision playing (`low_precision_traced_s`, a flow that keeps it), the compiled runner
@@ -43,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced",
-            "collecting", "wrapper-per-compile", "random-settling")
+            "collecting", "wrapper-per-compile", "random-settling", "isa-probed")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
@@ -64,6 +66,9 @@ def one_run(variant: str, model: str, duration: float) -> dict:
     if variant == "wrapper-per-compile":
         import bridge.runtime
         bridge.runtime.share_wrapper_builds = lambda: None
+    if variant == "isa-probed":
+        import bridge.runtime
+        bridge.runtime.remember_isa_probes = lambda: None
     if variant == "random-settling":
         import torch
 

@@ -41,6 +41,8 @@ from __future__ import annotations
 import atexit
 import copy
 import functools
+import hashlib
+import json
 import logging
 import os
 import re
@@ -120,6 +122,7 @@ def use_compile_cache_dir() -> None:
             atexit.register(mark_cache_used)
             _note_precompiled_headers()
     _keep_precompiled_headers(Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
+    remember_isa_probes()
 
 
 def _keep_precompiled_headers(folder: Path) -> None:
@@ -238,10 +241,67 @@ def _note_precompiled_headers() -> None:
     codecache._precompile_header = noted
 
 
+def _isa_probe_stamp(library: str) -> str:
+    """What decides whether Inductor's ISA probe `library` loads: the library itself (its key
+    holds the compiler's version, the ISA's flags and torch's), the torch whose vector maths it
+    links against, and the CPU (a cache folder shared between machines)."""
+    lib = Path(torch.__file__).parent / "lib"
+    files = [Path(library)] + sorted(lib.glob("*torch_cpu*"))
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return json.dumps({"files": stats, "torch": torch.__version__, "platform": sys.platform,
+                       "cpu": hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:16]})
+
+
+_used_probes: set[str] = set()  # the ISA probe libraries and their stamps this process read
+
+
+def remember_isa_probes() -> None:
+    """Inductor checks each vector ISA once a process (6 on an AVX-512 CPU) by building a small
+    library once and loading it in a child Python each time: 1.0-1.2 s of every start on 2 cores
+    before the first compile. A library that loaded is remembered in a stamp beside it
+    (`_isa_probe_stamp`), and the child is not started again while the library, the torch it
+    links against and the CPU are the same. A probe that failed is not remembered: it is asked
+    again. Where this torch has no such probe, nothing changes."""
+    try:
+        from torch._inductor.cpu_vec_isa import VecISA
+    except ImportError:
+        return
+    probe = getattr(VecISA, "_probe_load", None)
+    if not callable(probe) or getattr(probe, "vjbridge_remembered", False):
+        return
+
+    def remembered(self, output_path):
+        mark = str(output_path) + ".loads"
+        try:
+            stamp = _isa_probe_stamp(output_path)
+        except OSError:  # the library gone: probed, as Inductor would
+            stamp = None
+        try:
+            with open(mark, encoding="utf-8") as f:
+                if stamp is not None and f.read() == stamp:
+                    _used_probes.update((str(output_path), mark))
+                    return True
+        except (OSError, ValueError):  # no stamp yet (or unreadable): probed
+            pass
+        loads = probe(self, output_path)
+        if loads and stamp is not None:
+            try:
+                partial = f"{mark}.{os.getpid()}.tmp"
+                with open(partial, "w", encoding="utf-8") as f:
+                    f.write(stamp)
+                os.replace(partial, mark)  # whole or not at all, beside another process's probe
+                _used_probes.update((str(output_path), mark))
+            except OSError:  # a read-only cache: probed again next time
+                pass
+        return loads
+    remembered.vjbridge_remembered = True
+    VecISA._probe_load = remembered
+
+
 def mark_cache_used(folder=None) -> int:
     """Mark what this process used from the compile cache as used now (its access time; when it
-    was written stays): the libraries mapped into the process (Linux), Inductor's wrapper modules
-    and the precompiled headers its builds used; so that `prune_compile_cache` keeps them, where
+    was written stays): the libraries mapped into the process (Linux), Inductor's wrapper modules,
+    the precompiled headers its builds used and the ISA probes it found remembered; so that `prune_compile_cache` keeps them, where
     the file system moves access times once a day (Linux's relatime) or never (noatime; Windows'
     default on large drives). At exit, once the cache was set up. Returns how many were marked."""
     folder = Path(folder or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or compile_cache_dir())
@@ -252,6 +312,7 @@ def mark_cache_used(folder=None) -> int:
         paths.update(getattr(module, "__file__", None) or "" for module in list(PyCodeCache.modules))
     except ImportError:
         pass
+    paths.update(_used_probes)
     for header in list(_used_headers):
         paths.update(str(path) for path in Path(header).parent.glob(Path(header).name + "*"))
     now, marked = time.time_ns(), 0

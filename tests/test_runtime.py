@@ -367,3 +367,58 @@ def test_what_a_process_loaded_from_the_compile_cache_is_marked_used(model):
     assert runtime.mark_cache_used() >= len(loaded)
     assert all(os.stat(path).st_atime > time.time() - 60 for path in loaded)
     assert {path: os.stat(path).st_mtime_ns for path in loaded} == written  # when written stays
+
+
+_ISA_PROBES = """
+import json, subprocess, sys
+from bridge import runtime
+runtime.use_compile_cache_dir()
+from torch._inductor import cpu_vec_isa
+children, run = [], subprocess.run
+def counted(command, *args, **kwargs):
+    if "cdll.LoadLibrary" in str(command):  # Inductor's probe: a child Python loading one library
+        children.append(command[-1])
+    return run(command, *args, **kwargs)
+subprocess.run = counted
+print(json.dumps({"isas": [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()], "probes": len(children)}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or runtime.compiler_missing(quiet=True) is not None,
+                    reason="Inductor's ISA probe builds C++ (Linux here: no compiler, no probe)")
+def test_a_vector_isa_that_loaded_is_not_probed_again_while_library_torch_and_cpu_stay(tmp_path):
+    """Inductor loads a small library in a child Python for each vector ISA, each process (about 1 s
+    of a start on 2 cores). What loaded is remembered beside the library; a changed stamp (another
+    torch, CPU or library) is probed again, and a library that does not load is never remembered."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env = {**os.environ, "VJBRIDGE_CACHE": str(tmp_path), "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+    def start():
+        done = subprocess.run([sys.executable, "-c", _ISA_PROBES], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = start()
+    stamps = sorted((tmp_path / "inductor").glob("*/*.so.loads"))
+    assert first["probes"] >= 1 and len(stamps) == first["probes"], first
+    second = start()
+    assert second == {"isas": first["isas"], "probes": 0}
+    moved = json.loads(stamps[0].read_text())
+    moved["torch"] = "0.0.0"  # as another torch would stamp it
+    stamps[0].write_text(json.dumps(moved))
+    assert start() == {"isas": first["isas"], "probes": 1}
+    assert json.loads(stamps[0].read_text())["torch"] == torch.__version__
+
+    runtime.remember_isa_probes()
+    from torch._inductor.cpu_vec_isa import VecISA
+    broken = tmp_path / "broken.so"
+    broken.write_text("not a library")
+    isa = VecISA.__new__(VecISA)
+    assert not isa._probe_load(str(broken))  # a real child fails to load it
+    assert not Path(str(broken) + ".loads").exists()
