@@ -18,6 +18,8 @@ own process (a live session from `bridge.live` on the bundled demo song, a null 
   compile (`bridge.runtime.share_wrapper_builds` off): as before the twelfth session.
 - `random-settling`: as-is with the tiny network `settle_compiler` compiles given other weights
   in each process (`bridge.live.settling_network` unseeded): as before the fourteenth session.
+- `compiler-first`: as-is with the compiler's modules imported as the session is made, before
+  the first frame (`bridge.live.IMPORT_COMPILER_FIRST`): as before the fifteenth session.
 - `isa-probed`: as-is with Inductor's vector ISA probes run in child Pythons at every start
   (`bridge.runtime.remember_isa_probes` off): as before the fifteenth session.
 
@@ -35,6 +37,7 @@ import time
 STARTED = time.perf_counter()  # before the imports: they are part of a start
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -45,7 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("as-is", "compile-first", "unsettled", "trial-first", "python-wrapper", "fp32-traced",
-            "collecting", "wrapper-per-compile", "random-settling", "isa-probed")
+            "collecting", "wrapper-per-compile", "random-settling", "isa-probed",
+            "compiler-first")
 
 
 def one_run(variant: str, model: str, duration: float) -> dict:
@@ -66,6 +70,8 @@ def one_run(variant: str, model: str, duration: float) -> dict:
     if variant == "wrapper-per-compile":
         import bridge.runtime
         bridge.runtime.share_wrapper_builds = lambda: None
+    if variant == "compiler-first":
+        live.IMPORT_COMPILER_FIRST = True
     if variant == "isa-probed":
         import bridge.runtime
         bridge.runtime.remember_isa_probes = lambda: None
@@ -82,6 +88,16 @@ def one_run(variant: str, model: str, duration: float) -> dict:
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}
+    full = []  # each full collection's ms (the GIL held throughout), once the session is made
+    began = [0.0]
+
+    def timed(phase, info):
+        if info["generation"] == 2:
+            if phase == "start":
+                began[0] = time.perf_counter()
+            elif "session_s" in marks:
+                full.append(round((time.perf_counter() - began[0]) * 1000, 1))
+    gc.callbacks.append(timed)
     with live.LiveSession(settings) as session:
         marks["session_s"] = time.perf_counter() - STARTED
 
@@ -104,7 +120,9 @@ def one_run(variant: str, model: str, duration: float) -> dict:
             marks["settled_s"] = time.perf_counter() - STARTED
         threading.Thread(target=watch, daemon=True).start()
         stats = session.run(duration=duration, status_stream=None)
+    gc.callbacks.remove(timed)
     return {"variant": variant, "model": model, **{k: round(v, 2) for k, v in marks.items()},
+            "full_collections_ms": full,
             **{k: stats.get(k) for k in ("sent", "repeated", "stalled", "errors", "latency_ms_p95")}}
 
 
@@ -137,8 +155,8 @@ def main() -> None:
                 print(f"run {i + 1} {model:14s} {variant:13s} first frame {run.get('first_frame_s')} s, {low}compiled "
                       f"playing {run.get('playing_compiled_s')} s (repeated {run.get('repeated_until_compiled')} "
                       f"until then), all {run.get('compiled_s')} s, settled {run.get('settled_s')} s; "
-                      f"{a.duration:g} s: repeated {run['repeated']}, stalled {run['stalled']}, errors {run['errors']}",
-                      flush=True)
+                      f"{a.duration:g} s: repeated {run['repeated']}, stalled {run['stalled']}, errors {run['errors']}; "
+                      f"full collections (ms) {run['full_collections_ms']}", flush=True)
     summary = {}
     for model in a.models.split(","):
         for variant in variants:

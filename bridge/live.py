@@ -44,6 +44,10 @@ PLAY_WHILE_COMPILING = True
 # soon as it is ready, the trial's other counts compile while it plays (False: all compiled
 # first; see _compile_playing)
 STAGED_TRIAL = True
+# The compiler's modules (torch._inductor, torch._dynamo: 1.1-1.4 s to import on 2 cores)
+# imported by the first compile, on the loader thread while the model plays traced. True: before
+# the first frame, as the session is made (how runs started before 2026-12-07's sixth session)
+IMPORT_COMPILER_FIRST = False
 
 
 @contextlib.contextmanager
@@ -160,7 +164,8 @@ def settling_network():
 
 def settle_compiler(device: str = "cpu") -> None:
     """Once a process, on the loader thread, before the first compile made while a model plays.
-    Inductor finishes setting itself up on its first compile (pattern tables, sympy, its C++
+    The compiler's modules are imported here and frozen at once (see below). Inductor finishes
+    setting itself up on its first compile (pattern tables, sympy, its C++
     builder: 140,000 objects that live as long as the process), after `run` froze what lived at
     its start out of the garbage collector's sight: every full collection walked them again,
     holding the GIL 60-80 ms, during every later compile of the set (cold switches lost output
@@ -175,6 +180,12 @@ def settle_compiler(device: str = "cpu") -> None:
     from bridge.runtime import Runner
     started = time.perf_counter()
     try:
+        # The compiler's modules (200,000 objects; imported here, as the model plays, unless
+        # IMPORT_COMPILER_FIRST), moved out of the collector's sight as soon as they are in, as
+        # `run` does with what lives at its start: the full collections below and after the
+        # compile walked them too, 100-140 ms holding the GIL instead of 50-70 (ticks lost).
+        import torch._inductor.compile_fx  # noqa: F401
+        gc.freeze()
         tiny = settling_network()
         FramePipeline(tiny, runner=Runner(tiny, device=device, compile=True)).warmup(runs=1)
     except Exception as e:  # only an optimisation: the real compile reports its own trouble
@@ -435,11 +446,7 @@ class LiveSession(Actions):
             self._stamp = bundle_stamp(settings.model)
             # played uncompiled from the first frame, compiled once `run` starts (`_compile_playing`)
             self._compile_at_start = self._plays_while_compiling()
-            if self._compile_at_start:
-                # The compiler's modules, imported now rather than by the compile as the run plays:
-                # `run` freezes what lives then out of the garbage collector's sight, and a full
-                # collection scanning these (200,000 objects) held the GIL 50-100 ms at a time,
-                # several times a compile: output ticks lost.
+            if self._compile_at_start and IMPORT_COMPILER_FIRST:
                 import torch._inductor.compile_fx  # noqa: F401
             self.model, self.pipeline = self._build(settings.model, compile=not self._compile_at_start)
             # The model in use refuses what it cannot do (a walk it lacks, anchor 40 of 8) before

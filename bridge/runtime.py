@@ -47,6 +47,7 @@ import logging
 import os
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -615,6 +616,22 @@ def _compiler_kind(device_type: str) -> str:
     return "cuda" if device_type.startswith("cuda") else device_type
 
 
+def _compiler_answers() -> bool:
+    """Inductor's own search for its C++ compiler outside Windows ($CXX, else g++, clang++ on
+    macOS, asked for its --version), made without importing Inductor: that import took 1.1-1.4 s
+    of the main thread before a run's first frame (2 cores), and the compile imports it anyway,
+    on the loader thread while the model plays. Where it answers nothing, or Inductor is already
+    imported (its settings may name another compiler), Inductor's check decides."""
+    if sys.platform == "win32" or "torch._inductor" in sys.modules:
+        return False
+    cxx = os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+    try:
+        subprocess.run([cxx, "--version"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
+
+
 def compiler_missing(device_type: str = "cpu", quiet: bool = False) -> str | None:
     """Why torch.compile cannot build kernels for `device_type` on this machine, with what to
     install, or None where it can: Inductor's C++ compiler for the CPU (on Windows MSVC's cl.exe,
@@ -635,7 +652,7 @@ def compiler_missing(device_type: str = "cpu", quiet: bool = False) -> str | Non
             if not has_triton():
                 why = (f"Triton, which compiles CUDA kernels, is not installed: "
                        f"{TRITON_HINTS.get(platform_key, 'install triton')}")
-        elif kind == "cpu":
+        elif kind == "cpu" and not _compiler_answers():
             from torch._inductor.cpp_builder import get_cpp_compiler
             get_cpp_compiler()
     except Exception as e:  # Inductor's own check: InvalidCxxCompiler, or it cannot run here at all
