@@ -23,7 +23,8 @@ from bridge.analysis import AnalysisConfig, StreamingAnalyzer
 from bridge.degrade import DegradeController, DegradeSettings, ScaledPix2Pix, levels_for
 from bridge.errors import GeneratorUnavailable
 from bridge.generators.base import Generator, Snapshot
-from bridge.runtime import Runner, recompile_room, release_openmp_workers, resolve_frame, to_rgba, to_rgba_async
+from bridge.runtime import (Runner, recompile_room_once_compiling, release_openmp_workers, resolve_frame, to_rgba,
+                            to_rgba_async)
 
 log = logging.getLogger(__name__)
 
@@ -299,11 +300,6 @@ class Engine:
                  degrade: bool | DegradeSettings = False):
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
-        # The generation thread sets its own compile settings (recompile_room) as it starts; the
-        # import behind them takes a second where nothing compiled yet (the reference or int8
-        # runtime, --isolate): here, at start-up, not on that thread while the output waits for
-        # its first picture (it was a second of no frames at the start of such runs).
-        import torch._dynamo.config  # noqa: F401
         self._degrade_settings = degrade if isinstance(degrade, DegradeSettings) else (
             DegradeSettings() if degrade else None)
         self.degrade: DegradeController | None = None
@@ -358,7 +354,9 @@ class Engine:
         return self.pipeline.snapshot(audio_time, image, image_time), new_audio
 
     def _generate_loop(self) -> None:
-        recompile_room()  # this thread's own compile settings
+        # this thread's own compile settings, once something is compiled in the process (a
+        # compiled runner comes after): before each frame until then, an Event's flag read
+        room = recompile_room_once_compiling()
         seen = made = 0
         previous_start = None
         while not self._stop.is_set():
@@ -367,6 +365,8 @@ class Engine:
                 seen = self._tick_count
             if self._stop.is_set():
                 break
+            if not room:
+                room = recompile_room_once_compiling()
             if self._next_pipeline is not None:  # a model switch lands between two frames
                 self.pipeline, self._next_pipeline = self._next_pipeline, None
                 self.stats.generate_ms.clear()  # the new model's own times set the lead time

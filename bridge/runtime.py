@@ -419,15 +419,31 @@ def thread_choices(cores: int | None = None) -> list[int]:
     return sorted({1, cores} | ({cores // 2} if cores >= 4 else set()))
 
 
+_dynamo_imported = threading.Event()  # set by the first `recompile_room`, before any compile
+
+
 def recompile_room() -> None:
     """Each thread count a compiled runner plays at (dynamo guards on torch's count) is another
     entry for its `generate` (its own copy, see `_own_entry`): room for them all, past dynamo's
     default of 8. torch's compile settings are per thread: called in each thread that builds or
     plays a model."""
     import torch._dynamo.config as dynamo_config
+    _dynamo_imported.set()
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(dynamo_config, name):
             setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+
+
+def recompile_room_once_compiling() -> bool:
+    """`recompile_room` for a thread that plays what others compile (the engine's generation
+    thread), once a compile was set up in the process (it calls `recompile_room` before making
+    anything compiled); False until then, and nothing imported: torch._dynamo takes about a
+    second to import, and before the first frame (or on this thread, while the output waits for
+    it) that second was the start's; a run that compiles nothing never imports it."""
+    if not _dynamo_imported.is_set():
+        return False
+    recompile_room()
+    return True
 
 
 # The code objects of compiled runners gone (garbage), appended by their finalizers on whatever

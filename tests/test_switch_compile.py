@@ -366,6 +366,7 @@ def test_a_traced_call_plays_while_another_thread_traces_with_torch_fx():
 COMPILER_IN_CHILD = """
 import gc, sys, threading, time
 import bridge.live as live
+from bridge.engine import FramePipeline
 from bridge.live import LiveSession, LiveSettings
 seen = {}
 
@@ -382,6 +383,16 @@ class Watched:  # bridge.live's gc: each full collection it makes says whether i
 
 
 live.gc = Watched()
+made_by = FramePipeline.make_frame
+
+
+def make_frame(self, *args, **kwargs):  # on the generation thread: its own dynamo settings, read there
+    if getattr(getattr(self.runner, "info", None), "compiled", False):
+        seen.setdefault("room", set()).add(sys.modules["torch._dynamo.config"].recompile_limit)
+    return made_by(self, *args, **kwargs)
+
+
+FramePipeline.make_frame = make_frame
 session = LiveSession(LiveSettings(model="tiny-a", audio_in="silence", outs=["null"], runtime=sys.argv[1], threads=1))
 seen["made"] = "torch._inductor.compile_fx" in sys.modules
 
@@ -390,12 +401,14 @@ def driver():
     while not session.settled:
         time.sleep(0.05)
     seen["settled"] = "torch._inductor.compile_fx" in sys.modules
+    time.sleep(0.5)  # frames of the compiled runner
     session.engine.stop()
 
 
 threading.Thread(target=driver, daemon=True).start()
 with session:
     session.run(duration=120, status_stream=None)
+seen["dynamo"] = "torch._dynamo" in sys.modules
 print(seen)
 """
 
@@ -405,8 +418,10 @@ def test_the_compiler_is_imported_as_the_model_plays_and_moved_out_of_the_collec
     """The compiler's modules (1.1-1.4 s to import on 2 cores) are not imported before the first
     frame: the compile made as the model plays imports them on the loader thread, and
     `settle_compiler` freezes them at once, so that no full collection of the set walks them
-    (100-140 ms holding the GIL instead of 50-70: output ticks lost). A fresh process: nothing
-    imported them before; a run that compiles nothing never imports them."""
+    (100-140 ms holding the GIL instead of 50-70: output ticks lost). The generation thread
+    widens its own recompile room (dynamo's settings are per thread) before the compiled runner
+    plays there. A fresh process: nothing imported them before; a run that compiles nothing never
+    imports them, dynamo included."""
     import ast
     import subprocess
     import sys
@@ -417,8 +432,9 @@ def test_the_compiler_is_imported_as_the_model_plays_and_moved_out_of_the_collec
     if runtime == "optimized":
         assert seen["made"] is False and seen["settled"] is True, seen
         assert len(seen["walked"]) >= 2 and not any(seen["walked"]), seen  # settling's, and the compile's end
+        assert seen["room"] == {64} and seen["dynamo"], seen  # 8, dynamo's default, without
     else:
-        assert seen == {"made": False, "settled": False}
+        assert seen == {"made": False, "settled": False, "dynamo": False}
 
 
 def test_the_gpu_sessions_live_set_runs_here_on_the_cpu():
