@@ -37,7 +37,7 @@ MAX_WARM = 8  # models kept ready besides the one playing (--keep-warm, --preloa
 # A switch to a model not kept warm (optimized runtime) plays it uncompiled at once, traced to
 # TorchScript in a tenth of a second (bridge.runtime.TracedNetwork), while its compiled runner
 # builds (seconds), which then takes over between two frames; the model a run starts with too
-# (its first frame after ~2 s instead of 7-17 s). False: both wait for the compiled one
+# (its first frame after ~1.7 s instead of 7-17 s). False: both wait for the compiled one
 # (benchmarks/switch_probe.py compares both)
 PLAY_WHILE_COMPILING = True
 # --threads auto at a run's start: the count that leaves a core free compiles first and plays as
