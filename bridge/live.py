@@ -46,7 +46,8 @@ PLAY_WHILE_COMPILING = True
 STAGED_TRIAL = True
 # The compiler's modules (torch._inductor, torch._dynamo: 1.1-1.4 s to import on 2 cores)
 # imported by the first compile, on the loader thread while the model plays traced. True: before
-# the first frame, as the session is made (how runs started before 2026-12-07's sixth session)
+# the first frame, as the session is made (how runs started before the fifteenth session; see
+# benchmarks/README.md)
 IMPORT_COMPILER_FIRST = False
 
 
@@ -165,9 +166,9 @@ def settling_network():
 def settle_compiler(device: str = "cpu") -> None:
     """Once a process, on the loader thread, before the first compile made while a model plays.
     The compiler's modules are imported here and frozen at once (see below). Inductor finishes
-    setting itself up on its first compile (pattern tables, sympy, its C++
-    builder: 140,000 objects that live as long as the process), after `run` froze what lived at
-    its start out of the garbage collector's sight: every full collection walked them again,
+    setting itself up on its first compile (pattern tables, sympy, its C++ builder: 140,000
+    objects that live as long as the process), after `run` froze what lived at its start out of
+    the garbage collector's sight: every full collection walked them again,
     holding the GIL 60-80 ms, during every later compile of the set (cold switches lost output
     ticks). So a tiny network is compiled first and what lives then is frozen too: the full
     collections of a cold switch measured 24-46 ms after, and its lost ticks 6 in 6 switches ->

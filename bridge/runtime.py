@@ -247,8 +247,8 @@ def _isa_probe_stamp(library: str) -> str:
     holds the compiler's version, the ISA's flags and torch's), the torch whose vector maths it
     links against, and the CPU (a cache folder shared between machines)."""
     lib = Path(torch.__file__).parent / "lib"
-    files = [Path(library)] + sorted(lib.glob("*torch_cpu*"))
-    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    stats = [(f.name, st.st_size, st.st_mtime_ns)
+             for f in [Path(library)] + sorted(lib.glob("*torch_cpu*")) for st in [f.stat()]]
     return json.dumps({"files": stats, "torch": torch.__version__, "platform": sys.platform,
                        "cpu": hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:16]})
 
@@ -302,9 +302,10 @@ def remember_isa_probes() -> None:
 def mark_cache_used(folder=None) -> int:
     """Mark what this process used from the compile cache as used now (its access time; when it
     was written stays): the libraries mapped into the process (Linux), Inductor's wrapper modules,
-    the precompiled headers its builds used and the ISA probes it found remembered; so that `prune_compile_cache` keeps them, where
-    the file system moves access times once a day (Linux's relatime) or never (noatime; Windows'
-    default on large drives). At exit, once the cache was set up. Returns how many were marked."""
+    the precompiled headers its builds used and the ISA probes it found remembered; so that
+    `prune_compile_cache` keeps them, where the file system moves access times once a day (Linux's
+    relatime) or never (noatime; Windows' default on large drives). At exit, once the cache was
+    set up. Returns how many were marked."""
     folder = Path(folder or os.environ.get("TORCHINDUCTOR_CACHE_DIR") or compile_cache_dir())
     inside = str(folder.resolve()) + os.sep
     paths = mapped_files()  # none off Linux: the modules and headers below
