@@ -76,15 +76,8 @@ def one_run(variant: str, model: str, duration: float) -> dict:
         import bridge.runtime
         bridge.runtime.remember_isa_probes = lambda: None
     if variant == "random-settling":
-        import torch
-
-        from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
-
-        def unseeded():
-            with torch.random.fork_rng(devices=[]):
-                torch.seed()
-                return Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
-        live.settling_network = unseeded
+        seeded = live.settling_network
+        live.settling_network = lambda: seeded(seed=None)
     settings = live.LiveSettings(model=model, audio_in=str(ROOT / "bridge/data/demo.ogg"), outs=["null"],
                                  fps=30, threads="auto")
     marks = {}

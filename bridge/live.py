@@ -150,16 +150,16 @@ def full_collections_held():
 _compiler_settled = False
 
 
-def settling_network():
+def settling_network(seed: int | None = 0):
     """The tiny network `settle_compiler` compiles, with the same weights in every process:
     Inductor writes some of them into the C++ it builds, and other weights each process meant
     another library built each start (2.2-2.7 s of it on 2 cores). The set's own randomness goes
-    on as it was."""
+    on as it was. `seed` None: weights of a fresh random seed (start_probe's `random-settling`)."""
     import torch
 
     from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.seed() if seed is None else torch.manual_seed(seed)
         return Pix2Pix(Pix2PixConfig(size=32, ngf=4, input="bands")).eval()
 
 

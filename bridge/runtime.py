@@ -242,15 +242,27 @@ def _note_precompiled_headers() -> None:
     codecache._precompile_header = noted
 
 
+def _file_stamp(path: Path) -> tuple:
+    st = path.stat()
+    return path.name, st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_and_cpu_stamp() -> tuple:
+    """The part of every ISA probe's stamp that is the process's: this torch's libtorch_cpu, its
+    version, the platform and the CPU's flags (hashed)."""
+    lib = Path(torch.__file__).parent / "lib"
+    return ([_file_stamp(f) for f in sorted(lib.glob("*torch_cpu*"))], torch.__version__, sys.platform,
+            hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:16])
+
+
 def _isa_probe_stamp(library: str) -> str:
     """What decides whether Inductor's ISA probe `library` loads: the library itself (its key
     holds the compiler's version, the ISA's flags and torch's), the torch whose vector maths it
     links against, and the CPU (a cache folder shared between machines)."""
-    lib = Path(torch.__file__).parent / "lib"
-    stats = [(f.name, st.st_size, st.st_mtime_ns)
-             for f in [Path(library)] + sorted(lib.glob("*torch_cpu*")) for st in [f.stat()]]
-    return json.dumps({"files": stats, "torch": torch.__version__, "platform": sys.platform,
-                       "cpu": hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:16]})
+    torch_files, version, platform, cpu = _torch_and_cpu_stamp()
+    return json.dumps({"files": [list(_file_stamp(Path(library)))] + [list(f) for f in torch_files],
+                       "torch": version, "platform": platform, "cpu": cpu})
 
 
 _used_probes: set[str] = set()  # the ISA probe libraries and their stamps this process read
