@@ -16,6 +16,8 @@ cropped to its skip connection. Sizes that are multiples of 32 only pad the deep
 level when the 90th percentile of the last second's times passes 90 % of the frame period, and
 steps back up only after the level above is predicted to fit in 70 % of the period for two
 seconds; a step up that fails at once doubles the wait before the next try (no oscillation).
+When the runners change (a compiled one takes over), the costs measured on the old ones are
+forgotten and a level above is tried rather than predicted.
 """
 from __future__ import annotations
 
@@ -180,11 +182,26 @@ class DegradeController:
 
     def _ratio(self, higher: int, lower: int) -> float:
         """How much slower `higher` is than `lower`: as measured, but never more than the pixel
-        ratio (a cost measured while the machine was busier must not keep us down for good)."""
+        ratio (a cost measured while the machine was busier must not keep us down for good).
+        Not measured on the runners playing now (see `forget_costs`): 1, a try that measures it,
+        as the pixel ratio overstates a tick whose fixed part (drawing the audio picture at full
+        size, upscaling, blending a mix) is most of it at a low level: four pix2pix-pulse
+        compiled at 1/4 took 16 ms a tick, at 1/2 not the 64 the pixels say, and held 1/4
+        for good after their compile."""
+        if higher not in self._cost:
+            return 1.0
         pixels = self._pixel_ratio(higher, lower)
-        if higher in self._cost and lower in self._cost and self._cost[lower] > 0:
+        if lower in self._cost and self._cost[lower] > 0:
             return min(pixels, self._cost[higher] / self._cost[lower])
         return pixels
+
+    def forget_costs(self, now: float) -> None:
+        """The runners changed (compiled ones took over from those played while they compiled):
+        what each level cost is not known any more, and the current level is judged afresh."""
+        self._cost.clear()
+        self._times.clear()
+        self._since = now
+        self._headroom_since = None
 
     def _move(self, level: int, now: float) -> None:
         self.level = level

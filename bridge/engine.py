@@ -56,6 +56,7 @@ class FramePipeline:
         self.level_runners = [self.runner] + [self._level_runner(i, level.size)
                                               for i, level in enumerate(self.levels[1:], 1)]
         self.level = 0  # index into levels; the engine's DegradeController sets it
+        self.runners_changed = 0  # counts `use_runner`s: the engine's degradation measures afresh
         if degrade:
             (log.info if len(self.levels) > 1 else log.warning)("degradation: %s", self.degrade_note)
         overrides = getattr(model.config, "analysis", {}) or {}
@@ -170,6 +171,7 @@ class FramePipeline:
         # the generation thread reads `level_runners` once a frame: one assignment swaps all levels
         self.level_runners = levels
         self.runner = runner
+        self.runners_changed += 1
 
     def use_lead_runner(self, runner, playing, runs: int = 3, between=None) -> None:
         """Play `runner` at the full size from the next frame on, the degraded levels kept: at a
@@ -180,6 +182,7 @@ class FramePipeline:
         self._warm([runner], runs, between, playing=playing)
         self.level_runners = [runner] + self.level_runners[1:]
         self.runner = runner
+        self.runners_changed += 1
 
     def condition(self, snapshot: Snapshot, runner):
         """What `runner` is given: what the picture is drawn from (a tensor or a tuple) when it
@@ -331,6 +334,7 @@ class Engine:
             return
         self.pipeline.level = 0
         self.degrade = DegradeController(self.pipeline.levels, self._degrade_settings)
+        self._runners_seen = getattr(self.pipeline, "runners_changed", 0)
         self.stats.degrade = self.degrade.name
 
     def set_fps(self, fps: float) -> None:
@@ -407,6 +411,10 @@ class Engine:
             self._latest = (made, frame, capture if capture is not None else started, audio)
 
     def _degrade_step(self, seconds: float, now: float) -> None:
+        changed = getattr(self.pipeline, "runners_changed", 0)
+        if changed != self._runners_seen:  # compiled runners took over: their costs are not known yet
+            self._runners_seen = changed
+            self.degrade.forget_costs(now)
         level = self.degrade.observe(seconds, now, self.period)
         if level != self.pipeline.level:
             self.pipeline.level = level

@@ -502,7 +502,8 @@ class LiveSession(Actions):
         """Load, prepare and warm a model and its pipeline (used at start and by a switch; `ready`:
         one kept warm; `compile=False`: uncompiled, see `_compile_playing`); with --model given
         more than once, the others join it in a MixPipeline (a switch replaces the first, the
-        others play on; they are compiled before the start)."""
+        others play on; at the start they are built as the lead is, uncompiled where it is, and
+        compiled after it, see `_compile_others`)."""
         model, pipeline = (ready.model, ready.pipeline) if ready is not None else \
             self._build_one(name, output_size, compile=compile)
         built = []  # pipelines made here: closed again (isolated workers) if the mix cannot be made
@@ -511,7 +512,7 @@ class LiveSession(Actions):
                 others = getattr(self.pipeline, "pipelines", [])[1:]
             else:
                 for other in self.settings.mix_models:
-                    built.append(self._build_one(other, output_size, lead=False)[1])
+                    built.append(self._build_one(other, output_size, lead=False, compile=compile)[1])
                 others = built
             if not others:
                 return model, pipeline
@@ -529,7 +530,8 @@ class LiveSession(Actions):
     def _build_one(self, name: str, output_size: int | None = None, lead: bool = True,
                    compile: bool = True):
         """One model's pipeline. Only the lead model of a mix follows the live parameters (walk,
-        knobs, anchors, smoothing, brightness); the others walk on their own with the music.
+        knobs, anchors, smoothing, brightness); the others walk on their own with the music. Each
+        has the degradation levels (the mix steps down as one, bridge.mix).
         `compile=False`: its network uncompiled, traced (see `_compile_playing`)."""
         s = self.settings
         model = load_model(name, device=s.device)
@@ -541,7 +543,7 @@ class LiveSession(Actions):
             idle = IdleMode(model.idle_images(), IdleSettings(after_s=s.idle_after, detector=s.idle_detector))
         elif s.idle_after is not None and name == s.model:
             raise ConfigError("--idle watches the camera: start with --camera and a model that uses it")
-        runner = self._runner(name, model, lead, compile)
+        runner = self._runner(name, model, compile)
         own_walk = name == s.model
         upscaler = s.upscaler() if lead else None  # a mix's frame is finished by its lead
         pipeline = FramePipeline(model, runner=runner, smoothing=s.smoothing,
@@ -550,7 +552,7 @@ class LiveSession(Actions):
                                  walk_params=s.walk_params if own_walk else None, seed=s.seed,
                                  idle=idle, params=self.params if lead else None,
                                  sound_rate=getattr(self, "sink_audio_rate", None),
-                                 degrade=parse_degrade(s.degrade) if lead else None, upscaler=upscaler)
+                                 degrade=parse_degrade(s.degrade), upscaler=upscaler)
         if pipeline.control is not None:
             pipeline.control.on_refusal = self.report  # told from the generation thread
         try:
@@ -560,7 +562,7 @@ class LiveSession(Actions):
             raise
         return model, pipeline
 
-    def _runner(self, name: str, model, lead: bool = True, compile: bool = True,
+    def _runner(self, name: str, model, compile: bool = True,
                 trial: bool | None = None, kept=None, threads: int | None = None,
                 check_precision: bool = False):
         """The runner of one model's network, as the settings ask. `trial` (default: at start,
@@ -573,11 +575,7 @@ class LiveSession(Actions):
             return self._isolated_runner(name, model)
         if threads is not None:
             return make_runner(model, runtime=s.runtime, device=s.device, threads=threads, compile=compile)
-        # a mix's other models play at the lead's count (switching it per call would clear
-        # oneDNN's prepared kernels every frame), warmed at each count its trial may set;
-        # a fixed count is everyone's
-        follow = not lead and s.threads == "auto"
-        threads = None if follow else s.threads
+        threads = s.threads
         trial = not hasattr(self, "pipeline") if trial is None else trial
         cpu_auto = threads == "auto" and s.device.split(":")[0] == "cpu"
         # a machine that cannot compile plays optimized traced for good: a count costs no compile
@@ -585,7 +583,15 @@ class LiveSession(Actions):
         traced_only = cpu_auto and s.runtime == "optimized" and compiler_missing("cpu") is not None
         if cpu_auto and not compile:
             # played while its compiled runner builds: no trial, and a core left to that compile
+            # (a mix's models all, so none switches the count another set)
             threads = max(1, DEFAULT_THREADS - 1)
+        elif cpu_auto and s.mix_models:
+            # a mix: every model at every core, no trial. The trial times one network against
+            # the frame, and a mix's frame holds them all (four pix2pix-pulse, 2 cores: 9 ms
+            # each at one thread, under half the frame, so the trial kept one; together 36 ms,
+            # 22 at two); each count tried was one more compile of each model; and one count
+            # for all, as switching it between two calls clears oneDNN's prepared kernels
+            threads = DEFAULT_THREADS
         elif cpu_auto and not trial and not traced_only:
             # a switch mid-set: dynamo compiles once per count, and each compile on the loader
             # thread holds back the playing one (measured: two switches repeated 177 frames
@@ -594,8 +600,8 @@ class LiveSession(Actions):
             threads = DEFAULT_THREADS  # the most any trial offers
             log.info("%s %s %d threads, all the cores (the trial of counts runs at a run's start only)", name,
                      "compiles for" if s.runtime in ("optimized", "auto") else "plays at", threads)
-        return make_runner(model, runtime=s.runtime, device=s.device, threads=threads,
-                           follow_counts=follow, compile=compile, kept=kept, check_precision=check_precision)
+        return make_runner(model, runtime=s.runtime, device=s.device, threads=threads, compile=compile,
+                           kept=kept, check_precision=check_precision)
 
     def _isolated_runner(self, name: str, model):
         """The network in a worker process (`--isolate`), with the degradation levels' sizes."""
@@ -866,7 +872,7 @@ class LiveSession(Actions):
         from bridge.runtime import thread_choices
         fewer = [count for count in thread_choices() if count < DEFAULT_THREADS]
         staged = (STAGED_TRIAL and trial and s.threads == "auto" and s.runtime == "optimized"
-                  and s.device.split(":")[0] == "cpu" and bool(fewer))
+                  and s.device.split(":")[0] == "cpu" and bool(fewer) and not s.mix_models)
         try:
             with playing_thread_first(), full_collections_held():
                 set_threads(DEFAULT_THREADS)  # as `_ready`: build at torch's own count
@@ -880,6 +886,7 @@ class LiveSession(Actions):
                     runner = self._runner(name, model, trial=trial)
                     pipeline.use_runner(runner, between=self._check_open)
                 log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
+                self._compile_others()
                 if staged:
                     self._compiling = None
                     self._trial_around(name, model, pipeline, runner, started)
@@ -889,6 +896,26 @@ class LiveSession(Actions):
             self.report(f"model {name} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
         finally:
             self._compiling = None
+
+    def _compile_others(self) -> None:
+        """A mix's other models, started uncompiled with the lead, compiled after it, each at every
+        level (all the cores, see `_runner`), then taking over between two frames; one that
+        fails plays on uncompiled."""
+        others = getattr(self.pipeline, "pipelines", [])[1:]
+        for name, pipeline in zip(self.settings.mix_models, others):
+            if getattr(pipeline.runner, "compile", True):
+                continue  # compiled already (a switch keeps the others), or nothing to compile
+            self._check_open()
+            started = time.perf_counter()
+            try:
+                pipeline.use_runner(self._runner(name, pipeline.model), between=self._check_open)
+            except _Closing:
+                raise
+            except Exception as e:  # as the lead's: an optimisation
+                self.report(f"model {name} (mixed) not compiled, it plays on uncompiled (slower): "
+                            f"{type(e).__name__}: {e}")
+                continue
+            log.info("model %s (mixed) compiled in %.1f s while it played", name, time.perf_counter() - started)
 
     def _checked_precision_first(self, name: str, model, pipeline) -> None:
         """A family whose low precision is "checked" (a flow) plays traced in fp32 until its check

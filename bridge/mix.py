@@ -14,7 +14,9 @@ Blend modes, on light in [0, 1] (a picture p in [-1, 1] is (p + 1) / 2):
   lighten  the brightest weighted light per pixel
 
 Running N networks each tick: in sequence, each through its own Runner (the optimized runtime:
-folded, compiled, on CUDA bf16 and CUDA graphs; its degradation levels). Batching same-shaped
+folded, compiled, on CUDA bf16 and CUDA graphs). With degradation on, every model has its levels
+and the mix steps down as one (`levels`, `level`): the whole tick misses the frame, so every
+model's share of it shrinks, and the pictures blended stay alike in sharpness. Batching same-shaped
 pix2pix models into one call (`BatchedPix2Pix`, torch.func.vmap over stacked weights, equal to the
 sequential outputs) measured slower on both devices, so it is only used when asked (`batched=True`):
 CPU, 4 lite 256² U-Nets, 1 thread: 347 ms vmap, 346 ms grouped convolutions, 250 ms in sequence;
@@ -115,6 +117,7 @@ class MixPipeline:
         for p in self.pipelines[1:]:
             p.analyzer, p.analysis_config = first.analyzer, first.analysis_config
         self._batch = self._batchable(batched)
+        self._level = 0
 
     @classmethod
     def from_models(cls, models: list, weights: list[float] | None = None, mode: str = "mix",
@@ -151,18 +154,31 @@ class MixPipeline:
 
     # --- what the engine and the live session read from a pipeline --------------------------------
     def __getattr__(self, name):
-        # model, runner, control, voice, sound_rate, sample_rate, analyzer, levels, level_runners,
+        # model, runner, control, voice, sound_rate, sample_rate, analyzer, level_runners,
         # degrade_note, upscaler, ...: the first model's (it leads: its sound, its walk's status)
         if name == "pipelines":
             raise AttributeError(name)
         return getattr(self.pipelines[0], name)
 
     @property
+    def levels(self) -> list:
+        """The degradation levels the mix steps through: every model drops to the same share of
+        its size together (a pix2pix at 3/4 beside another at 3/4), so the levels of the model
+        that has most of them, the lead's where it has as many (a latent family has the full one
+        only, and stays at it)."""
+        return max((p.levels for p in self.pipelines), key=len)
+
+    @property
+    def runners_changed(self) -> int:
+        return sum(p.runners_changed for p in self.pipelines)
+
+    @property
     def level(self) -> int:
-        return self.pipelines[0].level
+        return self._level
 
     @level.setter
     def level(self, value: int) -> None:
+        self._level = value
         for p in self.pipelines:
             p.level = min(value, len(p.levels) - 1)
 

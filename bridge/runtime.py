@@ -748,9 +748,6 @@ class Runner:
         self._autocast = None
         self._graphs: dict | None = None  # input signature -> CudaGraphStep (optimized, on CUDA)
         self.threads: int | None = None  # see use_threads
-        # with no count of its own, the counts its caller may set (another runner's trial: a
-        # mix's other models); dynamo compiles for each count, so each is warmed
-        self.follow_counts: list[int] = []
         if runtime == "int8":
             self.net = model.eval()
             self._fn = Int8Pix2Pix(model, self.device)
@@ -964,18 +961,15 @@ class Runner:
         (the one that builds, not the one that plays) keeps its own thread count."""
         before = torch.get_num_threads()
         try:
-            for count in ([] if self.threads is not None else self.follow_counts) or [None]:
-                if count is not None:
-                    set_threads(count)
-                for _ in range(runs):
-                    try:
-                        self(cond, latent)
-                    except Exception as e:
-                        if self.info.runtime == "int8" or not self.info.compiled:
-                            raise
-                        failed = self._fall_back(e)
-                        if failed:
-                            self._blame_machine(cond, latent, failed)
+            for _ in range(runs):
+                try:
+                    self(cond, latent)
+                except Exception as e:
+                    if self.info.runtime == "int8" or not self.info.compiled:
+                        raise
+                    failed = self._fall_back(e)
+                    if failed:
+                        self._blame_machine(cond, latent, failed)
             if self._times_uncompiled():
                 self._choose_uncompiled(cond, latent)
         finally:
@@ -1026,10 +1020,6 @@ class Runner:
             return
         ms = {label: statistics.median(t) for label, t in times.items()}
         label, self._fn, self._autocast = usable[kept_in_order([ms[way[0]] for way in usable])]
-        if self._fn is onnx:  # its session for each count a trial may set, made now rather than live
-            for count in self.follow_counts:
-                set_threads(count)
-                self(cond, latent)
         self.info.uncompiled_ms = {name: round(v, 3) for name, v in ms.items()}
         if self._fn is traced:
             traced.keep_only(self._autocast)
@@ -1597,11 +1587,10 @@ def demo_conditions(model: Generator, count: int = 60, every_s: float = 0.5) -> 
 
 
 def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu",
-                threads: int | str | None = None, follow_counts: bool = False, compile: bool = True,
+                threads: int | str | None = None, compile: bool = True,
                 kept: Runner | None = None, check_precision: bool = False):
     """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there).
-    `follow_counts` (with no count of its own, on the CPU): warmed at each count `--threads auto`
-    tries, as another runner's trial sets them (a mix's other models). `compile=False`: the
+    `compile=False`: the
     optimized runtime's network (folded, in its precision) run eager, ready in a tenth of a
     second, where compiling takes seconds (a model switch plays it while the compiled one builds).
     `kept`: a compiled optimized runner playing now at one of the counts the trial tries: that
@@ -1612,12 +1601,8 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     cpu = torch.device(device).type == "cpu"
     if threads == "auto" and not cpu:
         threads = None  # the network runs on the GPU: the host's threads only feed it
-    counts = thread_choices() if follow_counts and cpu and threads is None else []
-
     def built(runtime: str) -> Runner:
-        runner = Runner(model, runtime=runtime, device=device, compile=compile, check_precision=check_precision)
-        runner.follow_counts = counts
-        return runner
+        return Runner(model, runtime=runtime, device=device, compile=compile, check_precision=check_precision)
 
     if runtime != "auto" and threads != "auto":
         runner = built(runtime)

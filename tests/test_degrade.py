@@ -80,6 +80,37 @@ def test_a_failed_step_up_backs_off():
     assert gaps and all(later >= earlier for earlier, later in zip(gaps, gaps[1:]))
 
 
+def test_compiled_runners_taking_over_are_tried_a_level_up_not_predicted_from_the_pixels():
+    # four models mixed (bridge.mix): played traced while they compile, every level too slow, so
+    # it steps down to 1/4; compiled from 20 s, a tick is mostly its fixed part (the audio
+    # pictures, the upscaling, the blend): 16 ms at 1/4, 21 at 1/2, 32 at 3/4 (over 90 % of the
+    # frame), 38 at full. The pixel ratio predicts 64 ms for 1/2: without forgetting the traced
+    # costs, 1/4 held for good
+    period = 1 / 30
+    traced = {0: 0.120, 1: 0.100, 2: 0.080, 3: 0.060}
+    compiled = {0: 0.038, 1: 0.032, 2: 0.021, 3: 0.016}
+
+    def run(forget: bool):
+        c, t, trace, swapped = DegradeController(LEVELS), 0.0, [], False
+        while t < 60.0:
+            if t >= 20.0 and not swapped:
+                swapped = True
+                if forget:
+                    c.forget_costs(t)
+            took = (compiled if swapped else traced)[c.level]
+            t += max(took, period)
+            trace.append((t, c.observe(took, t, period)))
+        return c, trace
+
+    c, trace = run(forget=False)
+    assert level_at(trace, 19.0) == 3 and c.level == 3  # the old behaviour: stuck at 1/4
+    c, trace = run(forget=True)
+    assert level_at(trace, 19.0) == 3
+    assert c.level == 2  # 1/2 tried and kept; 3/4 tried, too slow, left
+    assert 1 in {lv for t, lv in trace if t > 20.0}
+    assert [lv for t, lv in trace if t > 40.0] == [2] * len([t for t, _ in trace if t > 40.0])  # settled there
+
+
 def test_settings_and_specs_are_checked():
     with pytest.raises(ValueError):
         DegradeSettings(up_fraction=0.95, down_fraction=0.9)

@@ -2,16 +2,19 @@
 real engine and a real live session; the batched call equals the sequential one."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
+from bridge import clock
 from bridge.engine import Engine, FramePipeline
 from bridge.errors import ConfigError
 from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.mix import BatchedPix2Pix, MixPipeline, blend
 from bridge.params import ParamStore
-from bridge.runtime import Runner
+from bridge.runtime import Runner, TracedNetwork
 from bridge.sinks import open_sink
 from tests.test_control_live import wait_until
 from tests.test_reliability import FPS, Running, live
@@ -166,3 +169,69 @@ def test_a_mix_is_built_from_plain_models_and_runners():
     assert np.array_equal(frame, alone)  # weight 1/0: model b alone, through the same upscaler
     with pytest.raises(ConfigError, match="2 to 4"):
         MixPipeline.from_models([a])
+
+
+def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_and_steps_down_as_one(tiny_models):
+    """Every model of a mix plays traced from the first frame (before, the others were compiled,
+    at each thread count, before it: 18 s of no picture for four models on 2 cores); after the
+    lead's compile each other one compiles at every level and takes over, all at every core
+    (no thread trial: it timed the lead alone against the frame); degradation moves them all."""
+    from bridge.generators.base import save_bundle
+    from bridge.live import LiveSession
+    from bridge.runtime import DEFAULT_THREADS, AutoRunner
+    from tests.test_switch_compile import compiled, settings
+
+    for seed, name in ((5, "wide-a"), (6, "wide-b")):  # 64 px: a half-size level of their own
+        torch.manual_seed(seed)
+        save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / name)
+
+    class HeldOthers(LiveSession):
+        """Holds the compile of the mix's other model until `gate` is set."""
+
+        def __init__(self, s):
+            self.gate, self.held = threading.Event(), []
+            super().__init__(s)
+
+        def _runner(self, name, model, compile=True, trial=None, **kw):
+            if compile and name != self.settings.model and hasattr(self, "engine"):
+                self.held.append(name)
+                assert self.gate.wait(30.0)
+            return super()._runner(name, model, compile, trial, **kw)
+
+    with HeldOthers(settings(model="wide-a", mix_models=["wide-b"], threads="auto", degrade="1,0.5")) as session:
+        mix = session.pipeline
+        lead, other = mix.pipelines
+        for part in (lead, other):  # both traced, at both levels, a core left to the compiles
+            assert [getattr(r.model, "size", 64) for r in part.level_runners] == [64, 32]
+            assert all(not r.compile and isinstance(r._fn, TracedNetwork) for r in part.level_runners)
+            assert [r.threads for r in part.level_runners] == [max(1, DEFAULT_THREADS - 1)] * 2
+        assert [lv.name for lv in mix.levels] == ["full", "1/2"]
+        run = Running(session, 40.0)
+        assert wait_until(lambda: session.held == ["wide-b"], 30.0)  # the lead compiled first
+        assert all(compiled(r) for r in lead.level_runners)
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # the other plays traced
+        assert not other.runner.compile and "compiling)" in session.status_line(session.engine.stats)
+        session.gate.set()
+        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        for part in (lead, other):
+            assert all(compiled(r) for r in part.level_runners)
+            assert [r.threads for r in part.level_runners] == [DEFAULT_THREADS] * 2
+        assert [getattr(r.model, "size", 64) for r in other.level_runners] == [64, 32]
+        assert not isinstance(lead.runner, AutoRunner) and session.settled  # no trial to wait for
+        made = session.engine.stats.generated
+        assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # on the compiled ones
+        session.engine.stop()
+        result = run.join()
+        assert result["errors"] == 0, result
+        # the mix is too slow for its frame: every model steps down, then back up together
+        engine, period = session.engine, session.engine.period
+        t0 = clock.now() + 10.0  # after the run's own times
+        for i in range(40):
+            engine._degrade_step(2.0 * period, t0 + i * period)
+        assert engine.degrade.name == "1/2" and [lead.level, other.level] == [1, 1]
+        frame = mix.make_frame(mix.snapshot(None))
+        assert frame.shape == (64, 64, 4)
+        for i in range(200):
+            engine._degrade_step(0.05 * period, t0 + 10.0 + i * period)
+        assert engine.degrade.name == "full" and [lead.level, other.level] == [0, 0]

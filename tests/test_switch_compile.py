@@ -31,13 +31,13 @@ class Gated(LiveSession):
         self.compiles: list[str] = []
         super().__init__(settings)
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
+    def _runner(self, name, model, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine") and name != self.settings.model:  # a switched-in one
             self.compiles.append(name)
             assert self.gate.wait(30.0)
             if self.fail_compile:
                 raise RuntimeError("no room for the compiled kernels")
-        return super()._runner(name, model, lead, compile, trial, **kw)
+        return super()._runner(name, model, compile, trial, **kw)
 
 
 def settings(**kw) -> LiveSettings:
@@ -95,11 +95,11 @@ def test_a_cold_switch_plays_the_new_model_traced_at_once_then_compiled_at_every
 class GatedStart(Gated):
     """Holds the compile of the model the run starts with instead."""
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
+    def _runner(self, name, model, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine") and name == self.settings.model:
             self.compiles.append(name)
             assert self.gate.wait(30.0)
-        return LiveSession._runner(self, name, model, lead, compile, trial, **kw)
+        return LiveSession._runner(self, name, model, compile, trial, **kw)
 
 
 def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thread_trial(tiny_models):
@@ -166,11 +166,11 @@ def test_a_flow_plays_traced_in_the_precision_its_check_keeps_while_it_compiles(
 class GatedTrial(Gated):
     """Holds the start's thread trial (its other counts' compile), not the first compile."""
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
+    def _runner(self, name, model, compile=True, trial=None, **kw):
         if kw.get("kept") is not None:
             self.compiles.append(name + " trial")
             assert self.gate.wait(30.0)
-        return LiveSession._runner(self, name, model, lead, compile, trial, **kw)
+        return LiveSession._runner(self, name, model, compile, trial, **kw)
 
 
 def test_a_run_plays_compiled_while_its_thread_trial_compiles_on_a_free_core(tiny_models):

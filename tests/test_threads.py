@@ -291,27 +291,6 @@ def test_bench_runs_at_the_count_given_and_says_so():
     assert refused.returncode == 2 and "bench --threads takes a count" in refused.stderr
 
 
-def test_a_mix_s_other_models_are_warmed_at_every_count_the_lead_tries(two_counts):
-    """They play at whatever count the lead's trial sets: no compile while playing at either."""
-    model = tiny_pix2pix()
-    follower = make_runner(model, threads=None, follow_counts=True)
-    assert follower.follow_counts == [1, 2] and follower.threads is None
-    pipeline = FramePipeline(model, runner=follower)
-    pipeline.warmup(runs=1)
-    snapshot = pipeline.snapshot(0.5)
-    compiled = counters["frames"]["total"]
-
-    def play():
-        for count in (1, 2, 1):
-            torch.set_num_threads(count)
-            pipeline.make_frame(snapshot, 1 / 30)
-        return torch.get_num_threads()
-
-    assert in_a_thread(play) == 1  # the caller's count, not its own
-    assert counters["frames"]["total"] == compiled
-    assert make_runner(model, threads=2, follow_counts=True).follow_counts == []  # a count of its own
-
-
 def test_auto_tries_the_machine_s_counts_from_a_thread_started_after_one_played_at_1():
     """torch starts a new thread at the count any thread set last: a model switched to on a
     loader thread, after the playing thread kept 1, must still try every count."""
@@ -371,10 +350,10 @@ class _IntervalWatch(LiveSession):
         self.intervals = getattr(self, "intervals", []) + [(name, sys.getswitchinterval())]
         return super()._build_one(name, output_size, lead, compile)
 
-    def _runner(self, name, model, lead=True, compile=True, trial=None, **kw):
+    def _runner(self, name, model, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine"):  # a compile as the model plays
             self.intervals = getattr(self, "intervals", []) + [(name + " compiled", sys.getswitchinterval())]
-        return super()._runner(name, model, lead, compile, trial, **kw)
+        return super()._runner(name, model, compile, trial, **kw)
 
 
 def test_a_switch_builds_with_the_gil_handed_to_the_playing_thread_and_puts_the_interval_back(tmp_path, monkeypatch):
