@@ -202,6 +202,7 @@ class DegradeController:
         self._times.clear()
         self._since = now
         self._headroom_since = None
+        self._went_up_at, self._backoff = None, 1  # a try that failed on the old runners says nothing
 
     def _move(self, level: int, now: float) -> None:
         self.level = level

@@ -157,20 +157,24 @@ class FramePipeline:
                     between()
                 runner.warmup(self.condition(snapshot, runner), latent, runs=runs)
 
-    def use_runner(self, runner, runs: int = 3, between=None, level_threads: int | None = None) -> None:
+    def use_runner(self, runner, runs: int = 3, between=None, level_threads: int | None = None,
+                   levels: list[int] | None = None) -> None:
         """Play `runner` (the same network made another way: the compiled one of a pipeline that
         started playing uncompiled) from the next frame on, at every degradation level: the levels are
         made like it (at `level_threads`, if given) and everything is warmed here, on the calling
         thread, on the inputs `warmup` used (the playing pipeline's walk and analysis are left
-        alone); the frames made meanwhile use the runners there were. `between`: as for `warmup`."""
+        alone); the frames made meanwhile use the runners there were. `between`: as for `warmup`.
+        `levels`: only these (indices; 0 is `runner` itself), the others left as they are."""
         if self._warm_inputs is None:
             raise RuntimeError("use_runner replaces the runner of a warmed pipeline: call warmup() first")
-        levels = [runner] + [self._level_runner(i, level.size, base=runner, threads=level_threads)
-                             for i, level in enumerate(self.levels[1:], 1)]
-        self._warm(levels, runs, between)
-        # the generation thread reads `level_runners` once a frame: one assignment swaps all levels
-        self.level_runners = levels
-        self.runner = runner
+        indices = range(len(self.levels)) if levels is None else sorted(set(levels))
+        made = {i: runner if i == 0 else self._level_runner(i, self.levels[i].size, base=runner, threads=level_threads)
+                for i in indices}
+        self._warm(list(made.values()), runs, between)
+        # the generation thread reads `level_runners` once a frame: one assignment swaps them all
+        self.level_runners = [made.get(i, current) for i, current in enumerate(self.level_runners)]
+        if 0 in made:
+            self.runner = runner
         self.runners_changed += 1
 
     def use_lead_runner(self, runner, playing, runs: int = 3, between=None) -> None:

@@ -49,6 +49,9 @@ STAGED_TRIAL = True
 # the first frame, as the session is made (how runs started before the fifteenth session; see
 # benchmarks/README.md)
 IMPORT_COMPILER_FIRST = False
+# What plays uncompiled compiles level by level, the level playing first (a mix: for each model),
+# then the levels above it; False: model by model, full size first (see _compile_by_level)
+PLAYING_LEVEL_FIRST = True
 
 
 @contextlib.contextmanager
@@ -884,9 +887,9 @@ class LiveSession(Actions):
                     pipeline.use_runner(runner, between=self._check_open, level_threads=DEFAULT_THREADS)
                 else:
                     runner = self._runner(name, model, trial=trial)
-                    pipeline.use_runner(runner, between=self._check_open)
-                log.info("model %s compiled in %.1f s while it played", name, time.perf_counter() - started)
-                self._compile_others()
+                    self._compile_by_level([(name, pipeline, runner)] + self._others_to_compile())
+                log.info("model %s compiled in %.1f s while it played%s", name, time.perf_counter() - started,
+                         " (and the mix's others)" if s.mix_models else "")
                 if staged:
                     self._compiling = None
                     self._trial_around(name, model, pipeline, runner, started)
@@ -897,25 +900,55 @@ class LiveSession(Actions):
         finally:
             self._compiling = None
 
-    def _compile_others(self) -> None:
-        """A mix's other models, started uncompiled with the lead, compiled after it, each at every
-        level (all the cores, see `_runner`), then taking over between two frames; one that
-        fails plays on uncompiled."""
-        others = getattr(self.pipeline, "pipelines", [])[1:]
-        for name, pipeline in zip(self.settings.mix_models, others):
+    def _others_to_compile(self) -> list:
+        """A mix's other models built uncompiled (at the start, with the lead), each with the
+        compiled runner to make for it (all the cores, see `_runner`): [(name, pipeline, runner)].
+        One whose runner cannot be made plays on uncompiled, reported."""
+        parts = []
+        for name, pipeline in zip(self.settings.mix_models, getattr(self.pipeline, "pipelines", [])[1:]):
             if getattr(pipeline.runner, "compile", True):
                 continue  # compiled already (a switch keeps the others), or nothing to compile
-            self._check_open()
-            started = time.perf_counter()
             try:
-                pipeline.use_runner(self._runner(name, pipeline.model), between=self._check_open)
-            except _Closing:
-                raise
-            except Exception as e:  # as the lead's: an optimisation
+                parts.append((name, pipeline, self._runner(name, pipeline.model)))
+            except Exception as e:  # as the lead's compile: an optimisation
                 self.report(f"model {name} (mixed) not compiled, it plays on uncompiled (slower): "
                             f"{type(e).__name__}: {e}")
+        return parts
+
+    def _compile_by_level(self, parts: list) -> None:
+        """Each of `parts` ([(name, pipeline, compiled runner)], the lead first: a model, or a
+        mix's models, playing uncompiled) compiled one level at a time, each taking over from
+        the next frame as it is ready: first the level the set plays at now, then those above
+        it, nearest first, then those below; at each level the lead first, then the others.
+        A model played traced is slower, so degradation has often stepped down before its
+        compile starts: four pix2pix-pulse mixed on 2 cores, traced at 1/4, 75-90 ms a tick;
+        compiled there first, 35-40 ms beside the compiles still running (16 once they are
+        done), from 50 s after the start: 1,108-1,187 frames repeated until all was compiled
+        at 122-126 s, against 2,022-2,068 by 132-136 s model by model, full size first
+        (benchmarks/README.md). Should another model's compile fail, it plays on as it was
+        (the lead's is raised)."""
+        playing = self.pipeline.level
+        deepest = max(len(pipeline.levels) for _, pipeline, _ in parts) - 1
+        order = [playing] + list(range(playing - 1, -1, -1)) + list(range(playing + 1, deepest + 1))
+        if PLAYING_LEVEL_FIRST:
+            steps = [(index, k) for index in order for k in range(len(parts))]
+        else:  # model by model, full size first
+            steps = [(index, k) for k in range(len(parts)) for index in range(deepest + 1)]
+        failed: set[int] = set()
+        for index, k in steps:
+            name, pipeline, runner = parts[k]
+            if k in failed or index >= len(pipeline.levels):
                 continue
-            log.info("model %s (mixed) compiled in %.1f s while it played", name, time.perf_counter() - started)
+            try:
+                pipeline.use_runner(runner, between=self._check_open, levels=[index])
+            except _Closing:
+                raise
+            except Exception as e:
+                if k == 0:
+                    raise
+                failed.add(k)
+                self.report(f"model {name} (mixed) not compiled, it plays on uncompiled (slower): "
+                            f"{type(e).__name__}: {e}")
 
     def _checked_precision_first(self, name: str, model, pipeline) -> None:
         """A family whose low precision is "checked" (a flow) plays traced in fp32 until its check

@@ -185,20 +185,7 @@ def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_an
         torch.manual_seed(seed)
         save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / name)
 
-    class HeldOthers(LiveSession):
-        """Holds the compile of the mix's other model until `gate` is set."""
-
-        def __init__(self, s):
-            self.gate, self.held = threading.Event(), []
-            super().__init__(s)
-
-        def _runner(self, name, model, compile=True, trial=None, **kw):
-            if compile and name != self.settings.model and hasattr(self, "engine"):
-                self.held.append(name)
-                assert self.gate.wait(30.0)
-            return super()._runner(name, model, compile, trial, **kw)
-
-    with HeldOthers(settings(model="wide-a", mix_models=["wide-b"], threads="auto", degrade="1,0.5")) as session:
+    with LiveSession(settings(model="wide-a", mix_models=["wide-b"], threads="auto", degrade="1,0.5")) as session:
         mix = session.pipeline
         lead, other = mix.pipelines
         for part in (lead, other):  # both traced, at both levels, a core left to the compiles
@@ -206,13 +193,20 @@ def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_an
             assert all(not r.compile and isinstance(r._fn, TracedNetwork) for r in part.level_runners)
             assert [r.threads for r in part.level_runners] == [max(1, DEFAULT_THREADS - 1)] * 2
         assert [lv.name for lv in mix.levels] == ["full", "1/2"]
+        gate, held, use_runner = threading.Event(), [], other.use_runner
+
+        def held_back(runner, **kw):  # the other model's compile waits until `gate` is set
+            held.append(kw.get("levels"))
+            assert gate.wait(30.0)
+            use_runner(runner, **kw)
+        other.use_runner = held_back
         run = Running(session, 40.0)
-        assert wait_until(lambda: session.held == ["wide-b"], 30.0)  # the lead compiled first
-        assert all(compiled(r) for r in lead.level_runners)
+        assert wait_until(lambda: held == [[0]], 30.0)  # the lead's level playing (full) compiled first
+        assert compiled(lead.level_runners[0]) and not lead.level_runners[1].compile
         made = session.engine.stats.generated
         assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # the other plays traced
         assert not other.runner.compile and "compiling)" in session.status_line(session.engine.stats)
-        session.gate.set()
+        gate.set()
         assert wait_until(lambda: not session._lock.locked(), 60.0)
         for part in (lead, other):
             assert all(compiled(r) for r in part.level_runners)
@@ -235,3 +229,33 @@ def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_an
         for i in range(200):
             engine._degrade_step(0.05 * period, t0 + 10.0 + i * period)
         assert engine.degrade.name == "full" and [lead.level, other.level] == [0, 0]
+
+
+def test_a_mix_compiles_the_level_it_plays_first_for_every_model_then_the_levels_above(tiny_models):
+    """Played traced, a mix has often stepped down before its compile starts: the level playing
+    is compiled first, for the lead then the others, then the levels above it, nearest first."""
+    from bridge.generators.base import save_bundle
+    from bridge.live import LiveSession
+    from tests.test_switch_compile import compiled, settings
+
+    torch.manual_seed(5)  # 128 px: levels 128, 96, 64 (1/2), 32 (1/4)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=128, ngf=4, input="bands")), tiny_models / "models" / "wide")
+    with LiveSession(settings(model="wide", mix_models=["wide"], threads=1, degrade="auto")) as session:
+        mix = session.pipeline
+        assert [lv.size for lv in mix.levels] == [128, 96, 64, 32]
+        mix.level = 2  # stepped down to 1/2 while traced
+        calls = []
+        for k, part in enumerate(mix.pipelines):
+            def recorded(runner, k=k, use_runner=part.use_runner, **kw):
+                calls.append((k, kw["levels"]))
+                use_runner(runner, **kw)
+            part.use_runner = recorded
+        before = [part.runners_changed for part in mix.pipelines]
+        session._compile_by_level([("wide", mix.pipelines[0], session._runner("wide", mix.pipelines[0].model))]
+                                  + session._others_to_compile())
+        assert calls == [(0, [2]), (1, [2]), (0, [1]), (1, [1]), (0, [0]), (1, [0]), (0, [3]), (1, [3])]
+        for k, part in enumerate(mix.pipelines):
+            assert all(compiled(r) for r in part.level_runners) and part.runner is part.level_runners[0]
+            assert [getattr(r.model, "size", 128) for r in part.level_runners] == [128, 96, 64, 32]
+            assert part.runners_changed == before[k] + 4  # each level swapped in as it was ready
+        assert mix.runners_changed == sum(before) + 8
