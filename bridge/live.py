@@ -506,7 +506,7 @@ class LiveSession(Actions):
         one kept warm; `compile=False`: uncompiled, see `_compile_playing`); with --model given
         more than once, the others join it in a MixPipeline (a switch replaces the first, the
         others play on; at the start they are built as the lead is, uncompiled where it is, and
-        compiled after it, see `_compile_others`)."""
+        compiled after it, see `_compile_by_level`)."""
         model, pipeline = (ready.model, ready.pipeline) if ready is not None else \
             self._build_one(name, output_size, compile=compile)
         built = []  # pipelines made here: closed again (isolated workers) if the mix cannot be made
@@ -586,14 +586,15 @@ class LiveSession(Actions):
         traced_only = cpu_auto and s.runtime == "optimized" and compiler_missing("cpu") is not None
         if cpu_auto and not compile:
             # played while its compiled runner builds: no trial, and a core left to that compile
-            # (a mix's models all, so none switches the count another set)
+            # (every model of a mix too: they all play at one count)
             threads = max(1, DEFAULT_THREADS - 1)
         elif cpu_auto and s.mix_models:
             # a mix: every model at every core, no trial. The trial times one network against
-            # the frame, and a mix's frame holds them all (four pix2pix-pulse, 2 cores: 9 ms
-            # each at one thread, under half the frame, so the trial kept one; together 36 ms,
-            # 22 at two); each count tried was one more compile of each model; and one count
-            # for all, as switching it between two calls clears oneDNN's prepared kernels
+            # the frame, and a mix's frame holds them all (four pix2pix-pulse, 2 cores: the lead
+            # 8.9 ms at one thread, under half the frame, so the trial kept one; a tick of the
+            # four took 38 ms there, 32 at two); each count tried was one more compile of each
+            # model; and one count for all, as switching it between two calls clears oneDNN's
+            # prepared kernels
             threads = DEFAULT_THREADS
         elif cpu_auto and not trial and not traced_only:
             # a switch mid-set: dynamo compiles once per count, and each compile on the loader
@@ -860,7 +861,8 @@ class LiveSession(Actions):
         slower than compiled on the bundled ones, inside a frame at 30 fps on 2 cores, at one
         thread fewer with --threads auto); here, on the loader thread, its compiled runner
         builds and warms at every level (with `trial`, --threads auto's counts), then takes over
-        between two frames. Should that fail, it plays on uncompiled. One built compiled (kept
+        between two frames; without a trial level by level, a mix's other models with it (see
+        `_compile_by_level`). Should that fail, it plays on uncompiled. One built compiled (kept
         warm, or the runtime compiles nothing) has nothing to do here."""
         if self._closed or getattr(pipeline.runner, "compile", True):
             return

@@ -173,9 +173,9 @@ def test_a_mix_is_built_from_plain_models_and_runners():
 
 def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_and_steps_down_as_one(tiny_models):
     """Every model of a mix plays traced from the first frame (before, the others were compiled,
-    at each thread count, before it: 18 s of no picture for four models on 2 cores); after the
-    lead's compile each other one compiles at every level and takes over, all at every core
-    (no thread trial: it timed the lead alone against the frame); degradation moves them all."""
+    at each thread count, before it: 18 s of no picture for four models on 2 cores); then each
+    level compiles and takes over, the lead's before the other's, all at every core (no thread
+    trial: it timed the lead alone against the frame); degradation moves them all."""
     from bridge.generators.base import save_bundle
     from bridge.live import LiveSession
     from bridge.runtime import DEFAULT_THREADS, AutoRunner
