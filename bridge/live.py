@@ -898,9 +898,13 @@ class LiveSession(Actions):
         except _Closing:
             raise
         except Exception as e:  # compiling is an optimisation: the traced one plays on
-            self.report(f"model {name} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
+            self._report_uncompiled(name, e)
         finally:
             self._compiling = None
+
+    def _report_uncompiled(self, model: str, e: Exception) -> None:
+        """A compile made as a model plays failed: compiling is an optimisation, it plays on."""
+        self.report(f"model {model} not compiled, it plays on uncompiled (slower): {type(e).__name__}: {e}")
 
     def _others_to_compile(self) -> list:
         """A mix's other models built uncompiled (at the start, with the lead), each with the
@@ -913,8 +917,7 @@ class LiveSession(Actions):
             try:
                 parts.append((name, pipeline, self._runner(name, pipeline.model)))
             except Exception as e:  # as the lead's compile: an optimisation
-                self.report(f"model {name} (mixed) not compiled, it plays on uncompiled (slower): "
-                            f"{type(e).__name__}: {e}")
+                self._report_uncompiled(f"{name} (mixed)", e)
         return parts
 
     def _compile_by_level(self, parts: list) -> None:
@@ -949,8 +952,7 @@ class LiveSession(Actions):
                 if k == 0:
                     raise
                 failed.add(k)
-                self.report(f"model {name} (mixed) not compiled, it plays on uncompiled (slower): "
-                            f"{type(e).__name__}: {e}")
+                self._report_uncompiled(f"{name} (mixed)", e)
 
     def _checked_precision_first(self, name: str, model, pipeline) -> None:
         """A family whose low precision is "checked" (a flow) plays traced in fp32 until its check

@@ -1590,9 +1590,9 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
                 threads: int | str | None = None, compile: bool = True,
                 kept: Runner | None = None, check_precision: bool = False):
     """The runner `--runtime` and `--threads` ask for (either "auto": an AutoRunner, see there).
-    `compile=False`: the
-    optimized runtime's network (folded, in its precision) run eager, ready in a tenth of a
-    second, where compiling takes seconds (a model switch plays it while the compiled one builds).
+    `compile=False`: the optimized runtime's network (folded, in its precision) run eager, ready
+    in a tenth of a second, where compiling takes seconds (a model switch plays it while the
+    compiled one builds).
     `kept`: a compiled optimized runner playing now at one of the counts the trial tries: that
     count's candidate is it (compiled already); the other counts share a runner of their own (one
     playing cannot be shared: a candidate sets its runner's count at each call).
@@ -1601,6 +1601,7 @@ def make_runner(model: Generator, runtime: str = "optimized", device: str = "cpu
     cpu = torch.device(device).type == "cpu"
     if threads == "auto" and not cpu:
         threads = None  # the network runs on the GPU: the host's threads only feed it
+
     def built(runtime: str) -> Runner:
         return Runner(model, runtime=runtime, device=device, compile=compile, check_precision=check_precision)
 
