@@ -16,8 +16,8 @@ cropped to its skip connection. Sizes that are multiples of 32 only pad the deep
 level when the 90th percentile of the last second's times passes 90 % of the frame period, and
 steps back up only after the level above is predicted to fit in 70 % of the period for two
 seconds; a step up that fails at once doubles the wait before the next try (no oscillation).
-When the runners change (a compiled one takes over), the costs measured on the old ones are
-forgotten and a level above is tried rather than predicted.
+When a level's runner changes (a compiled one takes over), the cost measured on the old one is
+forgotten; such a level above is tried rather than predicted.
 """
 from __future__ import annotations
 
@@ -195,14 +195,25 @@ class DegradeController:
             return min(pixels, self._cost[higher] / self._cost[lower])
         return pixels
 
-    def forget_costs(self, now: float) -> None:
-        """The runners changed (compiled ones took over from those played while they compiled):
-        what each level cost is not known any more, and the current level is judged afresh."""
-        self._cost.clear()
-        self._times.clear()
-        self._since = now
-        self._headroom_since = None
-        self._went_up_at, self._backoff = None, 1  # a try that failed on the old runners says nothing
+    def forget_costs(self, now: float, levels=None) -> None:
+        """The runners of `levels` (indices; all by default) changed (compiled ones took over from
+        those played while they compiled): what they cost is not known any more. The current
+        level among them is judged afresh; one above the current level among them is tried (see
+        `_ratio`), and the tries that failed on the old runners up there say nothing (the
+        backoff goes). What the other levels cost still holds: their runners are the same (a
+        compile made level by level swaps one at a time, and the traced levels above the
+        compiled one are as slow as measured)."""
+        levels = set(range(len(self.levels)) if levels is None else levels)
+        for level in levels:
+            self._cost.pop(level, None)
+        if self.level in levels:
+            self._times.clear()
+            self._since = now
+            self._went_up_at = None  # the step up to it, if on probation, was a try of the old runner
+        if levels & {self.level, self.level - 1}:
+            self._headroom_since = None  # the prediction of the level above changed
+        if any(level < self.level for level in levels):
+            self._backoff = 1  # the tries that failed up there were of the old runners
 
     def _move(self, level: int, now: float) -> None:
         self.level = level

@@ -56,7 +56,9 @@ class FramePipeline:
         self.level_runners = [self.runner] + [self._level_runner(i, level.size)
                                               for i, level in enumerate(self.levels[1:], 1)]
         self.level = 0  # index into levels; the engine's DegradeController sets it
-        self.runners_changed = 0  # counts `use_runner`s: the engine's degradation measures afresh
+        # per level, how often its runner was replaced (`use_runner`) or changed how it plays (a
+        # thread trial cut short): the engine's degradation measures those levels afresh
+        self.runner_versions = [0] * len(self.levels)
         if degrade:
             (log.info if len(self.levels) > 1 else log.warning)("degradation: %s", self.degrade_note)
         overrides = getattr(model.config, "analysis", {}) or {}
@@ -175,7 +177,8 @@ class FramePipeline:
         self.level_runners = [made.get(i, current) for i, current in enumerate(self.level_runners)]
         if 0 in made:
             self.runner = runner
-        self.runners_changed += 1
+        for i in made:
+            self.runner_versions[i] += 1
 
     def use_lead_runner(self, runner, playing, runs: int = 3, between=None) -> None:
         """Play `runner` at the full size from the next frame on, the degraded levels kept: at a
@@ -186,7 +189,19 @@ class FramePipeline:
         self._warm([runner], runs, between, playing=playing)
         self.level_runners = [runner] + self.level_runners[1:]
         self.runner = runner
-        self.runners_changed += 1
+        self.runner_versions[0] += 1
+
+    @property
+    def runners_changed(self) -> int:
+        """How many runners were replaced (or changed how they play), all levels together."""
+        return sum(self.runner_versions)
+
+    def cut_trials(self, why: str) -> None:
+        """The set stepped down from full size while --threads auto's trial played there: the
+        trial is decided now (AutoRunner.cut_short), and what full size costs is measured afresh."""
+        cut_short = getattr(self.level_runners[0], "cut_short", None)
+        if cut_short is not None and cut_short(why):
+            self.runner_versions[0] += 1
 
     def condition(self, snapshot: Snapshot, runner):
         """What `runner` is given: what the picture is drawn from (a tensor or a tuple) when it
@@ -338,7 +353,7 @@ class Engine:
             return
         self.pipeline.level = 0
         self.degrade = DegradeController(self.pipeline.levels, self._degrade_settings)
-        self._runners_seen = getattr(self.pipeline, "runners_changed", 0)
+        self._runners_seen = list(getattr(self.pipeline, "runner_versions", ()))
         self.stats.degrade = self.degrade.name
 
     def set_fps(self, fps: float) -> None:
@@ -415,13 +430,17 @@ class Engine:
             self._latest = (made, frame, capture if capture is not None else started, audio)
 
     def _degrade_step(self, seconds: float, now: float) -> None:
-        changed = getattr(self.pipeline, "runners_changed", 0)
-        if changed != self._runners_seen:  # compiled runners took over: their costs are not known yet
-            self._runners_seen = changed
-            self.degrade.forget_costs(now)
+        versions = list(getattr(self.pipeline, "runner_versions", ()))
+        if versions != self._runners_seen:  # compiled runners took over: their costs are not known yet
+            changed = [i for i, (v, seen) in enumerate(zip(versions, self._runners_seen)) if v != seen]
+            self._runners_seen = versions
+            self.degrade.forget_costs(now, levels=changed)
         level = self.degrade.observe(seconds, now, self.period)
         if level != self.pipeline.level:
+            left_full = self.pipeline.level == 0
             self.pipeline.level = level
+            if left_full and hasattr(self.pipeline, "cut_trials"):
+                self.pipeline.cut_trials(f"the set stepped down to {self.degrade.name}")
             self.stats.degrade = self.degrade.name
             self.stats.degrade_changes += 1
             self.stats.generate_ms.clear()  # the lead time is judged on the new level's times

@@ -284,6 +284,11 @@ def _lead(pipeline):
     return pipeline.pipelines[0] if hasattr(pipeline, "pipelines") else pipeline
 
 
+def _playing(pipeline):
+    """The runner a FramePipeline plays now: its degradation level's."""
+    return pipeline.level_runners[pipeline.level]
+
+
 class _SlowCloseReport:
     """Prints every thread's stack if closing takes longer than `after_s` (then carries on
     waiting): a driver that never lets go shows up by name instead of as a silent hang."""
@@ -872,8 +877,8 @@ class LiveSession(Actions):
         # --threads auto's trial at start, staged: compiled first for the most threads the trial
         # tries that leave a core free (the count the traced one plays at, 1 on 2 cores), which
         # plays as soon as it is ready (a heavy model plays traced far under the frame rate),
-        # then the trial's other counts compile on the free core (the degraded levels were
-        # compiled with the first, at every core, as the trial plays them)
+        # then the trial's other counts compile on the free core; the first is compiled level by
+        # level, the level playing first (the degraded levels at every core, as the trial plays them)
         from bridge.runtime import thread_choices
         fewer = [count for count in thread_choices() if count < DEFAULT_THREADS]
         staged = (STAGED_TRIAL and trial and s.threads == "auto" and s.runtime == "optimized"
@@ -886,7 +891,7 @@ class LiveSession(Actions):
                 self._check_open()
                 if staged:
                     runner = self._runner(name, model, threads=max(fewer))
-                    pipeline.use_runner(runner, between=self._check_open, level_threads=DEFAULT_THREADS)
+                    self._compile_by_level([(name, pipeline, runner)], level_threads=DEFAULT_THREADS)
                 else:
                     runner = self._runner(name, model, trial=trial)
                     self._compile_by_level([(name, pipeline, runner)] + self._others_to_compile())
@@ -920,7 +925,7 @@ class LiveSession(Actions):
                 self._report_uncompiled(f"{name} (mixed)", e)
         return parts
 
-    def _compile_by_level(self, parts: list) -> None:
+    def _compile_by_level(self, parts: list, level_threads: int | None = None) -> None:
         """Each of `parts` ([(name, pipeline, compiled runner)], the lead first: a model, or a
         mix's models, playing uncompiled) compiled one level at a time, each taking over from
         the next frame as it is ready: first the level the set plays at now, then those above
@@ -931,7 +936,7 @@ class LiveSession(Actions):
         done), from 50 s after the start: 1,108-1,187 frames repeated until all was compiled
         at 122-126 s, against 2,022-2,068 by 132-136 s model by model, full size first
         (benchmarks/README.md). Should another model's compile fail, it plays on as it was
-        (the lead's is raised)."""
+        (the lead's is raised). `level_threads`: the degraded levels' count (see use_runner)."""
         playing = self.pipeline.level
         deepest = max(len(pipeline.levels) for _, pipeline, _ in parts) - 1
         order = [playing] + list(range(playing - 1, -1, -1)) + list(range(playing + 1, deepest + 1))
@@ -945,7 +950,7 @@ class LiveSession(Actions):
             if k in failed or index >= len(pipeline.levels):
                 continue
             try:
-                pipeline.use_runner(runner, between=self._check_open, levels=[index])
+                pipeline.use_runner(runner, between=self._check_open, levels=[index], level_threads=level_threads)
             except _Closing:
                 raise
             except Exception as e:
@@ -1119,7 +1124,7 @@ class LiveSession(Actions):
 
     def _runner_status(self) -> str:
         lead = _lead(self.pipeline)  # a mix: its lead model's
-        status = getattr(lead.runner, "status", None)  # none for an isolated worker
+        status = getattr(_playing(lead), "status", None)  # none for an isolated worker
         if status and self._compiling == self.model_name:
             status += ", compiling"  # played traced (or eager) until then
         return f" ({status})" if status else ""
@@ -1151,12 +1156,12 @@ class LiveSession(Actions):
     @property
     def settled(self) -> bool:
         """Whether the model plays as it will go on playing: the compile made as it plays and
-        --threads auto's trial are over, no switch or cue is loading, and a frame was made.
+        --threads auto's trial are over, no switch or cue is loading, and a frame was made. The
+        trial plays at full size only: a set held at a lower level is settled without it.
         Figures taken before are the start's: the model uncompiled, a compile sharing its cores."""
         if self._compile_at_start or self._lock.locked() or self.engine.stats.generated == 0:
             return False
-        runner = getattr(_lead(self.pipeline), "runner", None)
-        return getattr(runner, "chosen", True) is not None  # an AutoRunner: its trial over
+        return getattr(_playing(_lead(self.pipeline)), "chosen", True) is not None  # an AutoRunner: its trial over
 
     def run(self, duration: float | None = None, status_stream=sys.stderr, settled_window: float | None = None,
             settle_limit: float = SETTLE_LIMIT_S) -> dict:

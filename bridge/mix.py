@@ -169,8 +169,19 @@ class MixPipeline:
         return max((p.levels for p in self.pipelines), key=len)
 
     @property
+    def runner_versions(self) -> list[int]:
+        """Per level of the mix: its models' runner versions there (a model with fewer levels
+        plays its last one at the levels below it)."""
+        return [sum(p.runner_versions[min(i, len(p.levels) - 1)] for p in self.pipelines)
+                for i in range(len(self.levels))]
+
+    @property
     def runners_changed(self) -> int:
         return sum(p.runners_changed for p in self.pipelines)
+
+    def cut_trials(self, why: str) -> None:
+        for p in self.pipelines:
+            p.cut_trials(why)
 
     @property
     def level(self) -> int:

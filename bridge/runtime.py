@@ -1757,26 +1757,41 @@ class AutoRunner:
             self._decide()
         return out
 
-    def _decide(self) -> None:
-        ms = {label: statistics.median(t) for label, t in self._times.items()}
+    def cut_short(self, why: str) -> bool:
+        """The set left full size during the trial (degradation stepped down: full size missed
+        the frame with the counts in turn). The trial is decided now, for the most threads of
+        the levels' runtime, the count the lower levels play at, as a model missing the frame
+        would keep; left unfinished, it would wait at full size all set. False if decided already."""
+        if self.chosen is not None:
+            return False
+        self._decide(cut=why)
+        return True
+
+    def _decide(self, cut: str | None = None) -> None:
+        ms = {label: statistics.median(t) for label, t in self._times.items() if t}
         frame = statistics.median(self._gaps) if self._gaps else None
-        roomy = [frame is not None and float(np.percentile(self._times[arm.label], 95)) <= AUTO_ROOM * frame
-                 for arm in self.arms]
-        order = kept_in_order([ms[arm.label] for arm in self.arms], [arm.threads for arm in self.arms], roomy)
-        best = self.arms[order]
+        timed = ", ".join(f"{label} {v:.1f} ms" for label, v in ms.items()) or "none"
+        if cut is None:
+            roomy = [frame is not None and float(np.percentile(self._times[arm.label], 95)) <= AUTO_ROOM * frame
+                     for arm in self.arms]
+            best = self.arms[kept_in_order([ms[arm.label] for arm in self.arms], [arm.threads for arm in self.arms],
+                                           roomy)]
+            int8 = next((arm.runner for arm in self.arms if arm.runner.info.runtime == "int8"), None)
+            wants = [f"int8 ({int8.info.psnr_db:.1f} dB)"] if int8 is not None else []
+            room = ""
+            if len({arm.threads for arm in self.arms}) > 1:
+                wants.append("more threads")
+                if frame is not None:
+                    room = f", more threads only where fewer take over {AUTO_ROOM:.0%} of the {frame:.1f} ms frame at p95"
+            why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster{room}")
+        else:
+            best = max((arm for arm in self.arms if arm.runner.info.runtime == self.level_runtime),
+                       key=lambda arm: arm.threads or 0)
+            why = join_note(self.note, f"trial cut short, {cut}: the most threads, as the lower levels; live calls: {timed}")
         runner = best.runner
-        int8 = next((arm.runner for arm in self.arms if arm.runner.info.runtime == "int8"), None)
-        wants = [f"int8 ({int8.info.psnr_db:.1f} dB)"] if int8 is not None else []
-        room = ""
-        if len({arm.threads for arm in self.arms}) > 1:
-            wants.append("more threads")
-            if frame is not None:
-                room = f", more threads only where fewer take over {AUTO_ROOM:.0%} of the {frame:.1f} ms frame at p95"
-        timed = ", ".join(f"{label} {v:.1f} ms" for label, v in ms.items())
         self.chosen = runner
         runner.use_threads(best.threads)
         runner.keep_threads(best.threads)  # the counts it did not keep: their compiles go
-        why = join_note(self.note, f"live calls: {timed}; {' and '.join(wants)} kept if {AUTO_MIN_GAIN:g}x faster{room}")
         runner.info.note = join_note(runner.info.note, f"auto: {best.label} ({why})")
         runner.info.auto_ms = {label: round(v, 2) for label, v in ms.items()}
         self.candidates = [runner]

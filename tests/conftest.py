@@ -9,6 +9,7 @@ run them on a GPU machine: `pytest --noconftest tests/test_runtime_cuda.py`) may
 import os
 
 import pytest
+import torch
 
 from tests.helpers.jack import jack_server  # noqa: F401  (fixture, one JACK server per run)
 from tests.helpers.models import tiny_models  # noqa: F401  (fixture: two small pix2pix bundles)
@@ -21,6 +22,15 @@ from tests.helpers.threads import thread_exceptions  # noqa: F401  (fixture: esc
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 STRICT = os.environ.get("VJBRIDGE_STRICT_TESTS") == "1"
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_put_back():
+    """A test that sets this thread's torch count (a live session, a thread trial played here)
+    leaves the next test the count it had: a degradation test after a mix's once ran at 1."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_configure(config):

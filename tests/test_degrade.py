@@ -111,6 +111,38 @@ def test_compiled_runners_taking_over_are_tried_a_level_up_not_predicted_from_th
     assert [lv for t, lv in trace if t > 40.0] == [2] * len([t for t, _ in trace if t > 40.0])  # settled there
 
 
+def test_a_level_compiled_on_its_own_is_tried_while_the_traced_levels_above_keep_their_cost():
+    # a compile made level by level (bridge.live): the set plays traced at 1/4 (60 ms, every
+    # level too slow); 1/4 compiled takes over at 20 s (16 ms), 1/2 at 30 s. Forgetting what
+    # every level cost, the controller would try 1/2 while it is still traced (80 ms: a failed
+    # try, a second of frames repeated); forgetting 1/4's alone, it waits for 1/2's compile
+    period = 1 / 30
+    traced = {0: 0.120, 1: 0.100, 2: 0.080, 3: 0.060}
+    compiled = {0: 0.038, 1: 0.032, 2: 0.021, 3: 0.016}
+
+    def run(forget_all: bool):
+        c, t, trace, done = DegradeController(LEVELS), 0.0, [], set()
+        while t < 50.0:
+            for level, at in ((3, 20.0), (2, 30.0)):
+                if t >= at and level not in done:
+                    done.add(level)
+                    c.forget_costs(t, levels=None if forget_all else [level])
+            took = (compiled if c.level in done else traced)[c.level]
+            t += max(took, period)
+            trace.append((t, c.observe(took, t, period)))
+        return c, trace
+
+    c, trace = run(forget_all=True)
+    assert level_at(trace, 19.0) == 3
+    assert 2 in {lv for t, lv in trace if 20.0 < t < 30.0}  # 1/2 tried traced, and left
+    c, trace = run(forget_all=False)
+    assert level_at(trace, 19.0) == 3
+    assert {lv for t, lv in trace if 20.0 < t < 30.0} == {3}  # 1/4 compiled, 1/2 still traced: no try
+    assert level_at(trace, 35.0) == 2 and c.level == 2  # 1/2 compiled: tried at once and kept
+    c.forget_costs(50.0, levels=[0])  # another level's runner changed: 1/2's cost still holds
+    assert 2 in c._cost and 0 not in c._cost and len(c._times) > 3
+
+
 def test_settings_and_specs_are_checked():
     with pytest.raises(ValueError):
         DegradeSettings(up_fraction=0.95, down_fraction=0.9)

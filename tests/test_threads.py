@@ -39,14 +39,6 @@ def in_a_thread(fn):
     return result["value"]
 
 
-@pytest.fixture(autouse=True)
-def own_count():
-    """Tests here set this thread's count: the next test gets the one it had."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def two_counts(monkeypatch):
     """auto tries 1 and 2 threads whatever this machine's cores (2 here, as on CI)."""
@@ -265,6 +257,68 @@ def test_degraded_levels_run_at_the_most_threads_tried(monkeypatch, two_counts):
     assert runner.chosen is not None and runner.info.threads == 1
     # dynamo compiles again for a count it has not seen (seconds): every count was warmed
     assert counters["frames"]["total"] == compiled
+
+
+def test_a_step_down_during_the_trial_decides_it_for_the_most_threads(monkeypatch, two_counts):
+    """Full size missed the frame while the counts took turns there: the engine's degradation
+    steps down, and the trial, which plays at full size only, would wait there all set ("auto:
+    trying" in the status line, the session never settled). It is decided at the step down for
+    the most threads, the count the lower levels play at, where a finished trial would have kept
+    one (AUTO_MIN_GAIN), and full size is measured afresh: its cost was the counts' in turn."""
+    monkeypatch.setattr(runtime, "AUTO_TRIAL_FRAMES", 50)
+    monkeypatch.setattr(runtime, "AUTO_BLOCK", 2)
+    monkeypatch.setattr(runtime, "AUTO_MIN_GAIN", 1000.0)
+    model = tiny_pix2pix(64)
+    runner = make_runner(model, threads="auto")
+    pipeline = FramePipeline(model, runner=runner, degrade=(1.0, 0.5))
+    pipeline.warmup(runs=1)
+    engine = Engine(pipeline, sinks=[], fps=30.0, degrade=True)
+    snapshot = pipeline.snapshot(0.5)
+    in_a_thread(lambda: [pipeline.make_frame(snapshot, 1 / 30) for _ in range(6)])
+    assert runner.chosen is None and runner.status == "auto: trying 1 thread, 2 threads"
+    versions = list(pipeline.runner_versions)
+    t = 0.0
+    while pipeline.level == 0 and t < 5.0:  # 50 ms a frame against a 33 ms one
+        t += 0.05
+        engine._degrade_step(0.05, t)
+    assert pipeline.level == 1 and t < 2.0
+    assert runner.chosen is not None and runner.info.threads == 2 and runner.candidates == [runner.chosen]
+    assert "auto: 2 threads (trial cut short, the set stepped down to 1/2" in runner.info.note
+    assert pipeline.runner_versions == [versions[0] + 1, versions[1]]
+    assert 0 in engine.degrade._cost  # what the counts in turn cost at full size ...
+    engine._degrade_step(0.02, t + 0.02)
+    assert 0 not in engine.degrade._cost  # ... is forgotten
+    assert runner.cut_short("again") is False  # decided once
+    pipeline.level = 0
+    assert in_a_thread(lambda: [(pipeline.make_frame(snapshot, 1 / 30), torch.get_num_threads())[1]
+                                for _ in range(3)]) == [2, 2, 2]
+
+
+def test_the_start_s_staged_compile_goes_level_by_level_the_level_playing_first(tmp_path, monkeypatch, two_counts):
+    """A model played traced has often stepped down before its compile starts (pix2pix-pulse at
+    60 fps on 2 cores: 1/4 within 3 s): the count that leaves a core free is compiled at the
+    level playing first, then the levels above it, nearest first, then those below (the lower
+    levels at every core), each taking over as it is ready; then the trial's other count."""
+    from bridge import live
+    monkeypatch.setattr(live, "DEFAULT_THREADS", 2)  # 1 staged, 2 for the levels, as on 2 cores
+    monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
+    torch.manual_seed(5)  # 128 px: levels 128, 96, 64 (1/2), 32 (1/4)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=128, ngf=4, input="bands")), tmp_path / "wide")
+    with LiveSession(LiveSettings(model="wide", audio_in="silence", outs=["null"], degrade="auto")) as session:
+        pipeline = session.pipeline
+        assert session._compile_at_start and not pipeline.runner.compile  # plays traced until run() compiles
+        pipeline.level = 2  # stepped down to 1/2 while traced
+        calls, use_runner = [], pipeline.use_runner
+        pipeline.use_runner = lambda runner, **kw: (calls.append((runner.threads, kw["levels"], kw["level_threads"])),
+                                                    use_runner(runner, **kw))
+        before = list(pipeline.runner_versions)
+        session._compile_playing("wide", session.model, pipeline, trial=True)
+        assert calls == [(1, [2], 2), (1, [1], 2), (1, [0], 2), (1, [3], 2)]
+        assert [v - b for v, b in zip(pipeline.runner_versions, before)] == [2, 1, 1, 1]  # full: then the trial
+        runner = pipeline.runner
+        assert isinstance(runner, AutoRunner) and [arm.threads for arm in runner.arms] == [1, 2]
+        assert [r.threads for r in pipeline.level_runners[1:]] == [2, 2, 2]
+        assert all(r.compile for r in pipeline.level_runners[1:])
 
 
 def test_a_fixed_count_holds_on_the_degraded_levels():
