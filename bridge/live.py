@@ -929,7 +929,8 @@ class LiveSession(Actions):
         """Each of `parts` ([(name, pipeline, compiled runner)], the lead first: a model, or a
         mix's models, playing uncompiled) compiled one level at a time, each taking over from
         the next frame as it is ready: first the level the set plays at now, then those above
-        it, nearest first, then those below; at each level the lead first, then the others.
+        it, nearest first, then those below; at each level the lead first, then the others (a
+        model with fewer levels, a latent family's one, compiled where the mix's level has it play).
         A model played traced is slower, so degradation has often stepped down before its
         compile starts: four pix2pix-pulse mixed on 2 cores, traced at 1/4, 75-90 ms a tick;
         compiled there first, 35-40 ms beside the compiles still running (16 once they are
@@ -945,12 +946,15 @@ class LiveSession(Actions):
         else:  # model by model, full size first
             steps = [(index, k) for k in range(len(parts)) for index in range(deepest + 1)]
         failed: set[int] = set()
+        done: set[tuple[int, int]] = set()
         for index, k in steps:
             name, pipeline, runner = parts[k]
-            if k in failed or index >= len(pipeline.levels):
+            level = min(index, len(pipeline.levels) - 1)  # one with fewer levels plays its last below them
+            if k in failed or (k, level) in done:
                 continue
+            done.add((k, level))
             try:
-                pipeline.use_runner(runner, between=self._check_open, levels=[index], level_threads=level_threads)
+                pipeline.use_runner(runner, between=self._check_open, levels=[level], level_threads=level_threads)
             except _Closing:
                 raise
             except Exception as e:

@@ -259,3 +259,33 @@ def test_a_mix_compiles_the_level_it_plays_first_for_every_model_then_the_levels
             assert [getattr(r.model, "size", 128) for r in part.level_runners] == [128, 96, 64, 32]
             assert part.runners_changed == before[k] + 4  # each level swapped in as it was ready
         assert mix.runners_changed == sum(before) + 8
+
+
+def test_a_model_with_fewer_levels_is_compiled_where_the_mix_s_level_has_it_play(tiny_models):
+    """A latent family has the full level only: at the mix's 1/2 it plays that one, so it is
+    compiled with the level playing, not after the levels above it. The mix's runner versions
+    count it at every level it plays."""
+    from bridge.generators.base import save_bundle
+    from bridge.generators.cvae import CVAE, CVAEConfig
+    from bridge.live import LiveSession
+    from tests.test_switch_compile import compiled, settings
+
+    torch.manual_seed(5)
+    save_bundle(Pix2Pix(Pix2PixConfig(size=128, ngf=4, input="bands")), tiny_models / "models" / "wide")
+    save_bundle(CVAE(CVAEConfig(size=16, latent_dim=4, widths=(4, 8))).eval(), tiny_models / "models" / "latent")
+    with LiveSession(settings(model="wide", mix_models=["latent"], threads=1, degrade="auto")) as session:
+        mix = session.pipeline
+        assert [len(part.levels) for part in mix.pipelines] == [4, 1]
+        mix.level = 2
+        calls = []
+        for k, part in enumerate(mix.pipelines):
+            def recorded(runner, k=k, use_runner=part.use_runner, **kw):
+                calls.append((k, kw["levels"]))
+                use_runner(runner, **kw)
+            part.use_runner = recorded
+        before = list(mix.runner_versions)
+        session._compile_by_level([("wide", mix.pipelines[0], session._runner("wide", mix.pipelines[0].model))]
+                                  + session._others_to_compile())
+        assert calls == [(0, [2]), (1, [0]), (0, [1]), (0, [0]), (0, [3])]
+        assert all(compiled(r) for part in mix.pipelines for r in part.level_runners)
+        assert [v - b for v, b in zip(mix.runner_versions, before)] == [2, 2, 2, 2]
