@@ -231,6 +231,17 @@ def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_an
         assert engine.degrade.name == "full" and [lead.level, other.level] == [0, 0]
 
 
+def recorded_compiles(mix) -> list:
+    """[(model index, levels)] of each `use_runner` the mix's pipelines are given from now on."""
+    calls = []
+    for k, part in enumerate(mix.pipelines):
+        def recorded(runner, k=k, use_runner=part.use_runner, **kw):
+            calls.append((k, kw["levels"]))
+            use_runner(runner, **kw)
+        part.use_runner = recorded
+    return calls
+
+
 def test_a_mix_compiles_the_level_it_plays_first_for_every_model_then_the_levels_above(tiny_models):
     """Played traced, a mix has often stepped down before its compile starts: the level playing
     is compiled first, for the lead then the others, then the levels above it, nearest first."""
@@ -244,12 +255,7 @@ def test_a_mix_compiles_the_level_it_plays_first_for_every_model_then_the_levels
         mix = session.pipeline
         assert [lv.size for lv in mix.levels] == [128, 96, 64, 32]
         mix.level = 2  # stepped down to 1/2 while traced
-        calls = []
-        for k, part in enumerate(mix.pipelines):
-            def recorded(runner, k=k, use_runner=part.use_runner, **kw):
-                calls.append((k, kw["levels"]))
-                use_runner(runner, **kw)
-            part.use_runner = recorded
+        calls = recorded_compiles(mix)
         before = [part.runners_changed for part in mix.pipelines]
         session._compile_by_level([("wide", mix.pipelines[0], session._runner("wide", mix.pipelines[0].model))]
                                   + session._others_to_compile())
@@ -277,12 +283,7 @@ def test_a_model_with_fewer_levels_is_compiled_where_the_mix_s_level_has_it_play
         mix = session.pipeline
         assert [len(part.levels) for part in mix.pipelines] == [4, 1]
         mix.level = 2
-        calls = []
-        for k, part in enumerate(mix.pipelines):
-            def recorded(runner, k=k, use_runner=part.use_runner, **kw):
-                calls.append((k, kw["levels"]))
-                use_runner(runner, **kw)
-            part.use_runner = recorded
+        calls = recorded_compiles(mix)
         before = list(mix.runner_versions)
         session._compile_by_level([("wide", mix.pipelines[0], session._runner("wide", mix.pipelines[0].model))]
                                   + session._others_to_compile())
