@@ -180,6 +180,7 @@ class MixPipeline:
         return sum(p.runners_changed for p in self.pipelines)
 
     def cut_trials(self, why: str) -> None:
+        """Each model's (FramePipeline.cut_trials): the mix stepped down as one."""
         for p in self.pipelines:
             p.cut_trials(why)
 
