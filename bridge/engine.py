@@ -196,6 +196,13 @@ class FramePipeline:
         """How many runners were replaced (or changed how they play), all levels together."""
         return sum(self.runner_versions)
 
+    def costs_changed(self) -> None:
+        """What every level costs changed though its runner did not (a compile that shared the
+        cores with it ended): the engine's degradation measures them all afresh, as after a
+        runner change. A cost measured beside a compile would otherwise stand: a wide U-Net's
+        1/2, tried while its other levels compiled, too slow there, kept it at 1/4 all set."""
+        self.runner_versions = [v + 1 for v in self.runner_versions]
+
     def cut_trials(self, why: str) -> None:
         """The set stepped down from full size while --threads auto's trial played there: the
         trial is decided now (AutoRunner.cut_short), and what full size costs is measured afresh."""

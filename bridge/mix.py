@@ -179,6 +179,10 @@ class MixPipeline:
     def runners_changed(self) -> int:
         return sum(p.runners_changed for p in self.pipelines)
 
+    def costs_changed(self) -> None:
+        for p in self.pipelines:
+            p.costs_changed()
+
     def cut_trials(self, why: str) -> None:
         """Each model's (FramePipeline.cut_trials): the mix stepped down as one."""
         for p in self.pipelines:
