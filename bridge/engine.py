@@ -191,11 +191,6 @@ class FramePipeline:
         self.runner = runner
         self.runner_versions[0] += 1
 
-    @property
-    def runners_changed(self) -> int:
-        """How many runners were replaced (or changed how they play), all levels together."""
-        return sum(self.runner_versions)
-
     def costs_changed(self) -> None:
         """What every level costs changed though its runner did not (a compile that shared the
         cores with it ended): the engine's degradation measures them all afresh, as after a
@@ -360,7 +355,7 @@ class Engine:
             return
         self.pipeline.level = 0
         self.degrade = DegradeController(self.pipeline.levels, self._degrade_settings)
-        self._runners_seen = list(getattr(self.pipeline, "runner_versions", ()))
+        self._runners_seen = list(self.pipeline.runner_versions)
         self.stats.degrade = self.degrade.name
 
     def set_fps(self, fps: float) -> None:
@@ -437,7 +432,7 @@ class Engine:
             self._latest = (made, frame, capture if capture is not None else started, audio)
 
     def _degrade_step(self, seconds: float, now: float) -> None:
-        versions = list(getattr(self.pipeline, "runner_versions", ()))
+        versions = list(self.pipeline.runner_versions)
         if versions != self._runners_seen:  # compiled runners took over: their costs are not known yet
             changed = [i for i, (v, seen) in enumerate(zip(versions, self._runners_seen)) if v != seen]
             self._runners_seen = versions
@@ -446,7 +441,7 @@ class Engine:
         if level != self.pipeline.level:
             left_full = self.pipeline.level == 0
             self.pipeline.level = level
-            if left_full and hasattr(self.pipeline, "cut_trials"):
+            if left_full:
                 self.pipeline.cut_trials(f"the set stepped down to {self.degrade.name}")
             self.stats.degrade = self.degrade.name
             self.stats.degrade_changes += 1

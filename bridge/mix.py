@@ -175,10 +175,6 @@ class MixPipeline:
         return [sum(p.runner_versions[min(i, len(p.levels) - 1)] for p in self.pipelines)
                 for i in range(len(self.levels))]
 
-    @property
-    def runners_changed(self) -> int:
-        return sum(p.runners_changed for p in self.pipelines)
-
     def costs_changed(self) -> None:
         for p in self.pipelines:
             p.costs_changed()

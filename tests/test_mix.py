@@ -256,15 +256,15 @@ def test_a_mix_compiles_the_level_it_plays_first_for_every_model_then_the_levels
         assert [lv.size for lv in mix.levels] == [128, 96, 64, 32]
         mix.level = 2  # stepped down to 1/2 while traced
         calls = recorded_compiles(mix)
-        before = [part.runners_changed for part in mix.pipelines]
+        before = [sum(part.runner_versions) for part in mix.pipelines]
         session._compile_by_level([("wide", mix.pipelines[0], session._runner("wide", mix.pipelines[0].model))]
                                   + session._others_to_compile())
         assert calls == [(0, [2]), (1, [2]), (0, [1]), (1, [1]), (0, [0]), (1, [0]), (0, [3]), (1, [3])]
         for k, part in enumerate(mix.pipelines):
             assert all(compiled(r) for r in part.level_runners) and part.runner is part.level_runners[0]
             assert [getattr(r.model, "size", 128) for r in part.level_runners] == [128, 96, 64, 32]
-            assert part.runners_changed == before[k] + 4  # each level swapped in as it was ready
-        assert mix.runners_changed == sum(before) + 8
+            assert sum(part.runner_versions) == before[k] + 4  # each level swapped in as it was ready
+        assert sum(sum(part.runner_versions) for part in mix.pipelines) == sum(before) + 8
 
 
 def test_a_model_with_fewer_levels_is_compiled_where_the_mix_s_level_has_it_play(tiny_models):
