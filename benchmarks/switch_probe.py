@@ -23,10 +23,14 @@ busy moment on a shared machine hits all:
   --variants);
 - `wrapper-per-compile`: keep-warm-0 with Inductor's C++ wrapper built by the C++ compiler at
   every compile (`bridge.runtime.share_wrapper_builds` off, as before the twelfth session;
-  --variants).
+  --variants);
+- `collected-at-end`: keep-warm-0 with what the compiles of a switch left collected once, when
+  they are all over (`bridge.live.COLLECT_BETWEEN_COMPILES` off, as before the eighteenth
+  session; --variants).
 
-Each switch also reports its lost output ticks (`stalled`) and the full garbage collections
-(`gen2_ms`, each one's pause) from the switch until a second after its compile.
+Each switch also reports its lost output ticks (`stalled`), the full garbage collections
+(`gen2_ms`, each one's pause) and the longest wait between two frames sent (`longest_gap_ms`)
+from the switch until a second after its compile.
 
     python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--out FILE.json]
 """
@@ -47,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("as-is", "compile-first", "keep-warm-0", "gil-5ms", "unsettled", "python-wrapper", "fp32-traced",
-            "collecting", "wrapper-per-compile")
+            "collecting", "wrapper-per-compile", "collected-at-end")
 
 
 def child_run(script: str, args: list[str], label: str, timeout: float = 300, env: dict | None = None) -> dict:
@@ -79,10 +83,20 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
     if variant == "wrapper-per-compile":
         import bridge.runtime
         bridge.runtime.share_wrapper_builds = lambda: None
+    if variant == "collected-at-end":
+        live.COLLECT_BETWEEN_COMPILES = False
+    from bridge.sinks.null import NullSink
+    sent, send = [], NullSink._send
+
+    def timed_send(self, *args, **kwargs):  # when each frame went out
+        sent.append(time.perf_counter())
+        return send(self, *args, **kwargs)
+    NullSink._send = timed_send
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
                                  outs=["null"], fps=30, threads=threads,
                                  keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled", "python-wrapper",
-                                                             "fp32-traced", "collecting", "wrapper-per-compile")
+                                                             "fp32-traced", "collecting", "wrapper-per-compile",
+                                                             "collected-at-end")
                                  else 2)
     switches, base, collections, began = [], {}, [], [0.0]
 
@@ -112,11 +126,14 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
                     time.sleep(0.005)
                 ready, building = time.perf_counter() - t, stats.repeated - before
                 time.sleep(1.0)  # the new model's first compiled frames, on the playing thread
+                times = [when for when in sent if when >= t]
                 switches.append({"model": name, "swap_s": round(swapped, 2), "ready_s": round(ready, 2),
                                  "repeated_building": building,
                                  "repeated_first_second": stats.repeated - before - building,
                                  "stalled": stats.stalled - stalled,
-                                 "gen2_ms": [ms for when, ms in collections if when >= t]})
+                                 "gen2_ms": [ms for when, ms in collections if when >= t],
+                                 "longest_gap_ms": round(max((b - a for a, b in zip(times, times[1:])),
+                                                             default=0.0) * 1000, 1)})
             time.sleep(max(0.0, duration - (time.perf_counter() - start)))
             session.engine.stop()
         threading.Thread(target=switcher, daemon=True).start()
@@ -165,11 +182,13 @@ def main() -> None:
                             "swap_s_median": round(statistics.median(s["swap_s"] for r in mine for s in r["switches"]), 2),
                             "ready_s_median": round(statistics.median(s["ready_s"] for r in mine for s in r["switches"]), 2),
                             "stalled_in_switches": sum(s.get("stalled", 0) for r in mine for s in r["switches"]),
-                            "gen2_ms_in_switches": sorted(ms for r in mine for s in r["switches"] for ms in s["gen2_ms"])}
+                            "gen2_ms_in_switches": sorted(ms for r in mine for s in r["switches"] for ms in s["gen2_ms"]),
+                            "longest_gaps_ms": sorted(s["longest_gap_ms"] for r in mine for s in r["switches"])}
         print(f"{variant:13s} median repeats per run {summary[variant]['repeated_per_run_median']}, per switch "
               f"{summary[variant]['repeated_per_switch_median']}, switch {summary[variant]['swap_s_median']} s, "
               f"compiled {summary[variant]['ready_s_median']} s; stalled in switches "
-              f"{summary[variant]['stalled_in_switches']}, full collections {summary[variant]['gen2_ms_in_switches']} ms")
+              f"{summary[variant]['stalled_in_switches']}, full collections {summary[variant]['gen2_ms_in_switches']} ms, "
+              f"longest waits between frames {summary[variant]['longest_gaps_ms']} ms")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "threads": a.threads, "at": at,
                                            "models": models, "duration_s": a.duration, "runs": runs,

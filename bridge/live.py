@@ -94,6 +94,11 @@ class _HeldSetting:
         self._inside = 0
         self._saved = None
 
+    @property
+    def inside(self) -> bool:
+        """Whether a loader holds the setting changed now."""
+        return self._inside > 0
+
     @contextlib.contextmanager
     def held(self):
         with self._lock:
@@ -126,11 +131,13 @@ def playing_thread_first():
 
 
 HOLD_FULL_COLLECTIONS = True  # see full_collections_held
+COLLECT_BETWEEN_COMPILES = True  # see collected_between_compiles
 
 
 def _collected_at(threshold: tuple) -> None:
     gc.set_threshold(*threshold)
-    gc.collect()
+    if gc.get_count()[2]:  # something reached the old generation since the last full collection
+        gc.collect()  # (none: `collected_between_compiles` just made one, and it walked the same)
 
 
 # full collections after that many of the middle generation's: never
@@ -148,6 +155,23 @@ def full_collections_held():
     collected once, at the end. The threshold is the whole process's: put back, and the one
     collection made, once the last loader inside leaves."""
     return _full_collections.held() if HOLD_FULL_COLLECTIONS else contextlib.nullcontext()
+
+
+def collected_between_compiles() -> None:
+    """Inside `full_collections_held`, as one compile is over and before the next: what it left is
+    collected now, one compile's at a time, rather than all at the end. The garbage is most of
+    what a full collection walks then (a level's compile of pix2pix-pulse leaves 30,000-50,000
+    objects; the compiled runners that live on, about 15,000 more) and, holding the GIL, the
+    walk is the playing thread's wait. On 2 cores, `--degrade auto`: one model at 60 fps, one
+    collection at the end of the start's compiles, 260-280 ms, and the output waited 119-132 ms
+    twice in a row; one after each level, 32-80 ms each, the longest wait 71-73 ms. Four
+    models mixed, 918-931 ms and 371-436 ms twice; 16 of 29-129 ms, 121-144 ms
+    (benchmarks/README.md). What lives on is walked again by each, so the total is no smaller,
+    only the pieces. Nothing is frozen out of the collector's sight: a runner let go of later
+    (the thread trial's other count, a model no longer kept warm) holds its frozen weights in
+    cycles that only a collection frees."""
+    if COLLECT_BETWEEN_COMPILES and HOLD_FULL_COLLECTIONS and _full_collections.inside:
+        gc.collect()
 
 
 _compiler_settled = False
@@ -964,6 +988,8 @@ class LiveSession(Actions):
                     raise
                 failed.add(k)
                 self._report_uncompiled(f"{name} (mixed)", e)
+            finally:
+                collected_between_compiles()
 
     def _checked_precision_first(self, name: str, model, pipeline) -> None:
         """A family whose low precision is "checked" (a flow) plays traced in fp32 until its check
@@ -1001,6 +1027,8 @@ class LiveSession(Actions):
             self.report(f"model {name}: thread trial not made, it plays on at {playing.threads} threads: "
                         f"{type(e).__name__}: {e}")
             return
+        finally:
+            collected_between_compiles()
         log.info("model %s: its thread trial starts, %.1f s after its compile did", name, time.perf_counter() - started)
 
     @staticmethod

@@ -357,3 +357,40 @@ def test_a_compile_makes_no_full_collection_of_its_own_and_one_at_its_end(monkey
     monkeypatch.setattr(live, "HOLD_FULL_COLLECTIONS", False)
     with live.full_collections_held():
         assert gc.get_threshold() == before
+
+
+def test_between_compiles_the_garbage_goes_at_once_and_leaving_walks_it_again_only_if_more_came(monkeypatch):
+    """`collected_between_compiles`: a full collection inside `full_collections_held` (one
+    compile's garbage at a time, not all at the end), none outside it (the collector's own
+    thresholds rule there); leaving right after it makes no second walk of the same objects."""
+    from bridge import live
+    full = []
+
+    def seen(phase, info):
+        if phase == "stop" and info["generation"] == 2:
+            full.append(info["collected"])
+    gc.callbacks.append(seen)
+    try:
+        live.collected_between_compiles()
+        assert full == []  # not held: nothing made here
+        with live.full_collections_held():
+            cycles = [[] for _ in range(5000)]
+            for cycle in cycles:
+                cycle.append(cycle)
+            gc.collect(1)  # the compile's garbage lived long enough to reach the old generation
+            del cycles, cycle
+            live.collected_between_compiles()
+            assert len(full) == 1 and full[0] >= 5000  # found there, by a full collection
+        assert len(full) == 1  # nothing came since: leaving walked nothing again
+        with live.full_collections_held():
+            kept = [[i] for i in range(50_000)]  # more reaches the old generation after it
+            live.collected_between_compiles()
+            more = [[i] for i in range(50_000)]
+        assert len(full) == 3  # one between, one on leaving for what came after it
+        monkeypatch.setattr(live, "HOLD_FULL_COLLECTIONS", False)
+        with live.full_collections_held():
+            live.collected_between_compiles()
+        assert len(full) == 3
+    finally:
+        gc.callbacks.remove(seen)
+    del kept, more

@@ -298,7 +298,11 @@ def test_the_start_s_staged_compile_goes_level_by_level_the_level_playing_first(
     """A model played traced has often stepped down before its compile starts (pix2pix-pulse at
     60 fps on 2 cores: 1/4 within 3 s): the count that leaves a core free is compiled at the
     level playing first, then the levels above it, nearest first, then those below (the lower
-    levels at every core), each taking over as it is ready; then the trial's other count."""
+    levels at every core), each taking over as it is ready; then the trial's other count. What
+    each compile left is collected as it ends (a full collection holds the GIL, and one at the
+    end walked all of their garbage at once: the playing thread's longest wait)."""
+    import gc
+
     from bridge import live
     monkeypatch.setattr(live, "DEFAULT_THREADS", 2)  # 1 staged, 2 for the levels, as on 2 cores
     monkeypatch.setenv("VJBRIDGE_MODELS", str(tmp_path))
@@ -308,12 +312,22 @@ def test_the_start_s_staged_compile_goes_level_by_level_the_level_playing_first(
         pipeline = session.pipeline
         assert session._compile_at_start and not pipeline.runner.compile  # plays traced until run() compiles
         pipeline.level = 2  # stepped down to 1/2 while traced
-        calls, use_runner = [], pipeline.use_runner
+        calls, use_runner, use_lead_runner, steps = [], pipeline.use_runner, pipeline.use_lead_runner, []
         pipeline.use_runner = lambda runner, **kw: (calls.append((runner.threads, kw["levels"], kw["level_threads"])),
-                                                    use_runner(runner, **kw))
+                                                    steps.append("compile"), use_runner(runner, **kw))
+        pipeline.use_lead_runner = lambda *a, **kw: (steps.append("compile"), use_lead_runner(*a, **kw))
+
+        def full(phase, info):
+            if phase == "stop" and info["generation"] == 2 and steps:
+                steps.append("collected")
         before = list(pipeline.runner_versions)
-        session._compile_playing("wide", session.model, pipeline, trial=True)
+        gc.callbacks.append(full)
+        try:
+            session._compile_playing("wide", session.model, pipeline, trial=True)
+        finally:
+            gc.callbacks.remove(full)
         assert calls == [(1, [2], 2), (1, [1], 2), (1, [0], 2), (1, [3], 2)]
+        assert steps == ["compile", "collected"] * 5  # four levels, the trial; none more on leaving
         # each level as it was compiled, full again for the trial, then every level once the
         # compiles are over (what was measured beside them is measured again: costs_changed)
         assert [v - b for v, b in zip(pipeline.runner_versions, before)] == [3, 2, 2, 2]
