@@ -32,7 +32,7 @@ Each switch also reports its lost output ticks (`stalled`), the full garbage col
 (`gen2_ms`, each one's pause) and the longest wait between two frames sent (`longest_gap_ms`)
 from the switch until a second after its compile.
 
-    python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--out FILE.json]
+    python3 benchmarks/switch_probe.py [--runs 3] [--threads auto] [--degrade auto] [--fps 30] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def child_run(script: str, args: list[str], label: str, timeout: float = 300, en
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def one_run(variant: str, threads: str, duration: float, at: list[float], models: list[str]) -> dict:
+def one_run(variant: str, threads: str, duration: float, at: list[float], models: list[str],
+            degrade: str = "off", fps: float = 30) -> dict:
     """One live session in this process; the switches made from a side thread, as OSC would."""
     import bridge.live as live
     if variant == "gil-5ms":
@@ -93,7 +94,7 @@ def one_run(variant: str, threads: str, duration: float, at: list[float], models
         return send(self, *args, **kwargs)
     NullSink._send = timed_send
     settings = live.LiveSettings(model="pix2pix-pulse", audio_in=str(ROOT / "bridge/data/demo.ogg"),
-                                 outs=["null"], fps=30, threads=threads,
+                                 outs=["null"], fps=fps, threads=threads, degrade=degrade,
                                  keep_warm=0 if variant in ("keep-warm-0", "gil-5ms", "unsettled", "python-wrapper",
                                                              "fp32-traced", "collecting", "wrapper-per-compile",
                                                              "collected-at-end")
@@ -147,6 +148,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", default="auto")
+    p.add_argument("--degrade", default="off", help="the run's --degrade (auto: each model compiles at every level)")
+    p.add_argument("--fps", type=float, default=30)
     p.add_argument("--duration", type=float, default=16.0)
     p.add_argument("--at", default="3,9", help="seconds into the run of each switch")
     p.add_argument("--models", default="cvae-faces,pix2pix-pulse", help="switched to, in order")
@@ -160,13 +163,14 @@ def main() -> None:
     if not set(variants) <= set(VARIANTS):
         sys.exit(f"switch_probe: --variants from {', '.join(VARIANTS)}, got {a.variants}")
     if a.one:
-        print(json.dumps(one_run(a.one, a.threads, a.duration, at, models)))
+        print(json.dumps(one_run(a.one, a.threads, a.duration, at, models, a.degrade, a.fps)))
         return
     from bridge.bench import machine_info
     runs = []
     for i in range(a.runs):
         for variant in variants:
             run = child_run(__file__, [variant, "--threads", a.threads, "--duration", str(a.duration), "--at", a.at,
+                                       "--degrade", a.degrade, "--fps", str(a.fps),
                                        "--models", a.models, "--variants", a.variants], f"run {i + 1} ({variant})")
             runs.append(run)
             print(f"run {i + 1} {variant:13s} repeated {run['repeated']:4d} of {run['sent']} sent; switches "
@@ -191,6 +195,7 @@ def main() -> None:
               f"longest waits between frames {summary[variant]['longest_gaps_ms']} ms")
     if a.out:
         Path(a.out).write_text(json.dumps({"machine": machine_info("cpu"), "threads": a.threads, "at": at,
+                                           "degrade": a.degrade, "fps": a.fps,
                                            "models": models, "duration_s": a.duration, "runs": runs,
                                            "summary": summary}, indent=1) + "\n")
 
