@@ -164,11 +164,11 @@ def collected_between_compiles() -> None:
     objects; the compiled runners that live on, about 15,000 more) and, holding the GIL, the
     walk is the playing thread's wait. On 2 cores, `--degrade auto`: one model at 60 fps, one
     collection at the end of the start's compiles, 260-280 ms, and the output waited 119-132 ms
-    twice in a row; one after each level, 32-80 ms each, the longest wait 71-73 ms. Four
+    twice in a row; one after each level, 32-76 ms each, the longest wait 71-73 ms. Four
     models mixed, 918-931 ms and 371-436 ms twice; 16 of 29-129 ms, 121-144 ms. A cold switch
     to it mid-set at 30 fps, 318-346 ms and 141-173 ms; 4 of 45-105 ms, 69-108 ms
-    (benchmarks/README.md). What lives on is walked again by each, so the total is no smaller,
-    only the pieces. Nothing is frozen out of the collector's sight: a runner let go of later
+    (benchmarks/README.md). The total is no smaller (each walks again what lives on, and they
+    run beside the model playing), only the pieces. Nothing is frozen out of the collector's sight: a runner let go of later
     (the thread trial's other count, a model no longer kept warm) holds its frozen weights in
     cycles that only a collection frees."""
     if COLLECT_BETWEEN_COMPILES and HOLD_FULL_COLLECTIONS and _full_collections.inside:
