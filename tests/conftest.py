@@ -7,6 +7,7 @@ missing fails instead, so a core path can never be skipped silently in CI. Only 
 run them on a GPU machine: `pytest --noconftest tests/test_runtime_cuda.py`) may skip.
 """
 import os
+import sys
 
 import pytest
 import torch
@@ -31,6 +32,21 @@ def torch_threads_put_back():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def runs_stopped():
+    """A live run a test started on a thread (test_reliability.Running) and left going, because
+    the test failed before it stopped it, is stopped as the test ends: it would keep the process
+    alive for the rest of its duration (UNTIL_STOPPED_S)."""
+    yield
+    module = sys.modules.get("tests.test_reliability")
+    runs = getattr(getattr(module, "Running", None), "started", None)
+    while runs:
+        run = runs.pop()
+        if run.thread.is_alive():
+            run.session.engine.stop()
+            run.thread.join(30.0)
 
 
 def pytest_configure(config):

@@ -21,7 +21,7 @@ from bridge.generators.pix2pix import Pix2Pix
 from bridge.live import LiveSession
 from bridge.runtime import Runner
 from tests.test_control_live import wait_until
-from tests.test_reliability import Running
+from tests.test_reliability import COMPILE_WAIT_S, UNTIL_STOPPED_S, Running
 from tests.test_switch_compile import compiled, entries, settings, settled
 
 
@@ -123,12 +123,12 @@ def test_a_runner_gone_leaves_no_compile_behind_and_the_live_one_plays_on(tiny_m
 
 def test_a_set_of_cold_switches_compiles_every_model_and_keeps_nothing_of_those_gone(tiny_models):
     with LiveSession(settings(keep_warm=0)) as session:
-        run = Running(session, 60.0)
-        assert wait_until(lambda: settled(session), 60.0)
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: settled(session), COMPILE_WAIT_S)
         seen, codes = [], []
         for name in ("tiny-b", "tiny-a", "tiny-b", "tiny-a", "tiny-b"):
             session.switch_model(name)
-            assert wait_until(lambda: session.model_name == name and not session._lock.locked(), 60.0)
+            assert wait_until(lambda: session.model_name == name and not session._lock.locked(), COMPILE_WAIT_S)
             levels = session.pipeline.level_runners
             assert all(compiled(runner) for runner in levels)
             assert all(entries(runner._own_code) == 1 for runner in levels)  # compiled, not eager

@@ -17,7 +17,7 @@ from bridge.params import ParamStore
 from bridge.runtime import Runner, TracedNetwork
 from bridge.sinks import open_sink
 from tests.test_control_live import wait_until
-from tests.test_reliability import FPS, Running, live
+from tests.test_reliability import COMPILE_WAIT_S, FPS, UNTIL_STOPPED_S, Running, live
 
 
 def pix2pix(seed: int, size: int = 32, ngf: int = 4):
@@ -197,17 +197,17 @@ def test_a_mix_plays_at_once_compiles_each_model_after_the_lead_at_every_core_an
 
         def held_back(runner, **kw):  # the other model's compile waits until `gate` is set
             held.append(kw.get("levels"))
-            assert gate.wait(30.0)
+            assert gate.wait(COMPILE_WAIT_S)
             use_runner(runner, **kw)
         other.use_runner = held_back
-        run = Running(session, 40.0)
-        assert wait_until(lambda: held == [[0]], 30.0)  # the lead's level playing (full) compiled first
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: held == [[0]], COMPILE_WAIT_S)  # the lead's level playing (full) compiled first
         assert compiled(lead.level_runners[0]) and not lead.level_runners[1].compile
         made = session.engine.stats.generated
         assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # the other plays traced
         assert not other.runner.compile and "compiling)" in session.status_line(session.engine.stats)
         gate.set()
-        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        assert wait_until(lambda: not session._lock.locked(), COMPILE_WAIT_S)
         for part in (lead, other):
             assert all(compiled(r) for r in part.level_runners)
             assert [r.threads for r in part.level_runners] == [DEFAULT_THREADS] * 2

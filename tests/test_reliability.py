@@ -35,6 +35,13 @@ from bridge.sinks.threaded import ThreadedSink
 from tests.test_control_live import wait_until
 
 FPS = 30.0
+# Inductor's cache is cold on a clean machine (CI's): there a test's first compile of a small
+# model took over 30 s on 2 cores, its precompiled headers built first, and a 40 s run once ended
+# before the test's last checks. A test waits COMPILE_WAIT_S for a compile (the wait ends as soon
+# as the compile does), and a run that the test stops itself is given UNTIL_STOPPED_S (one the
+# test leaves running, failed, is stopped as it ends: conftest's `runs_stopped`).
+COMPILE_WAIT_S = 240.0
+UNTIL_STOPPED_S = 900.0
 
 
 def rss_mb() -> float:
@@ -54,10 +61,14 @@ def live(inbox=None, **kw):
 class Running:
     """session.run(duration) on a thread; `.result` is its stats summary once joined."""
 
+    started: list = []  # every run started, for conftest's `runs_stopped`
+
     def __init__(self, session, duration: float):
         self.result: dict = {}
         self.errors: list[BaseException] = []
+        self.session = session
         self.thread = threading.Thread(target=self._run, args=(session, duration))
+        Running.started.append(self)
         self.thread.start()
 
     def _run(self, session, duration):

@@ -19,7 +19,7 @@ from bridge.generators.pix2pix import Pix2Pix, Pix2PixConfig
 from bridge.live import LiveSession, LiveSettings
 from bridge.runtime import DEFAULT_THREADS, AutoRunner, Runner, TracedNetwork, thread_choices
 from tests.test_control_live import wait_until
-from tests.test_reliability import Running
+from tests.test_reliability import COMPILE_WAIT_S, UNTIL_STOPPED_S, Running
 
 
 class Gated(LiveSession):
@@ -34,7 +34,7 @@ class Gated(LiveSession):
     def _runner(self, name, model, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine") and name != self.settings.model:  # a switched-in one
             self.compiles.append(name)
-            assert self.gate.wait(30.0)
+            assert self.gate.wait(COMPILE_WAIT_S)
             if self.fail_compile:
                 raise RuntimeError("no room for the compiled kernels")
         return super()._runner(name, model, compile, trial, **kw)
@@ -65,8 +65,8 @@ def test_a_cold_switch_plays_the_new_model_traced_at_once_then_compiled_at_every
     torch.manual_seed(5)  # 64 px: a half-size level of its own (32 px is the smallest there is)
     save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
     with Gated(settings()) as session:
-        run = Running(session, 30.0)
-        assert wait_until(lambda: settled(session), 60.0)
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: settled(session), COMPILE_WAIT_S)
         session.switch_model("tiny-64")
         # shown while its compile is held back: the new pipeline makes the frames
         assert wait_until(lambda: session.model_name == "tiny-64" and not session.engine.swapping, 10.0)
@@ -80,7 +80,7 @@ def test_a_cold_switch_plays_the_new_model_traced_at_once_then_compiled_at_every
         assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)
         assert "compiling)" in session.status_line(session.engine.stats)
         session.gate.set()
-        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        assert wait_until(lambda: not session._lock.locked(), COMPILE_WAIT_S)
         assert session.pipeline is pipeline  # the same pipeline (its analysis, walk, smoothing) plays on
         assert all(compiled(r) for r in pipeline.level_runners) and pipeline.runner is pipeline.level_runners[0]
         assert [getattr(r.model, "size", 64) for r in pipeline.level_runners] == [64, 32]  # the levels, as before
@@ -98,7 +98,7 @@ class GatedStart(Gated):
     def _runner(self, name, model, compile=True, trial=None, **kw):
         if compile and hasattr(self, "engine") and name == self.settings.model:
             self.compiles.append(name)
-            assert self.gate.wait(30.0)
+            assert self.gate.wait(COMPILE_WAIT_S)
         return LiveSession._runner(self, name, model, compile, trial, **kw)
 
 
@@ -106,14 +106,14 @@ def test_a_run_plays_its_first_frames_before_its_model_is_compiled_then_the_thre
     with GatedStart(settings(threads="auto", degrade=None)) as session:
         traced = session.pipeline.runner
         assert not traced.compile and traced.threads == max(1, DEFAULT_THREADS - 1)  # a core for the compile
-        run = Running(session, 30.0)
+        run = Running(session, UNTIL_STOPPED_S)
         # held at the gate, after the compiler's set-up (seconds, when this test runs first)
-        assert wait_until(lambda: session.compiles == ["tiny-a"], 30.0)
+        assert wait_until(lambda: session.compiles == ["tiny-a"], COMPILE_WAIT_S)
         assert wait_until(lambda: session.engine.stats.generated >= 15, 5.0)  # while its compile waits
         assert session.engine.pipeline.runner is traced
         assert "compiling)" in session.status_line(session.engine.stats)
         session.gate.set()
-        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        assert wait_until(lambda: not session._lock.locked(), COMPILE_WAIT_S)
         runner = session.pipeline.runner
         assert isinstance(runner, AutoRunner) and all(compiled(arm.runner) for arm in runner.arms)
         # each count tried is a compile of its own: the one playing, and the trial's others
@@ -145,8 +145,8 @@ def test_a_flow_plays_traced_in_the_precision_its_check_keeps_while_it_compiles(
     with GatedStart(settings(model="flow", degrade=None)) as session:
         first = session.pipeline.runner
         assert not first.compile and first.info.autocast is None  # shown at once, unchecked: fp32
-        run = Running(session, 30.0)
-        assert wait_until(lambda: session.pipeline.runner.info.autocast == "bfloat16", 30.0)
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: session.pipeline.runner.info.autocast == "bfloat16", COMPILE_WAIT_S)
         low = session.pipeline.runner
         assert not low.compile and isinstance(low._fn, TracedNetwork) and low._fn.traced
         assert "bfloat16: PSNR against fp32" in low.info.note
@@ -155,7 +155,7 @@ def test_a_flow_plays_traced_in_the_precision_its_check_keeps_while_it_compiles(
         assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # it makes the frames
         assert session.engine.pipeline.runner is low
         session.gate.set()
-        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        assert wait_until(lambda: not session._lock.locked(), COMPILE_WAIT_S)
         runner = session.pipeline.runner
         assert compiled(runner) and runner.info.autocast == "bfloat16"
         session.engine.stop()
@@ -169,7 +169,7 @@ class GatedTrial(Gated):
     def _runner(self, name, model, compile=True, trial=None, **kw):
         if kw.get("kept") is not None:
             self.compiles.append(name + " trial")
-            assert self.gate.wait(30.0)
+            assert self.gate.wait(COMPILE_WAIT_S)
         return LiveSession._runner(self, name, model, compile, trial, **kw)
 
 
@@ -185,8 +185,8 @@ def test_a_run_plays_compiled_while_its_thread_trial_compiles_on_a_free_core(tin
     torch.manual_seed(5)
     save_bundle(Pix2Pix(Pix2PixConfig(size=64, ngf=4, input="bands")), tiny_models / "models" / "tiny-64")
     with GatedTrial(settings(model="tiny-64", threads="auto")) as session:
-        run = Running(session, 30.0)
-        assert wait_until(lambda: session.compiles == ["tiny-64 trial"], 60.0)  # the first compile done
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: session.compiles == ["tiny-64 trial"], COMPILE_WAIT_S)  # the first compile done
         pipeline = session.pipeline
         playing, levels = pipeline.runner, list(pipeline.level_runners)
         assert compiled(playing) and playing.threads == max(fewer) and len(levels) == 2
@@ -195,7 +195,7 @@ def test_a_run_plays_compiled_while_its_thread_trial_compiles_on_a_free_core(tin
         assert wait_until(lambda: session.engine.stats.generated >= made + 15, 5.0)  # while the trial waits
         assert "compiling" not in session.status_line(session.engine.stats)
         session.gate.set()
-        assert wait_until(lambda: not session._lock.locked(), 60.0)
+        assert wait_until(lambda: not session._lock.locked(), COMPILE_WAIT_S)
         trial = pipeline.runner
         assert isinstance(trial, AutoRunner) and trial.chosen is None  # 30 calls of each first
         arms = {arm.threads: arm.runner for arm in trial.arms}
@@ -213,7 +213,7 @@ def test_a_run_closed_before_its_compile_starts_closes_at_once_and_compiles_noth
         session.gate.set()
         session.run(duration=0.3, status_stream=None)  # asks for the compile as it starts
     assert session._closed
-    assert wait_until(lambda: not session._lock.locked(), 30.0)
+    assert wait_until(lambda: not session._lock.locked(), COMPILE_WAIT_S)
     assert session.compiles in ([], ["tiny-a"])  # one already going finishes; none starts after close
     assert session.messages == []
 
@@ -225,8 +225,8 @@ def test_a_session_closed_during_a_switch_stops_its_loader_before_the_next_compi
     real, compiles = inductor.compile_fx, []
     monkeypatch.setattr(inductor, "compile_fx", lambda *a, **k: compiles.append(1) or real(*a, **k))
     with Gated(settings()) as session:
-        run = Running(session, 30.0)
-        assert wait_until(lambda: settled(session), 60.0)
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: settled(session), COMPILE_WAIT_S)
         before = len(compiles)
         session.switch_model("tiny-b")
         assert wait_until(lambda: session.compiles == ["tiny-b"], 10.0)  # its compile held at the gate
@@ -245,10 +245,10 @@ def test_a_compile_that_fails_is_reported_and_the_traced_model_plays_on(tiny_mod
     with Gated(settings(degrade=None)) as session:
         session.fail_compile = True
         session.gate.set()
-        run = Running(session, 30.0)
-        assert wait_until(lambda: settled(session), 60.0)
+        run = Running(session, UNTIL_STOPPED_S)
+        assert wait_until(lambda: settled(session), COMPILE_WAIT_S)
         session.switch_model("tiny-b")
-        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 30.0)
+        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), COMPILE_WAIT_S)
         assert any("model tiny-b not compiled" in m and "no room" in m for m in session.messages), session.messages
         assert isinstance(session.pipeline.runner._fn, TracedNetwork)
         made = session.engine.stats.generated
@@ -261,12 +261,12 @@ def test_a_compile_that_fails_is_reported_and_the_traced_model_plays_on(tiny_mod
 def test_without_play_while_compiling_the_switch_waits_for_the_compiled_model(tiny_models, monkeypatch):
     monkeypatch.setattr(live, "PLAY_WHILE_COMPILING", False)
     with Gated(settings(degrade=None)) as session:
-        run = Running(session, 30.0)
+        run = Running(session, UNTIL_STOPPED_S)
         session.switch_model("tiny-b")
-        assert wait_until(lambda: session.compiles == ["tiny-b"], 30.0)
+        assert wait_until(lambda: session.compiles == ["tiny-b"], COMPILE_WAIT_S)
         assert not wait_until(lambda: session.model_name == "tiny-b", 1.0)  # the old one plays on
         session.gate.set()
-        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), 60.0)
+        assert wait_until(lambda: session.model_name == "tiny-b" and not session._lock.locked(), COMPILE_WAIT_S)
         assert compiled(session.pipeline.runner)
         session.engine.stop()
         result = run.join()
