@@ -870,6 +870,10 @@ class Runner:
             # which warms it, so compiles it (`freezing` given as a torch.compile option instead
             # ran the bundled model at 6.9 ms a call against 4.5: it is read outside the option's reach)
             inductor_config.freezing = True
+            # (Frozen weights packed for oneDNN, the default, make Inductor's FX graph cache
+            # bypass every compile: a packed tensor cannot go into its key. Unpacked, a compile
+            # takes 1-2 s less here (a flow 3-7) and the U-Net-256s call 15-30 % slower: kept
+            # packed; benchmarks/README.md, nineteenth session.)
             inductor_config.cpp_wrapper = CPP_WRAPPER and self.device.type == "cpu"
             recompile_room()
             use_compile_cache_dir()
