@@ -872,7 +872,7 @@ class Runner:
             inductor_config.freezing = True
             # (Frozen weights packed for oneDNN, the default, make Inductor's FX graph cache
             # bypass every compile: a packed tensor cannot go into its key. Unpacked, a compile
-            # takes 1-2 s less here (a flow 3-7) and the U-Net-256s call 15-30 % slower: kept
+            # takes 1-2 s less (a flow 3-7) and the U-Net-256s call 15-30 % slower (2-core AVX2): kept
             # packed; benchmarks/README.md, nineteenth session.)
             inductor_config.cpp_wrapper = CPP_WRAPPER and self.device.type == "cpu"
             recompile_room()
