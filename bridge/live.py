@@ -171,7 +171,7 @@ def collected_between_compiles() -> None:
     run beside the model playing), only the pieces. Nothing is frozen out of the collector's sight: a runner let go of later
     (the thread trial's other count, a model no longer kept warm) holds its frozen weights in
     cycles that only a collection frees."""
-    if COLLECT_BETWEEN_COMPILES and HOLD_FULL_COLLECTIONS and _full_collections.inside:
+    if COLLECT_BETWEEN_COMPILES and _full_collections.inside:  # held only where HOLD_FULL_COLLECTIONS
         gc.collect()
 
 
